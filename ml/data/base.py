@@ -1,0 +1,70 @@
+"""The data-source contract and the normalisation every source's output goes through."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from ml.errors import InvalidInput
+
+COLUMNS = ["open", "high", "low", "close", "volume"]
+
+
+class DataSource(Protocol):
+    name: str
+
+    def fetch(self, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
+        """Daily history for [start, end] inclusive: indexed by trading date, COLUMNS as float64."""
+        ...
+
+
+def check_range(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and pd.Timestamp(start) > pd.Timestamp(end):
+        raise InvalidInput(f"inverted date range: start {start} is after end {end}")
+
+
+def empty_frame() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
+    frame.index = pd.DatetimeIndex([], name="date")
+    return frame
+
+
+def normalize_frame(
+    raw: pd.DataFrame, *, source: str, ticker: str, close_only: bool = False
+) -> pd.DataFrame:
+    """Lower-case columns, float64, tz-naive midnight dates, sorted, one row per date.
+
+    Duplicate dates are an error rather than silently resolved: which row is right is not ours to guess.
+    """
+    frame = raw.copy()
+    frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and not (close_only and c != "close")]
+    if missing:
+        raise InvalidInput(f"{source}: data for {ticker} lacks column(s) {', '.join(missing)}")
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    index = pd.DatetimeIndex(pd.to_datetime(frame.index))
+    if index.tz is not None:
+        index = index.tz_convert(None)
+    frame.index = index.normalize().rename("date")
+    frame = frame[COLUMNS].astype("float64")
+    dupes = frame.index[frame.index.duplicated()]
+    if len(dupes):
+        raise InvalidInput(
+            f"{source}: data for {ticker} has duplicate date(s) {', '.join(str(d.date()) for d in dupes[:3])}"
+        )
+    frame = frame.sort_index()
+    frame = frame[frame["close"].notna()]
+    frame.attrs = {"source": source, "ticker": ticker, "close_only": close_only}
+    return frame
+
+
+def clip(frame: pd.DataFrame, start: date | None, end: date | None) -> pd.DataFrame:
+    attrs = dict(frame.attrs)
+    out = frame.loc[pd.Timestamp(start) if start else None : pd.Timestamp(end) if end else None]
+    out.attrs = attrs
+    return out

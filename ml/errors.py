@@ -1,0 +1,65 @@
+"""Errors the ml core raises. Each has a stable `code` that the API turns into `{"error": {code, message}}`."""
+
+from __future__ import annotations
+
+
+class StockqError(Exception):
+    code = "stockq_error"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidTicker(StockqError):
+    code = "invalid_ticker"
+    http_status = 422
+
+
+class UnknownTicker(StockqError):
+    code = "unknown_ticker"
+    http_status = 404
+
+
+class DataUnavailable(StockqError):
+    code = "data_unavailable"
+    http_status = 503
+
+
+class InvalidInput(StockqError):
+    code = "invalid_input"
+    http_status = 422
+
+
+class InsufficientHistory(StockqError):
+    code = "insufficient_history"
+    http_status = 422
+
+
+class StaleFeatures(StockqError):
+    code = "stale_features"
+    http_status = 409
+
+
+class FeaturesMissing(StockqError):
+    code = "features_missing"
+    http_status = 404
+
+
+class ModelNotFound(StockqError):
+    code = "model_not_found"
+    http_status = 404
+
+
+class CorruptModel(StockqError):
+    code = "corrupt_model"
+    http_status = 500
+
+
+class Cancelled(StockqError):
+    code = "cancelled"
+    http_status = 409

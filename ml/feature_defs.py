@@ -1,0 +1,65 @@
+"""Feast object definitions, shared by `feature_repo/` (for `feast apply`) and `ml.feature_store`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Float64, Int64, String
+
+from ml.features import EXTRA_FEATURES, MODEL_FEATURES
+
+DAILY_VIEW = "daily_features"
+WINDOW_VIEW = "model_window"
+
+ticker_entity = Entity(name="ticker", join_keys=["ticker"], value_type=ValueType.STRING)
+
+
+def offline_dirs(offline_root: Path) -> tuple[Path, Path]:
+    return offline_root / DAILY_VIEW, offline_root / WINDOW_VIEW
+
+
+def definitions(offline_root: Path) -> list[object]:
+    """Entity and feature views over one parquet file per ticker (rewritten atomically per ingest)."""
+    daily_dir, window_dir = offline_dirs(offline_root)
+    daily_source = FileSource(
+        name="daily_features_source",
+        path=str(daily_dir / "*.parquet"),
+        timestamp_field="event_timestamp",
+    )
+    window_source = FileSource(
+        name="model_window_source",
+        path=str(window_dir / "*.parquet"),
+        timestamp_field="event_timestamp",
+    )
+    # ttl=0: no age cut-off in point-in-time joins (a cut-off silently drops rows); staleness is
+    # enforced explicitly at serving time instead.
+    daily = FeatureView(
+        name=DAILY_VIEW,
+        entities=[ticker_entity],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="close", dtype=Float64),
+            *[Field(name=n, dtype=Float64) for n in [*MODEL_FEATURES, *EXTRA_FEATURES]],
+        ],
+        source=daily_source,
+        online=True,
+    )
+    window = FeatureView(
+        name=WINDOW_VIEW,
+        entities=[ticker_entity],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="window", dtype=Array(Float64)),
+            Field(name="window_len", dtype=Int64),
+            Field(name="n_features", dtype=Int64),
+            Field(name="feature_names", dtype=String),
+            Field(name="last_close", dtype=Float64),
+            Field(name="as_of", dtype=String),
+            Field(name="source", dtype=String),
+        ],
+        source=window_source,
+        online=True,
+    )
+    return [ticker_entity, daily, window]

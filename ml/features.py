@@ -1,0 +1,96 @@
+"""Technical features, computed from data up to and including day t only (pure: frames in, frames out).
+
+Every feature in MODEL_FEATURES is scale-free (ratios, returns, bounded oscillators), so one parent model
+trained on ^GSPC can read any ticker. Raw indicator functions match the `ta` package's definitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MODEL_FEATURES = [
+    "rsi_14",
+    "macd_rel",
+    "macd_signal_rel",
+    "macd_hist_rel",
+    "sma_20_rel",
+    "sma_50_rel",
+    "ema_12_rel",
+    "ema_26_rel",
+    "log_ret_1d",
+    "log_ret_5d",
+    "vol_20",
+]
+EXTRA_FEATURES = ["volume_z"]
+FEATURE_COLUMNS = ["close", *MODEL_FEATURES, *EXTRA_FEATURES]
+# Rows before this many observations carry NaNs (SMA 50 is the longest look-back).
+WARMUP = 50
+
+
+def sma(close: pd.Series, n: int) -> pd.Series:
+    return close.rolling(n, min_periods=n).mean()
+
+
+def ema(close: pd.Series, n: int) -> pd.Series:
+    return close.ewm(span=n, min_periods=n, adjust=False).mean()
+
+
+def rsi(close: pd.Series, n: int = 14) -> pd.Series:
+    """Wilder's RSI: smoothed gains over smoothed losses with alpha = 1/n (the first day counts as no move)."""
+    diff = close.diff()
+    gain = diff.where(diff > 0, 0.0)
+    loss = (-diff).where(diff < 0, 0.0)
+    avg_gain = gain.ewm(alpha=1 / n, min_periods=n, adjust=False).mean()
+    avg_loss = loss.ewm(alpha=1 / n, min_periods=n, adjust=False).mean()
+    rs = avg_gain / avg_loss
+    out = 100.0 - 100.0 / (1.0 + rs)
+    return out.where(avg_loss != 0, 100.0).where(avg_gain.notna())
+
+
+def macd(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> pd.DataFrame:
+    line = ema(close, fast) - ema(close, slow)
+    sig = ema(line, signal)
+    return pd.DataFrame({"macd": line, "signal": sig, "hist": line - sig}, index=close.index)
+
+
+def compute_features(history: pd.DataFrame) -> pd.DataFrame:
+    """Daily OHLCV (indexed by date) -> FEATURE_COLUMNS (indexed by date), NaN during warm-up."""
+    close = history["close"].astype("float64")
+    log_close = np.log(close)
+    m = macd(close)
+    out = pd.DataFrame(index=history.index)
+    out["close"] = close
+    out["rsi_14"] = rsi(close, 14)
+    out["macd_rel"] = m["macd"] / close
+    out["macd_signal_rel"] = m["signal"] / close
+    out["macd_hist_rel"] = m["hist"] / close
+    out["sma_20_rel"] = sma(close, 20) / close - 1.0
+    out["sma_50_rel"] = sma(close, 50) / close - 1.0
+    out["ema_12_rel"] = ema(close, 12) / close - 1.0
+    out["ema_26_rel"] = ema(close, 26) / close - 1.0
+    out["log_ret_1d"] = log_close.diff(1)
+    out["log_ret_5d"] = log_close.diff(5)
+    out["vol_20"] = out["log_ret_1d"].rolling(20, min_periods=20).std() * np.sqrt(252.0)
+    volume = history["volume"].astype("float64") if "volume" in history else pd.Series(np.nan, index=close.index)
+    mean, std = volume.rolling(20, min_periods=20).mean(), volume.rolling(20, min_periods=20).std()
+    out["volume_z"] = ((volume - mean) / std).where(std > 0)
+    return out[FEATURE_COLUMNS]
+
+
+def model_rows(features: pd.DataFrame) -> pd.DataFrame:
+    """The rows a model can use: every MODEL_FEATURE present."""
+    return features.dropna(subset=MODEL_FEATURES)
+
+
+def build_window(features: pd.DataFrame, window: int) -> np.ndarray:
+    """The model input ending at the last row of `features`: shape (window, len(MODEL_FEATURES))."""
+    rows = model_rows(features)
+    if len(rows) < window:
+        from ml.errors import InsufficientHistory
+
+        raise InsufficientHistory(
+            f"need at least {window} days of complete features ({window + WARMUP} trading days of "
+            f"history), have {len(rows)}"
+        )
+    return rows[MODEL_FEATURES].to_numpy(dtype=np.float64)[-window:]

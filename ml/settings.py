@@ -1,0 +1,98 @@
+"""The one settings object. Built at the edges (webapp, workers, CLI, bench) and passed down."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STOCKQ_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Feast's online store lives on its own Redis DB so it never collides with Celery's keys.
+    feast_redis_db: int = 1
+    var_dir: Path = Path("./var")
+    data_source: str = "auto"
+    api_keys: str = ""
+    api_port: int = 8000
+    flower_port: int = 5555
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str = ""
+
+    window: int = Field(60, ge=10, le=250)
+    horizon: int = 7
+    feature_max_age_days: int = Field(7, ge=1)
+    job_retention_s: int = 7 * 24 * 3600
+    prediction_cache_ttl_s: int = 3600
+    model_cache_size: int = 16
+    model_alias_check_s: float = 5.0
+    torch_threads: int = 1
+    train_time_limit_s: int = 3600
+    default_epochs: int = 20
+
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 30.0
+    llm_max_retries: int = 2
+    agent_cache_ttl: int = 24 * 3600
+    agent_cache_threshold: float = 0.75
+
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STOCKQ_MLFLOW_TRACKING_URI")
+    )
+    qdrant_url: str | None = Field(None, validation_alias=AliasChoices("QDRANT_URL", "STOCKQ_QDRANT_URL"))
+    openai_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "STOCKQ_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_BASE_URL", "STOCKQ_OPENAI_BASE_URL")
+    )
+
+    @cached_property
+    def var_path(self) -> Path:
+        path = self.var_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.var_path / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.var_path / "mlartifacts").as_uri()
+
+    @property
+    def feast_connection_string(self) -> str:
+        """Feast's Redis online store wants `host:port,db=N[,password=...][,ssl=true]`."""
+        url = urlparse(self.redis_url)
+        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={self.feast_redis_db}"]
+        if url.password:
+            parts.append(f"password={url.password}")
+        if url.scheme == "rediss":
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+    @property
+    def feast_redis_url(self) -> str:
+        url = urlparse(self.redis_url)
+        return url._replace(path=f"/{self.feast_redis_db}").geturl()
+
+
+def configure_process_env(settings: Settings) -> None:
+    """Environment the ecosystem's libraries read themselves (called once at an edge)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("FEAST_USAGE", "False")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("MPLCONFIGDIR", str(settings.var_path / "mpl"))
