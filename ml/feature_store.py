@@ -177,7 +177,14 @@ class FeatureStore:
         ).to_df()
         frame = frame.sort_values("event_timestamp")
         frame.index = pd.DatetimeIndex(frame["event_timestamp"]).tz_convert(None).rename("date")
-        return frame[FEATURE_COLUMNS].astype("float64")
+        frame = frame[FEATURE_COLUMNS].astype("float64")
+        empty = frame[MODEL_FEATURES].isna().any(axis=1)
+        if empty.any():
+            raise FeaturesMissing(
+                f"point-in-time join for {ticker} returned {int(empty.sum())} incomplete row(s), first "
+                f"{frame.index[empty][0].date()}: ingest it again"
+            )
+        return frame
 
     # -- online --------------------------------------------------------------------------------
     def materialize(self, tickers: list[str]) -> None:

@@ -1,0 +1,59 @@
+"""Shared fixtures. Real Redis at 127.0.0.1:6379 (each suite on its own DB numbers), real Feast, real MLflow."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("FEAST_USAGE", "False")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from ml.settings import Settings  # noqa: E402
+
+REDIS_BASE = os.environ.get("STOCKQ_TEST_REDIS", "redis://127.0.0.1:6379")
+BASE_TICKERS = ["^GSPC", "AAPL", "MSFT"]
+
+# Redis DB numbers per suite, so suites never see each other's keys:
+#   2/3 data & feature-store tests, 4/5 model tests, 6/7 agent tests, 8/9 compose & charts,
+#   10/11 backbone (Celery broker / Feast online) tests, 12/13 serving tests, 14/15 session feature env.
+
+
+def make_settings(var_dir: Path, db: int, feast_db: int, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": f"{REDIS_BASE}/{db}",
+        "feast_redis_db": feast_db,
+        "var_dir": var_dir,
+        "data_source": "bundled",
+        "mlflow_tracking_uri": f"sqlite:///{var_dir / 'mlflow.db'}",
+        "openai_api_key": None,
+        "openai_base_url": None,
+        "qdrant_url": None,
+        "api_keys": "",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def flush_db(url: str) -> None:
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture(scope="session")
+def feature_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, object]]:
+    """A var dir with ^GSPC, AAPL and MSFT ingested from the bundled source (Redis DBs 14/15)."""
+    from ml.data import make_source
+    from ml.feature_store import FeatureStore
+    from ml.pipeline import ingest
+
+    settings = make_settings(tmp_path_factory.mktemp("feature_env"), 14, 15)
+    flush_db(settings.feast_redis_url)
+    store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
+    ingest(BASE_TICKERS, source=make_source("bundled", settings.var_path), store=store)
+    yield settings, store
