@@ -1,4 +1,4 @@
-"""Errors the ml core raises. Each has a stable `code` that the API turns into `{"error": {code, message}}`."""
+"""Errors the ml core raises; each has a stable `code` the API returns as `{"error": {code, message}}`."""
 
 from __future__ import annotations
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     torch_threads: int = 1
     train_time_limit_s: int = 3600
     default_epochs: int = 20
+    auto_train_epochs: int = 5
+    # How long a crashed auto-training can block the next request for the same ticker.
+    singleflight_ttl_s: float = 120.0
 
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = 30.0

@@ -1,0 +1,5 @@
+"""Flask API: `gunicorn 'webapp:create_app()'`."""
+
+from webapp.app import create_app
+
+__all__ = ["create_app"]

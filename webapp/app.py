@@ -1,0 +1,92 @@
+"""The Flask app factory (served by gunicorn as `webapp:create_app()`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import Flask, Response, request
+from flask_openapi3 import Info, OpenAPI
+
+from ml.settings import Settings, configure_process_env
+from webapp.auth import install_auth
+from webapp.errors import ApiError, register_error_handlers, validation_error_response
+from webapp.metrics import install_metrics
+from webapp.routes import api, ops
+from webapp.submit import Submitter
+from workers.celery_app import create_celery
+from workers.jobs import JobRegistry
+
+MAX_BODY = 64 * 1024
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    redis: redis.Redis
+    blocking_redis: redis.Redis
+    jobs: JobRegistry
+    submitter: Submitter
+    celery: Celery
+
+
+def _check_json_body() -> None:
+    """400 for malformed JSON and 415 for another content type, before schema validation (422)."""
+    if request.method not in {"POST", "PUT", "PATCH"}:
+        return
+    data = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if not data:
+        if request.url_rule is not None and "body" in _body_endpoints():
+            raise ApiError(400, "bad_request", "request body is empty: send a JSON object")
+        return
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+    try:
+        json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+
+
+def _body_endpoints() -> set[str]:
+    return {"body"} if request.endpoint not in {"api.ping"} else set()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings()
+    configure_process_env(settings)
+    app = OpenAPI(
+        __name__,
+        info=Info(
+            title="stockq", version="0.1.0", description="Stock forecasting jobs over Celery and Redis"
+        ),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        doc_ui=False,
+        validation_error_status=422,
+        validation_error_callback=validation_error_response,
+    )
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False
+    # Short timeouts: with Redis down the API answers 503 within 2 s instead of hanging.
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    blocking = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=15)
+    jobs = JobRegistry(client, settings.job_retention_s)
+    celery = create_celery(settings)
+    app.extensions["stockq"] = ApiContext(
+        settings, client, blocking, jobs, Submitter(celery, jobs, client, settings.job_retention_s), celery
+    )
+    register_error_handlers(app)
+    install_auth(app, settings.api_key_set)
+    install_metrics(app, client)
+    app.before_request(_check_json_body)
+    app.register_api(api)
+    app.register_api(ops)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(json.dumps(app.api_doc), mimetype="application/json")
+
+    return app

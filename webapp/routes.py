@@ -1,0 +1,180 @@
+"""The REST API: submit jobs, poll and cancel them, health and readiness."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Response, current_app, jsonify, request, url_for
+from flask_openapi3 import APIBlueprint, Tag
+
+from webapp.errors import ApiError
+from webapp.schemas import (
+    AgentRequest,
+    BatchPredictRequest,
+    ChartPath,
+    ErrorBody,
+    Health,
+    IngestRequest,
+    JobAccepted,
+    JobList,
+    JobPath,
+    JobRecord,
+    JobsQuery,
+    PredictRequest,
+    Readiness,
+    TrainRequest,
+    WaitQuery,
+)
+from workers.celery_app import QUEUES
+from workers.heartbeat import live_workers
+from workers.jobs import FINISHED
+
+jobs_tag = Tag(name="jobs", description="Submit, poll and cancel jobs")
+ops_tag = Tag(name="ops", description="Health, readiness and metrics")
+api = APIBlueprint("api", __name__, abp_responses={"401": ErrorBody, "503": ErrorBody})
+ops = APIBlueprint("ops", __name__)
+
+
+def _ctx() -> Any:
+    return current_app.extensions["stockq"]
+
+
+def _accepted(job: dict[str, Any]) -> Response:
+    status_url = url_for("api.get_status", job_id=job["id"])
+    response = jsonify({"job_id": job["id"], "status": job["status"], "status_url": status_url})
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+def _submit(job_type: str, params: dict[str, Any], wait: float = 0.0) -> Response:
+    ctx = _ctx()
+    job, _ = ctx.submitter.submit(job_type, params, request.headers.get("Idempotency-Key"))
+    if wait > 0:
+        finished = ctx.jobs.wait_finished(job["id"], wait, ctx.blocking_redis)
+        if finished is not None and finished["status"] in FINISHED:
+            return jsonify(finished)
+    return _accepted(job)
+
+
+@api.post("/train", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
+def train(body: TrainRequest) -> Response:
+    """Train a model: ^GSPC trains the parent, any other ticker a child (freeze | fine_tune | scratch)."""
+    return _submit("train", body.model_dump())
+
+
+@api.post("/predict-child", tags=[jobs_tag], responses={200: JobRecord, 202: JobAccepted, 422: ErrorBody})
+def predict_child(query: WaitQuery, body: PredictRequest) -> Response:
+    """Forecast the next 7 trading days; with `wait`, answer 200 with the result when it is ready."""
+    return _submit("predict", body.model_dump(), query.wait)
+
+
+@api.post("/predict", tags=[jobs_tag], responses={200: JobRecord, 202: JobAccepted, 422: ErrorBody})
+def predict_batch(query: WaitQuery, body: BatchPredictRequest) -> Response:
+    """Forecast many tickers in one job (one batched forward pass per model)."""
+    return _submit("predict_batch", body.model_dump(), query.wait)
+
+
+@api.post("/agent/chat", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
+def agent_chat(body: AgentRequest) -> Response:
+    """Ask the analyst agent about a ticker: a markdown report with a stance."""
+    return _submit("analyze", body.model_dump())
+
+
+@api.post("/ingest", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
+def ingest(body: IngestRequest) -> Response:
+    """Fetch history, compute features, write the offline store and materialize the online store."""
+    return _submit("ingest", body.model_dump())
+
+
+@api.post("/jobs/ping", tags=[jobs_tag], responses={200: JobRecord, 202: JobAccepted})
+def ping(query: WaitQuery) -> Response:
+    """A trivial job through the whole queue (round-trip checks and benchmarks)."""
+    return _submit("ping", {}, query.wait)
+
+
+@api.get("/status/<job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
+def get_status(path: JobPath) -> Response:
+    """The job record: status, stage, progress, result or error."""
+    job = _ctx().jobs.get(path.job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+    return jsonify(job)
+
+
+@api.get("/jobs", tags=[jobs_tag], responses={200: JobList})
+def list_jobs(query: JobsQuery) -> Response:
+    """Recent jobs, newest first."""
+    jobs = _ctx().jobs.list(status=query.status, job_type=query.type, limit=query.limit)
+    return jsonify({"jobs": jobs, "count": len(jobs)})
+
+
+@api.delete(
+    "/jobs/<job_id>",
+    tags=[jobs_tag],
+    responses={200: JobRecord, 202: JobRecord, 404: ErrorBody, 409: ErrorBody},
+)
+def cancel_job(path: JobPath) -> Response:
+    """Cancel: a queued job never runs (200); a running training stops at its next epoch (202)."""
+    ctx = _ctx()
+    outcome = ctx.jobs.request_cancel(path.job_id)
+    if outcome == "missing":
+        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+    job = ctx.jobs.get(path.job_id)
+    if outcome == "finished":
+        raise ApiError(
+            409, "job_finished", f"job {path.job_id} already {job['status'] if job else 'finished'}"
+        )
+    response = jsonify(job)
+    response.status_code = 200 if outcome == "cancelled" else 202
+    return response
+
+
+@api.get("/forecast/<ticker>.<fmt>", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
+def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
+    """The forecast as a chart: last ~120 closes, the 7-day median path and the 80 % band."""
+    ctx = _ctx()
+    job, _ = ctx.submitter.submit("chart", {"ticker": path.ticker, "fmt": path.fmt})
+    finished = ctx.jobs.wait_finished(job["id"], query.wait or 10.0, ctx.blocking_redis)
+    if finished is None or finished["status"] not in FINISHED:
+        return _accepted(job)
+    if finished["status"] != "succeeded":
+        error = finished.get("error") or {}
+        raise ApiError(
+            422 if error.get("code") != "internal_error" else 500,
+            error.get("code", "chart_failed"),
+            error.get("message", "chart failed"),
+        )
+    result = finished["result"]
+    return Response(base64.b64decode(result["image_base64"]), mimetype=result["mimetype"])
+
+
+@ops.get("/health", tags=[ops_tag], responses={200: Health})
+def health() -> Response:
+    """The process is alive."""
+    return jsonify({"status": "ok"})
+
+
+@ops.get("/ready", tags=[ops_tag], responses={200: Readiness, 503: Readiness})
+def ready() -> Response:
+    """Redis reachable and at least one worker consuming each queue."""
+    ctx = _ctx()
+    auth = "enabled" if ctx.settings.api_key_set else "disabled"
+    try:
+        ctx.redis.ping()
+        workers = live_workers(ctx.redis, QUEUES)
+        redis_ok = True
+    except Exception:
+        workers, redis_ok = {q: 0 for q in QUEUES}, False
+    missing = ([] if redis_ok else ["redis"]) + [f"worker:{q}" for q, n in workers.items() if n == 0]
+    body = {
+        "status": "ready" if not missing else "not_ready",
+        "redis": redis_ok,
+        "workers": workers,
+        "missing": missing,
+        "auth": auth,
+    }
+    response = jsonify(body)
+    response.status_code = 200 if not missing else 503
+    return response

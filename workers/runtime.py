@@ -1,0 +1,135 @@
+"""Per-process dependencies of the tasks, built lazily on first use (after the prefork fork)."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import Any
+
+import redis
+
+from ml.errors import ModelNotFound
+from ml.settings import Settings
+from ml.tickers import INDEX_TICKER, validate_ticker
+from workers.counters import Counters
+from workers.jobs import JobRegistry
+from workers.model_cache import ModelCache
+from workers.prediction_cache import PredictionCache
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+
+    @cached_property
+    def jobs(self) -> JobRegistry:
+        return JobRegistry(self.redis, self.settings.job_retention_s)
+
+    @cached_property
+    def counters(self) -> Counters:
+        return Counters(self.redis)
+
+    @cached_property
+    def prediction_cache(self) -> PredictionCache:
+        return PredictionCache(self.redis, self.counters, self.settings.prediction_cache_ttl_s)
+
+    @cached_property
+    def store(self) -> Any:
+        from ml.feature_store import FeatureStore
+
+        s = self.settings
+        return FeatureStore(
+            s.var_path, s.feast_connection_string, window=s.window, max_age_days=s.feature_max_age_days
+        )
+
+    @cached_property
+    def source(self) -> Any:
+        from ml.data import make_source
+
+        return make_source(self.settings.data_source, self.settings.var_path)
+
+    @cached_property
+    def registry(self) -> Any:
+        from ml.registry import ModelRegistry
+
+        return ModelRegistry(self.settings.tracking_uri, self.settings.artifact_root)
+
+    @cached_property
+    def models(self) -> ModelCache:
+        return ModelCache(self.registry, self.settings.model_cache_size, self.settings.model_alias_check_s)
+
+    @cached_property
+    def analyst(self) -> Any:
+        from agent.service import AnalystService
+
+        from agent.configuration import AgentConfig
+
+        return AnalystService(
+            AgentConfig.from_settings(self.settings),
+            store=self.store,
+            registry=self.registry,
+            get_model=self.models.get,
+        )
+
+    # -- operations the tasks share --------------------------------------------------------------
+    def ingest(self, tickers: list[str], on_ticker: Any = None) -> dict[str, Any]:
+        from ml.pipeline import ingest
+
+        return ingest(tickers, source=self.source, store=self.store, on_ticker=on_ticker)
+
+    def serving_model(self, ticker: str, model: str) -> str:
+        """The registered model name a prediction would use (ModelNotFound when there is none)."""
+        from ml.registry import PARENT_NAME, child_name
+
+        child = child_name(ticker)
+        if model == "parent" or ticker == INDEX_TICKER:
+            candidates = [PARENT_NAME]
+        elif model == "child":
+            candidates = [child]
+        else:
+            candidates = [child, PARENT_NAME]
+        for name in candidates:
+            if self.models.champion_version(name) is not None:
+                return name
+        raise ModelNotFound(f"no trained model for {ticker} ({model}): train it first")
+
+    def forecast(self, ticker: str, model: str = "auto") -> dict[str, Any]:
+        """A forecast from the cache when the same model version already saw the same data day."""
+        from ml.predict import predict
+
+        ticker = validate_ticker(ticker)
+        name = self.serving_model(ticker, model)
+        version = self.models.champion_version(name) or ""
+        as_of = self.store.online_window(ticker).as_of.isoformat()
+        key = PredictionCache.key(ticker, name, version, as_of)
+        cached = self.prediction_cache.get(key)
+        if cached is not None:
+            return {**cached, "cached": True}
+        result = predict(ticker, model, store=self.store, registry=self.registry, get_model=self.models.get)
+        used = result["model"]
+        self.prediction_cache.put(
+            PredictionCache.key(ticker, used["name"], str(used["version"]), result["as_of"]), result
+        )
+        return {**result, "cached": False}
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime(settings: Settings) -> Runtime:
+    global _runtime
+    if _runtime is None or _runtime.settings is not settings:
+        _runtime = Runtime(settings)
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Drop per-process state (called in each freshly forked worker process)."""
+    global _runtime
+    _runtime = None

@@ -1,0 +1,44 @@
+"""Worker lifecycle: per-process init after fork, queue heartbeats from the main process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+from workers.heartbeat import Heartbeat
+from workers.runtime import reset_runtime
+
+log = logging.getLogger(__name__)
+_heartbeat: Heartbeat | None = None
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    # Torch is configured only here, in the forked child: prefork children can hang forever in
+    # oneDNN's LSTM when torch ran an op in the parent, and CUDA must never be touched before the fork.
+    import torch
+
+    from workers import app
+
+    torch.set_num_threads(app.conf.stockq_settings.torch_threads)
+    reset_runtime()
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    global _heartbeat
+    app = sender.app
+    queues = sorted(app.amqp.queues.consume_from.keys()) if app.amqp.queues.consume_from else []
+    client = redis.Redis.from_url(app.conf.stockq_settings.redis_url, socket_connect_timeout=2)
+    _heartbeat = Heartbeat(client, sender.hostname, queues)
+    _heartbeat.start()
+    log.info("consuming %s", ", ".join(queues))
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
