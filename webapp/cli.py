@@ -1,0 +1,232 @@
+"""`stockq`: run the local stack, submit jobs over the REST API and follow them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ml.settings import Settings
+
+console = Console()
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+class Api:
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.api_url.rstrip("/")
+        self.session = requests.Session()
+        if settings.api_key:
+            self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self.session.request(method, self.base + path, timeout=30, **kwargs)
+        except requests.ConnectionError:
+            raise click.ClickException(
+                f"cannot reach the API at {self.base} (is `stockq up` running?)"
+            ) from None
+        body = response.json() if response.content else {}
+        if response.status_code >= 400:
+            error = body.get("error", {})
+            raise click.ClickException(f"{response.status_code} {error.get('code')}: {error.get('message')}")
+        return body
+
+
+def follow(api: Api, job_id: str) -> dict[str, Any]:
+    """Poll the job with a live progress bar until it finishes."""
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(job_id[:8], total=None, detail="queued")
+        while True:
+            job = api.call("GET", f"/status/{job_id}")
+            prog = job.get("progress") or {}
+            detail = job["status"] + (f" · {job['stage']}" if job.get("stage") else "")
+            if "epoch" in prog:
+                detail += f" · epoch {prog['epoch']}/{prog['epochs']} loss {prog['loss']:.4f}"
+                progress.update(task, total=prog["epochs"], completed=prog["epoch"])
+            progress.update(task, detail=detail)
+            if job["status"] in FINISHED:
+                return job
+            time.sleep(0.5)
+
+
+def print_forecast(result: dict[str, Any]) -> None:
+    model = result["model"]
+    table = Table(title=f"{result['ticker']} as of {result['as_of']} · {model['name']} v{model['version']}")
+    for column in ("day", "date", "p10", "median", "p90"):
+        table.add_column(column, justify="right")
+    for row in result["forecast"]:
+        table.add_row(
+            str(row["day"]), row["date"], f"{row['p10']:.2f}", f"{row['p50']:.2f}", f"{row['p90']:.2f}"
+        )
+    console.print(table)
+
+
+def finish(job: dict[str, Any]) -> None:
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        raise click.ClickException(
+            f"job {job['id']} {job['status']}: {error.get('code')}: {error.get('message')}"
+        )
+
+
+@click.group()
+def main() -> None:
+    """stockq: distributed stock forecasting jobs."""
+
+
+@main.command()
+def up() -> None:
+    """Run Redis (if needed), the API, workers for every queue and Flower until Ctrl-C."""
+    from webapp.stack import Stack
+
+    settings = Settings()
+    stack = Stack(settings, settings.var_path / "logs")
+
+    def _stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        console.print(f"API      http://127.0.0.1:{settings.api_port}  (logs in {stack.log_dir})")
+        console.print(f"Flower   http://127.0.0.1:{settings.flower_port}")
+        if stack.wait_ready():
+            console.print("[green]ready[/green]: every queue has a worker")
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        stack.stop()
+
+
+@main.command()
+@click.option("--epochs", default=3, show_default=True)
+def demo(epochs: int) -> None:
+    """Start the stack, ingest, train ^GSPC and AAPL, predict AAPL, print the forecast, stop."""
+    from webapp.stack import Stack
+
+    settings = Settings()
+    stack = Stack(settings, settings.var_path / "logs")
+    api = Api(settings.model_copy(update={"api_url": f"http://127.0.0.1:{settings.api_port}"}))
+    try:
+        stack.start()
+        if not stack.wait_ready():
+            raise click.ClickException(f"the stack did not become ready; see {stack.log_dir}")
+        steps: list[tuple[str, str, dict[str, Any]]] = [
+            ("ingest ^GSPC AAPL", "/ingest", {"tickers": ["^GSPC", "AAPL"]}),
+            ("train parent ^GSPC", "/train", {"ticker": "^GSPC", "epochs": epochs}),
+            ("train child AAPL", "/train", {"ticker": "AAPL", "strategy": "fine_tune", "epochs": epochs}),
+            ("predict AAPL", "/predict-child", {"ticker": "AAPL"}),
+        ]
+        for label, path, body in steps:
+            console.print(f"[bold]{label}[/bold]")
+            job = follow(api, api.call("POST", path, json=body)["job_id"])
+            finish(job)
+        print_forecast(job["result"])
+    finally:
+        stack.stop()
+
+
+def _submit_and_follow(path: str, body: dict[str, Any], wait: bool) -> dict[str, Any]:
+    api = Api(Settings())
+    accepted = api.call("POST", path, json=body)
+    console.print(f"job {accepted['job_id']}")
+    if not wait:
+        return accepted
+    job = follow(api, accepted["job_id"])
+    finish(job)
+    return job
+
+
+@main.command()
+@click.argument("ticker")
+@click.option("--strategy", type=click.Choice(["freeze", "fine_tune", "scratch"]), default="fine_tune")
+@click.option("--epochs", type=int, default=None)
+@click.option("--no-wait", is_flag=True, help="Submit and return the job id.")
+def train(ticker: str, strategy: str, epochs: int | None, no_wait: bool) -> None:
+    """Train a model (^GSPC: the parent)."""
+    job = _submit_and_follow(
+        "/train", {"ticker": ticker, "strategy": strategy, "epochs": epochs}, not no_wait
+    )
+    if not no_wait:
+        console.print_json(json.dumps(job["result"]))
+
+
+@main.command()
+@click.argument("ticker")
+@click.option("--model", type=click.Choice(["auto", "child", "parent"]), default="auto")
+def predict(ticker: str, model: str) -> None:
+    """Forecast the next 7 trading days."""
+    print_forecast(_submit_and_follow("/predict-child", {"ticker": ticker, "model": model}, True)["result"])
+
+
+@main.command()
+@click.argument("ticker")
+@click.option("--question", default=None)
+def analyze(ticker: str, question: str | None) -> None:
+    """Ask the analyst agent for a report."""
+    job = _submit_and_follow("/agent/chat", {"ticker": ticker, "question": question}, True)
+    console.print(job["result"]["report_markdown"])
+
+
+@main.command()
+@click.argument("tickers", nargs=-1, required=True)
+@click.option("--local", is_flag=True, help="Run in this process instead of as a job.")
+def ingest(tickers: tuple[str, ...], local: bool) -> None:
+    """Fetch history, compute features and load the feature store."""
+    if local:
+        from ml.data import make_source
+        from ml.feature_store import FeatureStore
+        from ml.pipeline import ingest as run_ingest
+        from ml.settings import configure_process_env
+
+        s = Settings()
+        configure_process_env(s)
+        store = FeatureStore(s.var_path, s.feast_connection_string, window=s.window)
+        result = run_ingest(list(tickers), source=make_source(s.data_source, s.var_path), store=store)
+    else:
+        result = _submit_and_follow("/ingest", {"tickers": list(tickers)}, True)["result"]
+    console.print_json(json.dumps(result))
+
+
+@main.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show a job record."""
+    console.print_json(json.dumps(Api(Settings()).call("GET", f"/status/{job_id}")))
+
+
+@main.command()
+@click.option("--status", "status_", default=None)
+@click.option("--type", "type_", default=None)
+@click.option("--limit", default=20, show_default=True)
+def jobs(status_: str | None, type_: str | None, limit: int) -> None:
+    """List recent jobs."""
+    params = {k: v for k, v in {"status": status_, "type": type_, "limit": limit}.items() if v is not None}
+    body = Api(Settings()).call("GET", "/jobs", params=params)
+    table = Table("id", "type", "status", "stage", "submitted")
+    for job in body["jobs"]:
+        submitted = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["submitted_at"]))
+        table.add_row(job["id"], job["type"], job["status"], job.get("stage") or "", submitted)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

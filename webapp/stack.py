@@ -1,0 +1,177 @@
+"""`stockq up`: Redis (if needed), gunicorn, one Celery worker per queue group and Flower, in the
+foreground. Every child runs in its own process group; stopping the stack stops all of them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from ml.settings import Settings
+
+# Queue groups -> concurrency. The agent queue runs one process: embedded Qdrant allows one process
+# per path (set QDRANT_URL to scale it out). Training runs one job at a time per worker.
+WORKER_GROUPS = {"training": 1, "inference,ingest": 2, "agent": 1}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    log_dir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    def ensure_redis(self) -> None:
+        client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+            return
+        except redis.RedisError:
+            pass
+        url = urlparse(self.settings.redis_url)
+        server = shutil.which("redis-server")
+        if server is None or url.hostname not in {"127.0.0.1", "localhost", "::1"}:
+            raise SystemExit(
+                f"Redis at {self.settings.redis_url} is not answering and cannot be started here"
+            )
+        data = self.settings.var_path / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        # AOF on: queued jobs survive a Redis restart.
+        self._spawn(
+            "redis",
+            [
+                server,
+                "--port",
+                str(url.port or 6379),
+                "--bind",
+                url.hostname,
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+        )
+        for _ in range(50):
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise SystemExit("redis-server did not start; see " + str(self.log_dir / "redis.log"))
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_redis()
+        prom_dir = self.settings.var_path / "prometheus"
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        prom_dir.mkdir(parents=True)
+        py = sys.executable
+        bin_dir = Path(py).parent
+        self._spawn(
+            "api",
+            [
+                str(bin_dir / "gunicorn"),
+                "-b",
+                f"127.0.0.1:{self.settings.api_port}",
+                "-w",
+                "2",
+                "--timeout",
+                "60",
+                "-c",
+                "python:webapp.gunicorn_conf",
+                "webapp:create_app()",
+            ],
+            env={"PROMETHEUS_MULTIPROC_DIR": str(prom_dir)},
+        )
+        for queues, concurrency in WORKER_GROUPS.items():
+            name = queues.split(",")[0]
+            self._spawn(
+                f"worker-{name}",
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-Q",
+                    queues,
+                    "-c",
+                    str(concurrency),
+                    "-n",
+                    f"{name}@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+            )
+        self._spawn(
+            "flower",
+            [
+                str(bin_dir / "celery"),
+                "-A",
+                "workers",
+                "flower",
+                f"--port={self.settings.flower_port}",
+                "--address=127.0.0.1",
+            ],
+        )
+
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        import requests
+
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{self.settings.api_port}/ready"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        return False
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}"
+                )
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        # Workers first (warm shutdown finishes or requeues their tasks), Redis last.
+        order = [n for n in self.procs if n != "redis"] + (["redis"] if "redis" in self.procs else [])
+        for name in order:
+            self._signal(self.procs[name], signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for name in order:
+            proc = self.procs[name]
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(proc, signal.SIGKILL)
+                proc.wait(5)
+        self.procs.clear()
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
