@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STOCKQ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STOCKQ_", extra="ignore", populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Feast's online store lives on its own Redis DB so it never collides with Celery's keys.
@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     torch_threads: int = 1
     train_time_limit_s: int = 3600
     default_epochs: int = 20
+    # Train on only the last N calendar days of history (None: all of it).
+    train_history_days: int | None = None
     auto_train_epochs: int = 5
     # How long a crashed auto-training can block the next request for the same ticker.
     singleflight_ttl_s: float = 120.0

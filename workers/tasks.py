@@ -111,7 +111,8 @@ def finish_failed(rt: Runtime, job_id: str, job_type: str, code: str, message: s
 def _train_config(rt: Runtime, epochs: int | None) -> Any:
     from ml.train import TrainConfig
 
-    return TrainConfig(epochs=epochs or rt.settings.default_epochs)
+    s = rt.settings
+    return TrainConfig(epochs=epochs or s.default_epochs, history_days=s.train_history_days, window=s.window)
 
 
 def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
