@@ -1,0 +1,162 @@
+"""Real processes for tests: Celery workers, gunicorn, a private redis-server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ml.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "STOCKQ_REDIS_URL": settings.redis_url,
+        "STOCKQ_FEAST_REDIS_DB": str(settings.feast_redis_db),
+        "STOCKQ_VAR_DIR": str(settings.var_path),
+        "STOCKQ_DATA_SOURCE": settings.data_source,
+        "STOCKQ_API_KEYS": settings.api_keys,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class Proc:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "ab")  # noqa: SIM115 (closed in stop)
+        self.p = subprocess.Popen(
+            argv, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
+        try:
+            os.killpg(self.p.pid, sig)
+            self.p.wait(timeout_s)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait(5)
+        self._fh.close()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_bytes()[-n:].decode(errors="replace")
+
+
+def start_worker(settings: Settings, queues: str, name: str, concurrency: int = 1, **env: str) -> Proc:
+    argv = [
+        str(BIN / "celery"),
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    proc = Proc(argv, settings_env(settings, **env), settings.var_path / f"worker-{name}.log")
+    client = redis.Redis.from_url(settings.redis_url)
+    first = queues.split(",")[0]
+
+    def up() -> bool:
+        if proc.p.poll() is not None:
+            raise AssertionError(f"worker {name} exited:\n{proc.tail()}")
+        return any(m.decode().startswith(name + "@") for m in client.zrange(f"stockq:workers:{first}", 0, -1))
+
+    wait_until(up, 60, f"worker {name}", every=0.2)
+    return proc
+
+
+def start_gunicorn(settings: Settings, port: int, **env: str) -> Proc:
+    argv = [
+        str(BIN / "gunicorn"),
+        "-b",
+        f"127.0.0.1:{port}",
+        "-w",
+        "2",
+        "--timeout",
+        "60",
+        "webapp:create_app()",
+    ]
+    proc = Proc(argv, settings_env(settings, **env), settings.var_path / "gunicorn.log")
+    import requests
+
+    def up() -> bool:
+        if proc.p.poll() is not None:
+            raise AssertionError(f"gunicorn exited:\n{proc.tail()}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(up, 30, "gunicorn", every=0.2)
+    return proc
+
+
+def start_redis(port: int, data_dir: Path) -> Proc:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = shutil.which("redis-server") or "redis-server"
+    argv = [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    proc = Proc(argv, dict(os.environ), data_dir / "redis.log")
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    wait_until(up, 10, "redis-server")
+    return proc

@@ -1,0 +1,222 @@
+"""API contract without workers: validation, errors, auth, idempotency, cancel, readiness, OpenAPI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from tests.conftest import flush_db, make_settings
+from tests.procs import free_port, start_redis
+from webapp import create_app
+from workers.jobs import JobRegistry
+
+
+@pytest.fixture()
+def settings(tmp_path: Path):
+    s = make_settings(tmp_path, 10, 11)
+    flush_db(s.redis_url)
+    return s
+
+
+@pytest.fixture()
+def client(settings) -> FlaskClient:
+    return create_app(settings).test_client()
+
+
+def error_of(response) -> dict:
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    return body["error"]
+
+
+def test_submit_answers_202_with_location_and_a_queued_record(client: FlaskClient) -> None:
+    r = client.post("/train", json={"ticker": "aapl", "strategy": "freeze", "epochs": 3})
+    assert r.status_code == 202
+    body = r.get_json()
+    assert body["status"] == "queued"
+    assert r.headers["Location"] == body["status_url"] == f"/status/{body['job_id']}"
+    job = client.get(body["status_url"]).get_json()
+    assert job["type"] == "train"
+    assert job["params"] == {"ticker": "AAPL", "strategy": "freeze", "epochs": 3}
+    assert job["status"] == "queued" and job["submitted_at"] > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/train", {"ticker": "../etc"}, "ticker"),
+        ("/train", {"ticker": ""}, "ticker"),
+        ("/train", {"ticker": "A" * 200}, "ticker"),
+        ("/train", {"ticker": "AAPL;DEL"}, "ticker"),
+        ("/train", {"ticker": "AAPL", "epochs": 0}, "epochs"),
+        ("/train", {"ticker": "AAPL", "epochs": 501}, "epochs"),
+        ("/train", {"ticker": "AAPL", "strategy": "magic"}, "strategy"),
+        ("/train", {"ticker": "AAPL", "extra": 1}, "extra"),
+        ("/train", {}, "ticker"),
+        ("/predict-child", {"ticker": "AAPL", "model": "best"}, "model"),
+        ("/predict", {"tickers": []}, "tickers"),
+        ("/predict", {"tickers": [f"T{i}" for i in range(101)]}, "tickers"),
+        ("/predict", {"tickers": ["AAPL", "MSFT", "aapl"]}, "tickers"),
+        ("/agent/chat", {"ticker": "AAPL", "question": "x" * 1001}, "question"),
+    ],
+)
+def test_schema_errors_are_422_naming_the_field(
+    client: FlaskClient, path: str, body: dict, field: str
+) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == 422
+    err = error_of(r)
+    assert err["code"] == "validation_error"
+    assert field in err["message"]
+
+
+@pytest.mark.parametrize("wait", ["-1", "10.5", "abc"])
+def test_wait_out_of_range_is_422(client: FlaskClient, wait: str) -> None:
+    r = client.post(f"/predict-child?wait={wait}", json={"ticker": "AAPL"})
+    assert r.status_code == 422
+    assert "wait" in error_of(r)["message"]
+
+
+def test_malformed_json_wrong_type_and_oversize_bodies(client: FlaskClient) -> None:
+    r = client.post("/train", data="{not json", content_type="application/json")
+    assert r.status_code == 400 and error_of(r)["code"] == "malformed_json"
+    r = client.post("/train", data="ticker=AAPL", content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 415 and error_of(r)["code"] == "unsupported_media_type"
+    r = client.post("/train", data='{"ticker": "' + "A" * 70_000 + '"}', content_type="application/json")
+    assert r.status_code == 413 and error_of(r)["code"] == "payload_too_large"
+    r = client.post("/train", data="", content_type="application/json")
+    assert r.status_code == 400
+
+
+def test_unknown_job_is_404_and_bad_id_is_422(client: FlaskClient) -> None:
+    r = client.get("/status/" + "0" * 32)
+    assert r.status_code == 404 and error_of(r)["code"] == "job_not_found"
+    assert client.delete("/jobs/" + "f" * 32).status_code == 404
+    assert client.get("/status/not-an-id").status_code == 422
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+
+
+def test_idempotency_key_returns_the_first_job_and_rejects_another_body(
+    client: FlaskClient, settings
+) -> None:
+    headers = {"Idempotency-Key": "abc-123"}
+    first = client.post("/predict-child", json={"ticker": "AAPL"}, headers=headers)
+    again = client.post("/predict-child", json={"ticker": "AAPL"}, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["job_id"] == again.get_json()["job_id"]
+    other = client.post("/predict-child", json={"ticker": "MSFT"}, headers=headers)
+    assert other.status_code == 422 and error_of(other)["code"] == "idempotency_key_reused"
+    jobs = client.get("/jobs?type=predict").get_json()
+    assert jobs["count"] == 1
+    # the same key on another endpoint is another body too
+    assert client.post("/agent/chat", json={"ticker": "AAPL"}, headers=headers).status_code == 422
+
+
+def test_cancel_queued_job_then_finished_job_is_409(client: FlaskClient, settings) -> None:
+    job_id = client.post("/train", json={"ticker": "AAPL"}).get_json()["job_id"]
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 200
+    assert r.get_json()["status"] == "cancelled"
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 409 and error_of(r)["code"] == "job_finished"
+    # a worker that picks the message up later must not run it
+    jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
+    assert jobs.start(job_id) is False
+    assert jobs.get(job_id)["status"] == "cancelled"
+
+
+def test_cancel_running_job_sets_the_flag_and_answers_202(client: FlaskClient, settings) -> None:
+    job_id = client.post("/train", json={"ticker": "AAPL"}).get_json()["job_id"]
+    jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
+    assert jobs.start(job_id)
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 202
+    assert r.get_json()["cancel_requested"] is True
+    assert jobs.cancel_requested(job_id)
+
+
+def test_job_list_is_newest_first_and_filters(client: FlaskClient) -> None:
+    ids = []
+    for ticker in ("AAPL", "MSFT", "KO"):
+        ids.append(client.post("/predict-child", json={"ticker": ticker}).get_json()["job_id"])
+        time.sleep(0.01)
+    train_id = client.post("/train", json={"ticker": "KO"}).get_json()["job_id"]
+    client.delete(f"/jobs/{ids[0]}")
+    listed = client.get("/jobs").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [train_id, *reversed(ids)]
+    assert [j["id"] for j in client.get("/jobs?type=predict&limit=2").get_json()["jobs"]] == [ids[2], ids[1]]
+    assert [j["id"] for j in client.get("/jobs?status=cancelled").get_json()["jobs"]] == [ids[0]]
+    assert client.get("/jobs?status=weird").status_code == 422
+    assert client.get("/jobs?limit=0").status_code == 422
+
+
+def test_auth_required_when_keys_are_set(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, 10, 11, api_keys="k1, k2")
+    client = create_app(s).test_client()
+    r = client.post("/train", json={"ticker": "AAPL"})
+    assert r.status_code == 401 and error_of(r)["code"] == "unauthorized"
+    assert client.get("/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/jobs", headers={"Authorization": "Basic k1"}).status_code == 401
+    assert client.get("/jobs", headers={"Authorization": "Bearer k2"}).status_code == 200
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/health").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    ready = client.get("/ready")
+    assert ready.get_json()["auth"] == "enabled"
+
+
+def test_ready_names_what_is_missing_and_reports_auth_off(client: FlaskClient) -> None:
+    r = client.get("/ready")
+    assert r.status_code == 503
+    body = r.get_json()
+    assert body["redis"] is True and body["auth"] == "disabled"
+    assert body["missing"] == ["worker:training", "worker:inference", "worker:agent", "worker:ingest"]
+
+
+def test_openapi_is_generated_from_the_models(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    for path in ("/train", "/predict-child", "/predict", "/agent/chat", "/status/{job_id}", "/jobs/{job_id}"):
+        assert path in spec["paths"], path
+    schemas = spec["components"]["schemas"]
+    assert schemas["TrainRequest"]["properties"]["epochs"]["anyOf"][0]["maximum"] == 500
+    assert set(schemas["PredictRequest"]["properties"]["model"]["enum"]) == {"auto", "child", "parent"}
+
+
+def test_metrics_export_counters_from_redis(client: FlaskClient) -> None:
+    client.post("/predict-child", json={"ticker": "AAPL"})
+    client.get("/health")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'stockq_jobs_submitted_total{type="predict"} 1.0' in text
+    assert 'stockq_queue_length{queue="inference"} 1.0' in text
+    assert 'stockq_http_requests_total{endpoint="/health",method="GET",status="200"}' in text
+    assert "redis_cache_hit_total 0.0" in text
+
+
+def test_redis_down_is_503_broker_unavailable_within_2s(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis")
+    s = make_settings(tmp_path, 0, 1, redis_url=f"redis://127.0.0.1:{port}/0")
+    client = create_app(s).test_client()
+    job_id = client.post("/train", json={"ticker": "AAPL"}).get_json()["job_id"]
+    server.kill()
+    for method, path, body in (
+        ("post", "/train", {"ticker": "AAPL"}),
+        ("get", f"/status/{job_id}", None),
+        ("get", "/jobs", None),
+        ("delete", f"/jobs/{job_id}", None),
+    ):
+        started = time.monotonic()
+        r = getattr(client, method)(path, json=body) if body else getattr(client, method)(path)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, (path, r.get_json())
+        assert error_of(r)["code"] == "broker_unavailable"
+        assert elapsed < 2.0, (path, elapsed)
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and "redis" in ready.get_json()["missing"]
