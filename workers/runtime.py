@@ -66,9 +66,8 @@ class Runtime:
 
     @cached_property
     def analyst(self) -> Any:
-        from agent.service import AnalystService
-
         from agent.configuration import AgentConfig
+        from agent.service import AnalystService
 
         return AnalystService(
             AgentConfig.from_settings(self.settings),
@@ -84,24 +83,26 @@ class Runtime:
         return ingest(tickers, source=self.source, store=self.store, on_ticker=on_ticker)
 
     def serving_model(self, ticker: str, model: str) -> str:
-        """The registered model name a prediction would use (ModelNotFound when there is none)."""
+        """The registered model a prediction uses. `auto` means the ticker's child: a ticker without one
+        raises ModelNotFound, which the predict task answers by auto-training it (^GSPC: the parent)."""
         from ml.registry import PARENT_NAME, child_name
 
-        child = child_name(ticker)
-        if model == "parent" or ticker == INDEX_TICKER:
-            candidates = [PARENT_NAME]
-        elif model == "child":
-            candidates = [child]
-        else:
-            candidates = [child, PARENT_NAME]
-        for name in candidates:
-            if self.models.champion_version(name) is not None:
-                return name
-        raise ModelNotFound(f"no trained model for {ticker} ({model}): train it first")
+        name = PARENT_NAME if model == "parent" or ticker == INDEX_TICKER else child_name(ticker)
+        if self.models.champion_version(name) is None:
+            raise ModelNotFound(f"no trained model {name} for {ticker}: train it first")
+        return name
+
+    def has_model(self, ticker: str, model: str) -> bool:
+        try:
+            self.serving_model(ticker, model)
+        except ModelNotFound:
+            return False
+        return True
 
     def forecast(self, ticker: str, model: str = "auto") -> dict[str, Any]:
         """A forecast from the cache when the same model version already saw the same data day."""
         from ml.predict import predict
+        from ml.registry import PARENT_NAME
 
         ticker = validate_ticker(ticker)
         name = self.serving_model(ticker, model)
@@ -111,7 +112,8 @@ class Runtime:
         cached = self.prediction_cache.get(key)
         if cached is not None:
             return {**cached, "cached": True}
-        result = predict(ticker, model, store=self.store, registry=self.registry, get_model=self.models.get)
+        choice = "parent" if name == PARENT_NAME else "child"
+        result = predict(ticker, choice, store=self.store, registry=self.registry, get_model=self.models.get)
         used = result["model"]
         self.prediction_cache.put(
             PredictionCache.key(ticker, used["name"], str(used["version"]), result["as_of"]), result

@@ -32,6 +32,7 @@ class SingleFlight:
         self.r = client
         self.lock_key = f"stockq:lock:{name}"
         self.waiters_key = f"stockq:waiters:{name}"
+        self.ttl_s = ttl_s
         self.ttl_ms = int(ttl_s * 1000)
         self._acquire = client.register_script(_ACQUIRE)
         self._refresh = client.register_script(_REFRESH)

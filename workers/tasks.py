@@ -116,9 +116,8 @@ def _train_config(rt: Runtime, epochs: int | None) -> Any:
 
 
 def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
-    from ml.train import train_parent
-
     from ml.registry import PARENT_NAME
+    from ml.train import train_parent
 
     if ctx.rt.registry.champion_version(PARENT_NAME) is None:
         ctx.stage("train_parent")
@@ -214,11 +213,18 @@ def predict(job_id: str, ticker: str, model: str = "auto") -> None:
             auto_train.apply_async((job_id, ticker))
             return DEFERRED
         if flight.wait(job_id):
-            ctx.stage("waiting_for_training")
+            _recheck_later(ctx.rt, flight, job_id, ticker)
             return DEFERRED
         return ctx.rt.forecast(ticker, model)
 
     run_job(job_id, work, "predict")
+
+
+def _recheck_later(rt: Runtime, flight: SingleFlight, job_id: str, ticker: str) -> None:
+    """A waiter looks again once the lock could have expired: if its holder died, the waiter takes
+    over the training instead of waiting for the dead task to be redelivered."""
+    rt.jobs.set_stage(job_id, "waiting_for_training")
+    predict.apply_async((job_id, ticker, "auto"), countdown=flight.ttl_s)
 
 
 @shared_task(
@@ -233,7 +239,7 @@ def auto_train(job_id: str, ticker: str) -> None:
     flight = _single_flight(rt, ticker)
     # Redelivered after a crash while another request already took over: wait for that one.
     if not flight.acquire(job_id) and flight.wait(job_id):
-        rt.jobs.set_stage(job_id, "waiting_for_training")
+        _recheck_later(rt, flight, job_id, ticker)
         return
     failure: tuple[str, str] | None = None
 
@@ -241,7 +247,9 @@ def auto_train(job_id: str, ticker: str) -> None:
         nonlocal failure
         ctx.lock = flight
         try:
-            _train(ctx, ticker, "fine_tune", rt.settings.auto_train_epochs)
+            # A redelivered job may find the model trained meanwhile by a request that took over.
+            if not ctx.rt.has_model(ticker, "auto"):
+                _train(ctx, ticker, "fine_tune", rt.settings.auto_train_epochs)
             ctx.stage("predict")
             return ctx.rt.forecast(ticker, "auto")
         except StockqError as exc:
@@ -283,7 +291,8 @@ def chart(job_id: str, ticker: str, fmt: str = "png") -> None:
     def work(ctx: JobContext) -> Any:
         from ml.chart import forecast_chart
 
-        forecast = ctx.rt.forecast(ticker, "auto")
+        model = "auto" if ctx.rt.has_model(ticker, "auto") else "parent"
+        forecast = ctx.rt.forecast(ticker, model)
         history = ctx.rt.store.stored_daily(forecast["ticker"])
         closes = history.set_index(history["event_timestamp"].dt.tz_convert(None))["close"]
         image = forecast_chart(closes, forecast, fmt)
