@@ -156,9 +156,11 @@ class Stack:
                     f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}"
                 )
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        # Workers first (warm shutdown finishes or requeues their tasks), Redis last.
-        order = [n for n in self.procs if n != "redis"] + (["redis"] if "redis" in self.procs else [])
+    def stop(self, timeout_s: float = 20.0, names: list[str] | None = None) -> None:
+        """Stop `names` (default: everything). Workers first (a warm shutdown finishes or requeues
+        their tasks), Redis last."""
+        chosen = list(self.procs) if names is None else names
+        order = [n for n in chosen if n != "redis"] + (["redis"] if "redis" in chosen else [])
         for name in order:
             self._signal(self.procs[name], signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -169,7 +171,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self._signal(proc, signal.SIGKILL)
                 proc.wait(5)
-        self.procs.clear()
+            del self.procs[name]
 
     @staticmethod
     def _signal(proc: subprocess.Popen, sig: int) -> None:

@@ -1,0 +1,274 @@
+"""Transfer-learning benchmark (not a test): does a ^GSPC parent help children with a scarce history?
+
+For each ticker, trains `scratch` (the baseline), `freeze` and `fine_tune` children on the last
+--history-days of bundled data, on CPU, and reports epochs and wall time to reach the scratch model's best
+validation loss, test MASE against persistence, direction accuracy and 80 % interval coverage. The parent
+only sees ^GSPC data from before the children's period, so the transfer cannot leak their test returns.
+It also times the pipeline's epochs against a plain PyTorch loop over the same tensors.
+
+    python bench/transfer.py                       # defaults: ~5 minutes on 2 CPU cores
+    python bench/transfer.py --tickers AAPL,KO --child-epochs 30 --parent-epochs 4   # quicker
+
+Writes var/bench/transfer.json (under STOCKQ_VAR_DIR). Needs no Redis: only the offline store is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml.data.bundled import BundledSource
+from ml.feature_store import FeatureStore
+from ml.features import compute_features
+from ml.model import QuantileLSTM, pinball_loss
+from ml.registry import ModelRegistry
+from ml.settings import Settings, configure_process_env
+from ml.tickers import INDEX_TICKER
+from ml.train import TrainConfig, prepare, resolve_device, train_child, train_parent, val_loss
+
+DEFAULT_TICKERS = "AAPL,JPM,KO,XOM,PFE"
+ORDER = ("scratch", "freeze", "fine_tune")  # scratch first: its best val loss is the others' target
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--tickers", default=DEFAULT_TICKERS, help="comma-separated bundled tickers (>= 5 advised)"
+    )
+    p.add_argument("--history-days", type=int, default=730, help="children's history, calendar days")
+    p.add_argument("--parent-epochs", type=int, default=10)
+    p.add_argument(
+        "--child-epochs", type=int, default=80, help="upper bound; early stopping usually ends sooner"
+    )
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--overhead-epochs", type=int, default=15, help="epochs per plain-loop timing run")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 = what a worker uses)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default var/bench/transfer.json)")
+    return p.parse_args()
+
+
+def ingest_offline(store: FeatureStore, tickers: list[str]) -> None:
+    """Offline rows only: the bench never touches the online store (so never anyone's Redis)."""
+    source = BundledSource()
+    for ticker in tickers:
+        store.write(ticker, compute_features(source.fetch(ticker)), source="bundled")
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[float]]:
+    """Run a trainer; also return the gaps between its epoch callbacks, which include every per-epoch
+    cost of the pipeline (callbacks, metric logging, best-weights copy), unlike the loop's own timings."""
+    stamps: list[float] = []
+    summary = fn(*args, on_epoch=lambda *_: stamps.append(time.perf_counter()), **kwargs)
+    return summary, [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def plain_epoch_seconds(store: FeatureStore, ticker: str, config: TrainConfig, spec: Any) -> list[float]:
+    """The same model, tensors, batches and update rule as `ml.train.fit`, and nothing else."""
+    prep = prepare(store, ticker, config, spec, torch.device("cpu"))
+    t = prep.tensors
+    torch.manual_seed(config.seed)
+    model = QuantileLSTM(spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    times = []
+    for _ in range(config.epochs):
+        start = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(len(t.x_train), generator=gen).split(config.batch_size):
+            loss = pinball_loss(model(t.x_train[idx]), t.y_train[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        val_loss(model, t.x_val, t.y_val, None)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def reach(history: list[dict[str, float]], target: float) -> tuple[int | None, float | None]:
+    """First epoch whose val loss is at or below `target`, and the training seconds spent until then."""
+    spent = 0.0
+    for row in history:
+        spent += row["seconds"]
+        if row["val_loss"] <= target:
+            return int(row["epoch"]), round(spent, 3)
+    return None, None
+
+
+def bench_ticker(
+    ticker: str, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, args: argparse.Namespace
+) -> dict[str, Any]:
+    runs: dict[str, dict[str, Any]] = {}
+    for strategy in ORDER:
+        summary, seconds = timed(train_child, ticker, strategy, store=store, registry=registry, config=config)
+        runs[strategy] = {"summary": summary, "epoch_seconds": seconds}
+    target = runs["scratch"]["summary"]["best_val_loss"]
+    rows = []
+    for strategy in ORDER:
+        summary = runs[strategy]["summary"]
+        epochs, wall = reach(summary["history"], target)
+        test = summary["test"]
+        rows.append(
+            {
+                "ticker": ticker,
+                "strategy": strategy,
+                "epochs_run": summary["epochs_run"],
+                "best_val_loss": summary["best_val_loss"],
+                "epochs_to_scratch_best": epochs,
+                "seconds_to_scratch_best": wall,
+                "train_seconds": round(sum(h["seconds"] for h in summary["history"]), 3),
+                "total_seconds": summary["seconds"],
+                "test_mase_persistence": test["mase_persistence_mean"],
+                "test_direction_accuracy": test["direction_accuracy_mean"],
+                "test_coverage_80": test["coverage_80_mean"],
+                "test_n": test["n"],
+            }
+        )
+    spec = registry.load(runs["scratch"]["summary"]["name"], runs["scratch"]["summary"]["version"]).model.spec
+    plain = plain_epoch_seconds(store, ticker, replace(config, epochs=args.overhead_epochs), spec)
+    # The first epoch carries one-off allocation costs: the pipeline's gaps start at epoch 2, and the
+    # plain loop's first epoch is skipped too.
+    pipeline_epoch = statistics.median(runs["scratch"]["epoch_seconds"])
+    plain_epoch = statistics.median(plain[1:])
+    overhead = {
+        "ticker": ticker,
+        "pipeline_epoch_s": pipeline_epoch,
+        "plain_epoch_s": plain_epoch,
+        "ratio": pipeline_epoch / plain_epoch,
+    }
+    return {"rows": rows, "overhead": overhead}
+
+
+def savings(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per transfer strategy: how often it reached scratch's best, and the time it saved when it did."""
+    scratch = {r["ticker"]: r for r in rows if r["strategy"] == "scratch"}
+    out = {}
+    for strategy in ("freeze", "fine_tune"):
+        mine = [r for r in rows if r["strategy"] == strategy]
+        reached = [r for r in mine if r["seconds_to_scratch_best"] is not None]
+        saved = [
+            1 - r["seconds_to_scratch_best"] / scratch[r["ticker"]]["seconds_to_scratch_best"]
+            for r in reached
+            if scratch[r["ticker"]]["seconds_to_scratch_best"]
+        ]
+        out[strategy] = {
+            "reached": f"{len(reached)}/{len(mine)}",
+            "median_time_saved": statistics.median(saved) if saved else None,
+            "mean_test_mase": statistics.fmean(r["test_mase_persistence"] for r in mine),
+        }
+    out["scratch"] = {
+        "mean_test_mase": statistics.fmean(r["test_mase_persistence"] for r in scratch.values())
+    }
+    return out
+
+
+def show(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value: object, spec: str = ".3f") -> str:
+        return "—" if value is None else format(value, spec) if isinstance(value, float) else str(value)
+
+    console = Console(width=max(Console().width, 120))
+    table = Table(title=f"Transfer benchmark ({report['config']['history_days']} days of child history, CPU)")
+    for col in ["ticker", "strategy", "epochs", "ep→scratch", "s→scratch", "train s"]:
+        table.add_column(col)
+    for col in ["best val", "test MASE", "dir acc", "cov 80"]:
+        table.add_column(col, justify="right")
+    for r in report["rows"]:
+        table.add_row(
+            r["ticker"],
+            r["strategy"],
+            str(r["epochs_run"]),
+            fmt(r["epochs_to_scratch_best"]),
+            fmt(r["seconds_to_scratch_best"], ".2f"),
+            fmt(r["train_seconds"], ".2f"),
+            fmt(r["best_val_loss"], ".4f"),
+            fmt(r["test_mase_persistence"]),
+            fmt(r["test_direction_accuracy"]),
+            fmt(r["test_coverage_80"]),
+        )
+    console.print(table)
+    overhead = Table(title="Per-epoch time: pipeline vs plain PyTorch loop (same tensors, scratch model)")
+    for col in ["ticker", "pipeline s/epoch", "plain s/epoch", "ratio"]:
+        overhead.add_column(col, justify="right")
+    for o in report["overhead"]:
+        overhead.add_row(
+            o["ticker"], f"{o['pipeline_epoch_s']:.4f}", f"{o['plain_epoch_s']:.4f}", f"{o['ratio']:.3f}"
+        )
+    console.print(overhead)
+    console.print_json(json.dumps({"summary": report["summary"], "parent": report["parent"]}))
+
+
+def main() -> None:
+    args = parse_args()
+    settings = Settings()
+    configure_process_env(settings)
+    torch.set_num_threads(args.threads)
+    tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()]
+    out = args.out or settings.var_path / "bench" / "transfer.json"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stockq-bench-") as tmp:
+        store = FeatureStore(Path(tmp) / "store", settings.feast_connection_string, window=settings.window)
+        ingest_offline(store, [INDEX_TICKER, *tickers])
+        registry = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (Path(tmp) / "artifacts").as_uri())
+        last = store.training_frame(tickers[0]).index[-1].date()
+        cutoff = last - timedelta(days=args.history_days)
+        base = TrainConfig(
+            epochs=args.child_epochs,
+            hidden=args.hidden,
+            layers=args.layers,
+            batch_size=args.batch_size,
+            patience=args.patience,
+            seed=args.seed,
+            history_days=args.history_days,
+            device="cpu",
+        )
+        parent_config = replace(base, epochs=args.parent_epochs, history_days=None, until=cutoff)
+        parent = train_parent(store=store, registry=registry, config=parent_config)
+        results = [bench_ticker(t, store, registry, base, args) for t in tickers]
+    rows = [r for res in results for r in res["rows"]]
+    overheads = [res["overhead"] for res in results]
+    report = {
+        "config": {
+            **vars(args),
+            "out": str(out),
+            "device": str(resolve_device("cpu")),
+            "parent_until": str(cutoff),
+        },
+        "parent": {
+            "epochs_run": parent["epochs_run"],
+            "train_seconds": round(sum(h["seconds"] for h in parent["history"]), 2),
+            "test_mase_persistence": parent["test"]["mase_persistence_mean"],
+            "test_n": parent["test"]["n"],
+        },
+        "rows": rows,
+        "overhead": overheads,
+        "summary": {
+            **savings(rows),
+            "median_overhead_ratio": statistics.median(o["ratio"] for o in overheads),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    show(report)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
