@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     api_keys: str = ""
     api_port: int = 8000
     flower_port: int = 5555
+    # Per client (API key, else address); empty disables it. flask-limiter syntax.
+    rate_limit: str = "1200/minute"
     api_url: str = "http://127.0.0.1:8000"
     api_key: str = ""
 

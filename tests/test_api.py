@@ -220,3 +220,17 @@ def test_redis_down_is_503_broker_unavailable_within_2s(tmp_path: Path) -> None:
         assert elapsed < 2.0, (path, elapsed)
     ready = client.get("/ready")
     assert ready.status_code == 503 and "redis" in ready.get_json()["missing"]
+
+
+def test_rate_limit_is_per_client_not_per_endpoint(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, 10, 11, api_keys="alice,bob", rate_limit="3/minute")
+    flush_db(s.redis_url)
+    client = create_app(s).test_client()
+    alice = {"Authorization": "Bearer alice"}
+    codes = [client.get("/jobs", headers=alice).status_code for _ in range(2)]
+    codes.append(client.post("/train", json={"ticker": "AAPL"}, headers=alice).status_code)
+    limited = client.post("/predict-child", json={"ticker": "AAPL"}, headers=alice)
+    assert codes == [200, 200, 202]
+    assert limited.status_code == 429 and error_of(limited)["code"] == "rate_limited"
+    assert client.get("/jobs", headers={"Authorization": "Bearer bob"}).status_code == 200
+    assert all(client.get("/health").status_code == 200 for _ in range(5))

@@ -15,6 +15,7 @@ from ml.settings import Settings, configure_process_env
 from webapp.auth import install_auth
 from webapp.errors import ApiError, register_error_handlers, validation_error_response
 from webapp.metrics import install_metrics
+from webapp.ratelimit import install_rate_limit
 from webapp.routes import api, ops
 from webapp.submit import Submitter
 from workers.celery_app import create_celery
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     install_auth(app, settings.api_key_set)
+    install_rate_limit(app, settings)
     install_metrics(app, client)
     app.before_request(_check_json_body)
     app.register_api(api)
