@@ -26,8 +26,10 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+BENCHES ?= features transfer queue inference agent
+
 bench: $(STAMP)
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
