@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import redis
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from workers.celery_app import QUEUES
-from workers.counters import Counters
+from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.heartbeat import live_workers
 
 REQUESTS = Counter(
@@ -45,6 +45,7 @@ class RedisCollector(Collector):
             finished = self.counters.read("stockq_jobs_finished_total")
             lengths = {q: int(self.client.llen(q)) for q in QUEUES}
             workers = live_workers(self.client, QUEUES)
+            durations = self.counters.read_histogram("stockq_job_duration_seconds", JOB_DURATION_BUCKETS)
         except redis.RedisError:
             return
         yield CounterMetricFamily("redis_cache_hit", "Prediction cache hits", value=hits)
@@ -61,6 +62,12 @@ class RedisCollector(Collector):
         for queue, n in lengths.items():
             gauge.add_metric([queue], n)
         yield gauge
+        histogram = HistogramMetricFamily(
+            "stockq_job_duration_seconds", "Job run time in the worker", labels=["type"]
+        )
+        for job_type, (buckets, total) in durations.items():
+            histogram.add_metric([job_type], buckets, sum_value=total)
+        yield histogram
         gauge = GaugeMetricFamily("stockq_workers", "Live workers consuming each queue", labels=["queue"])
         for queue, n in workers.items():
             gauge.add_metric([queue], n)

@@ -10,6 +10,9 @@ import redis
 PREFIX = "stockq:metrics:"
 
 
+JOB_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
 class Counters:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
@@ -19,3 +22,26 @@ class Counters:
 
     def read(self, name: str) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.r.hgetall(PREFIX + name).items()}
+
+    def observe(self, name: str, label: str, value: float, buckets: tuple[float, ...]) -> None:
+        """A histogram observation, stored cumulatively per bucket like Prometheus's own."""
+        pipe = self.r.pipeline()
+        for le in buckets:
+            if value <= le:
+                pipe.hincrby(PREFIX + name, f"{label}|{le}", 1)
+        pipe.hincrby(PREFIX + name, f"{label}|+Inf", 1)
+        pipe.hincrbyfloat(PREFIX + name, f"{label}|sum", value)
+        pipe.execute()
+
+    def read_histogram(
+        self, name: str, buckets: tuple[float, ...]
+    ) -> dict[str, tuple[list[tuple[str, float]], float]]:
+        """label -> ([(le, cumulative count)...], sum)."""
+        raw = {k.decode(): float(v) for k, v in self.r.hgetall(PREFIX + name).items()}
+        labels = {key.rsplit("|", 1)[0] for key in raw}
+        out = {}
+        for label in sorted(labels):
+            counts = [(str(le), raw.get(f"{label}|{le}", 0.0)) for le in buckets]
+            counts.append(("+Inf", raw.get(f"{label}|+Inf", 0.0)))
+            out[label] = (counts, raw.get(f"{label}|sum", 0.0))
+        return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from ml.errors import Cancelled, FeaturesMissing, ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
+from workers.counters import JOB_DURATION_BUCKETS
 from workers.runtime import Runtime, get_runtime
 from workers.singleflight import SingleFlight
 
@@ -76,6 +78,7 @@ def run_job(job_id: str, work: Callable[[JobContext], Any], job_type: str) -> An
         log.info("job %s is not runnable (cancelled, finished or unknown); skipped", job_id)
         return None
     ctx = JobContext(rt, job_id)
+    started = time.monotonic()
     try:
         result = work(ctx)
     except Cancelled:
@@ -92,6 +95,10 @@ def run_job(job_id: str, work: Callable[[JobContext], Any], job_type: str) -> An
         log.exception("job %s failed", job_id)
         finish_failed(rt, job_id, job_type, "internal_error", f"{type(exc).__name__}: {exc}")
         return None
+    finally:
+        rt.counters.observe(
+            "stockq_job_duration_seconds", job_type, time.monotonic() - started, JOB_DURATION_BUCKETS
+        )
     if result is DEFERRED:
         return None
     finish_ok(rt, job_id, job_type, jsonable(result))
