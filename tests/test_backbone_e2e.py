@@ -151,7 +151,7 @@ def test_through_gunicorn_submit_poll_and_fast_path(stack: dict) -> None:
         ping = requests.post(f"{base}/jobs/ping?wait=5", timeout=10)
         assert ping.status_code == 200 and ping.json()["result"] == {"pong": True}
         metrics = requests.get(f"{base}/metrics", timeout=5).text
-        assert 'stockq_job_duration_seconds_count{type="train"}' in metrics
+        assert 'stockq_job_duration_seconds_count{type="predict"}' in metrics
         assert 'stockq_jobs_finished_total{status="succeeded",type="predict"}' in metrics
     finally:
         api.stop()
