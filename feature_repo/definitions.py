@@ -5,6 +5,14 @@ from pathlib import Path
 
 from ml.feature_defs import definitions
 
-_VAR_DIR = Path(os.environ.get("STOCKQ_VAR_DIR", Path(__file__).resolve().parent.parent / "var")).resolve()
+# Feast has already expanded feature_store.yaml when it imports this file: without STOCKQ_VAR_DIR the
+# registry path would be the literal "${STOCKQ_VAR_DIR}/...", a folder created inside feature_repo/.
+# Stopping here happens before Feast opens the registry, so nothing is written.
+if not os.environ.get("STOCKQ_VAR_DIR"):
+    raise SystemExit(
+        "STOCKQ_VAR_DIR is not set: feature_store.yaml puts the registry under it. Run, from feature_repo/:\n"
+        "  STOCKQ_VAR_DIR=$(cd .. && pwd)/var feast apply"
+    )
+_VAR_DIR = Path(os.environ["STOCKQ_VAR_DIR"]).resolve()
 
 ticker, daily_features, model_window = definitions(_VAR_DIR / "features")

@@ -21,7 +21,7 @@ def offline_dirs(offline_root: Path) -> tuple[Path, Path]:
     return offline_root / DAILY_VIEW, offline_root / WINDOW_VIEW
 
 
-def definitions(offline_root: Path) -> list[object]:
+def definitions(offline_root: Path) -> list[Entity | FeatureView]:
     """Entity and feature views over one parquet file per ticker (rewritten atomically per ingest)."""
     daily_dir, window_dir = offline_dirs(offline_root)
     daily_source = FileSource(

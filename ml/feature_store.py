@@ -1,30 +1,35 @@
 """Adapter over Feast: parquet offline store (duckdb engine), Redis online store.
 
 The offline store holds one parquet file per ticker and view, each rewritten atomically, so a failed or
-concurrent ingest never leaves a half-written file and other tickers' rows are never touched.
+concurrent ingest never leaves a half-written file and other tickers' rows are never touched. A ticker's
+files always hold the features of one whole history (the source's, as last ingested), never a splice of
+two: a re-ingest replaces them.
+
+The online store gets exactly the offline rows of the tickers just written (see `materialize`).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from feast import Entity, FeatureView
 from filelock import FileLock
 
-from ml.errors import FeaturesMissing, InvalidInput, StaleFeatures
+from ml.data.atomic import atomic_write
+from ml.data.base import check_range
+from ml.errors import FeaturesMissing, StaleFeatures
 from ml.feature_defs import DAILY_VIEW, WINDOW_VIEW, definitions, offline_dirs
 from ml.features import FEATURE_COLUMNS, MODEL_FEATURES, build_window, model_rows
 from ml.tickers import ticker_filename, validate_ticker
 
 # Sources whose history is frozen (shipped in a package): their rows are as fresh as they will ever be.
 FROZEN_SOURCES = frozenset({"bundled"})
-_WINDOW_FIELDS = ["window", "window_len", "n_features", "feature_names", "last_close", "as_of", "source"]
+WINDOW_FIELDS = ["window", "window_len", "n_features", "feature_names", "last_close", "as_of", "source"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,24 @@ class OnlineWindow:
     source: str
 
 
+@dataclass(frozen=True)
+class PreparedWrite:
+    """One ticker's validated offline rows, not yet on disk (see FeatureStore.prepare)."""
+
+    ticker: str
+    daily: pd.DataFrame
+    window_row: pd.DataFrame
+    as_of: date
+
+
 def _utc_midnight(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(index).tz_localize(timezone.utc)
+    return pd.DatetimeIndex(index).tz_localize(UTC)
+
+
+def _view_key(view: FeatureView) -> tuple[object, ...]:
+    """What must match for a registered view to be current. Not `==`: the registry's copy also carries
+    inferred entity columns and materialisation history."""
+    return view.features, view.batch_source, view.ttl
 
 
 def _write_if_changed(frame: pd.DataFrame, path: Path) -> bool:
@@ -48,16 +69,8 @@ def _write_if_changed(frame: pd.DataFrame, path: Path) -> bool:
     data = buffer.getvalue()
     if path.exists() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet.part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-        return True
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, data)
+    return True
 
 
 class FeatureStore:
@@ -85,7 +98,11 @@ class FeatureStore:
             provider="local",
             registry={"path": str(feast_dir / "registry.db"), "cache_ttl_seconds": 60},
             offline_store={"type": "duckdb"},
-            online_store={"type": "redis", "connection_string": connection_string},
+            # Feast skips an online write whose event time is not newer than the stored one. An ingest
+            # that re-adjusts a history (or moves back to an earlier as-of) must still replace the row,
+            # or online and offline would disagree. `materialize` writes only the tickers it is given,
+            # so no other ticker's row can be replaced by an older one.
+            online_store={"type": "redis", "connection_string": connection_string, "skip_dedup": True},
             entity_key_serialization_version=3,
             repo_path=str(feast_dir),
         )
@@ -95,19 +112,25 @@ class FeatureStore:
 
     # -- setup ---------------------------------------------------------------------------------
     def apply(self) -> None:
-        """Register entity and views (idempotent; serialised across processes)."""
+        """Register entity and views when the registry lacks them or holds other definitions.
+
+        Idempotent and serialised across processes.
+        """
         if self._applied:
             return
         with self._lock:
             objects = definitions(self.offline_root)
-            names = {fv.name for fv in self.store.list_feature_views()}
-            if names != {DAILY_VIEW, WINDOW_VIEW} or self._sources_moved():
+            if not self._registered(objects):
                 self.store.apply(objects)
         self._applied = True
 
-    def _sources_moved(self) -> bool:
-        view = self.store.get_feature_view(DAILY_VIEW)
-        return view.batch_source.path != str(offline_dirs(self.offline_root)[0] / "*.parquet")
+    def _registered(self, objects: list[Entity | FeatureView]) -> bool:
+        views = {v.name: v for v in self.store.list_feature_views()}
+        return all(
+            obj.name in views and _view_key(views[obj.name]) == _view_key(obj)
+            for obj in objects
+            if isinstance(obj, FeatureView)
+        )
 
     # -- offline -------------------------------------------------------------------------------
     def _daily_path(self, ticker: str) -> Path:
@@ -120,24 +143,14 @@ class FeatureStore:
         path = self._daily_path(ticker)
         return pd.read_parquet(path) if path.exists() else None
 
-    def write(self, ticker: str, features: pd.DataFrame, *, source: str) -> dict[str, object]:
-        """Store a ticker's feature rows and its latest model window. Returns what was stored.
-
-        Validates everything before touching disk; existing dates absent from `features` are kept.
-        Writing the same frame twice leaves the files byte-for-byte unchanged.
-        """
+    def prepare(self, ticker: str, features: pd.DataFrame, *, source: str) -> PreparedWrite:
+        """Both files' contents for one ticker, validated; nothing touches disk here."""
         ticker = validate_ticker(ticker)
         rows = model_rows(features)
         window = build_window(features, self.window)  # raises InsufficientHistory with the minimum
         daily = rows[FEATURE_COLUMNS].copy()
         daily.insert(0, "ticker", ticker)
         daily.insert(1, "event_timestamp", _utc_midnight(daily.index))
-        daily = daily.reset_index(drop=True)
-        stored = self.stored_daily(ticker)
-        if stored is not None:
-            kept = stored[~stored["event_timestamp"].isin(daily["event_timestamp"])]
-            if len(kept):
-                daily = pd.concat([kept, daily]).sort_values("event_timestamp").reset_index(drop=True)
         as_of = rows.index[-1]
         window_row = pd.DataFrame(
             {
@@ -152,21 +165,39 @@ class FeatureStore:
                 "source": [source],
             }
         )
-        changed = _write_if_changed(daily, self._daily_path(ticker))
-        changed |= _write_if_changed(window_row, self._window_path(ticker))
-        return {"rows": len(daily), "as_of": as_of.date().isoformat(), "changed": changed}
+        return PreparedWrite(ticker, daily.reset_index(drop=True), window_row, as_of.date())
+
+    def commit(self, batch: list[PreparedWrite]) -> dict[str, dict[str, object]]:
+        """Write prepared tickers, each replacing what it had. Returns rows, as-of and whether a file changed.
+
+        Writing the same rows twice leaves the files byte-for-byte unchanged.
+        """
+        results: dict[str, dict[str, object]] = {}
+        for item in batch:
+            changed = _write_if_changed(item.daily, self._daily_path(item.ticker))
+            changed |= _write_if_changed(item.window_row, self._window_path(item.ticker))
+            results[item.ticker] = {
+                "rows": len(item.daily),
+                "as_of": item.as_of.isoformat(),
+                "changed": changed,
+            }
+        return results
+
+    def write(self, ticker: str, features: pd.DataFrame, *, source: str) -> dict[str, object]:
+        """Store a ticker's feature rows and latest model window (validated before touching disk)."""
+        prepared = self.prepare(ticker, features, source=source)
+        return self.commit([prepared])[prepared.ticker]
 
     def training_frame(self, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
         """Point-in-time features for each stored trading day in [start, end], indexed by date."""
         ticker = validate_ticker(ticker)
-        if start is not None and end is not None and pd.Timestamp(start) > pd.Timestamp(end):
-            raise InvalidInput(f"inverted date range: start {start} is after end {end}")
+        check_range(start, end)
         stored = self.stored_daily(ticker)
         if stored is None:
             raise FeaturesMissing(f"no features stored for {ticker}: ingest it first")
         stamps = pd.DatetimeIndex(stored["event_timestamp"])
-        lo = pd.Timestamp(start, tz=timezone.utc) if start else stamps.min()
-        hi = pd.Timestamp(end, tz=timezone.utc) if end else stamps.max()
+        lo = pd.Timestamp(start, tz=UTC) if start else stamps.min()
+        hi = pd.Timestamp(end, tz=UTC) if end else stamps.max()
         stamps = stamps[(stamps >= lo) & (stamps <= hi)]
         if not len(stamps):
             raise FeaturesMissing(f"no features for {ticker} between {start} and {end}")
@@ -188,35 +219,38 @@ class FeatureStore:
 
     # -- online --------------------------------------------------------------------------------
     def materialize(self, tickers: list[str]) -> None:
-        """Push the latest offline rows of these tickers' as-of dates into Redis."""
+        """Push these tickers' latest offline rows (daily features and model window) into Redis.
+
+        Written with `write_to_online_store` rather than `FeatureStore.materialize`: Feast's materialize
+        scans every ticker's files over a date range and would write other tickers' older rows too, and
+        it cannot replace a row whose event time did not advance. These rows are read from the same
+        parquet files the offline store serves, so online and offline cannot diverge.
+        """
         self.apply()
-        as_ofs = []
-        for ticker in tickers:
-            path = self._window_path(validate_ticker(ticker))
-            if not path.exists():
+        valid = [validate_ticker(t) for t in tickers]
+        daily, windows = [], []
+        for ticker in valid:
+            if not self._window_path(ticker).exists() or not self._daily_path(ticker).exists():
                 raise FeaturesMissing(f"no features stored for {ticker}: ingest it first")
-            as_ofs.append(pd.Timestamp(pd.read_parquet(path, columns=["as_of"])["as_of"].iloc[0], tz="UTC"))
-        if not as_ofs:
-            return
-        self.store.materialize(
-            start_date=(min(as_ofs) - timedelta(days=1)).to_pydatetime(),
-            end_date=(max(as_ofs) + timedelta(days=1)).to_pydatetime(),
-            feature_views=[DAILY_VIEW, WINDOW_VIEW],
-        )
+            windows.append(pd.read_parquet(self._window_path(ticker)))
+            daily.append(pd.read_parquet(self._daily_path(ticker)).iloc[[-1]])
+        if valid:
+            self.store.write_to_online_store(DAILY_VIEW, pd.concat(daily, ignore_index=True))
+            self.store.write_to_online_store(WINDOW_VIEW, pd.concat(windows, ignore_index=True))
 
     def online_window(self, ticker: str, *, now: datetime | None = None) -> OnlineWindow:
         """The model input for a ticker in one online read, refusing rows older than max_age_days."""
         ticker = validate_ticker(ticker)
         self.apply()
         row = self.store.get_online_features(
-            features=[f"{WINDOW_VIEW}:{f}" for f in _WINDOW_FIELDS], entity_rows=[{"ticker": ticker}]
+            features=[f"{WINDOW_VIEW}:{f}" for f in WINDOW_FIELDS], entity_rows=[{"ticker": ticker}]
         ).to_dict()
         if row["window"][0] is None:
             raise FeaturesMissing(f"no online features for {ticker}: ingest and materialize it first")
         as_of = date.fromisoformat(row["as_of"][0])
         source = row["source"][0] or "unknown"
         if source not in FROZEN_SOURCES:
-            today = (now or datetime.now(timezone.utc)).date()
+            today = (now or datetime.now(UTC)).date()
             age = (today - as_of).days
             if age > self.max_age_days:
                 raise StaleFeatures(
@@ -238,4 +272,3 @@ class FeatureStore:
             features=[f"{DAILY_VIEW}:{c}" for c in FEATURE_COLUMNS], entity_rows=[{"ticker": ticker}]
         ).to_dict()
         return {c: row[c][0] for c in FEATURE_COLUMNS}
-

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ml.errors import InsufficientHistory
+
 MODEL_FEATURES = [
     "rsi_14",
     "macd_rel",
@@ -24,7 +26,7 @@ MODEL_FEATURES = [
 ]
 EXTRA_FEATURES = ["volume_z"]
 FEATURE_COLUMNS = ["close", *MODEL_FEATURES, *EXTRA_FEATURES]
-# Rows before this many observations carry NaNs (SMA 50 is the longest look-back).
+# Observations the longest look-back (SMA 50) needs: the first WARMUP - 1 rows carry NaNs.
 WARMUP = 50
 
 
@@ -37,7 +39,7 @@ def ema(close: pd.Series, n: int) -> pd.Series:
 
 
 def rsi(close: pd.Series, n: int = 14) -> pd.Series:
-    """Wilder's RSI: smoothed gains over smoothed losses with alpha = 1/n (the first day counts as no move)."""
+    """Wilder's RSI: smoothed gains over smoothed losses, alpha = 1/n (the first day counts as no move)."""
     diff = close.diff()
     gain = diff.where(diff > 0, 0.0)
     loss = (-diff).where(diff < 0, 0.0)
@@ -72,7 +74,7 @@ def compute_features(history: pd.DataFrame) -> pd.DataFrame:
     out["log_ret_1d"] = log_close.diff(1)
     out["log_ret_5d"] = log_close.diff(5)
     out["vol_20"] = out["log_ret_1d"].rolling(20, min_periods=20).std() * np.sqrt(252.0)
-    volume = history["volume"].astype("float64") if "volume" in history else pd.Series(np.nan, index=close.index)
+    volume = history["volume"].astype("float64") if "volume" in history else close * np.nan
     mean, std = volume.rolling(20, min_periods=20).mean(), volume.rolling(20, min_periods=20).std()
     out["volume_z"] = ((volume - mean) / std).where(std > 0)
     return out[FEATURE_COLUMNS]
@@ -87,10 +89,8 @@ def build_window(features: pd.DataFrame, window: int) -> np.ndarray:
     """The model input ending at the last row of `features`: shape (window, len(MODEL_FEATURES))."""
     rows = model_rows(features)
     if len(rows) < window:
-        from ml.errors import InsufficientHistory
-
         raise InsufficientHistory(
-            f"need at least {window} days of complete features ({window + WARMUP} trading days of "
+            f"need at least {window} days of complete features ({window + WARMUP - 1} trading days of "
             f"history), have {len(rows)}"
         )
     return rows[MODEL_FEATURES].to_numpy(dtype=np.float64)[-window:]

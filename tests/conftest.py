@@ -1,4 +1,4 @@
-"""Shared fixtures. Real Redis at 127.0.0.1:6379 (each suite on its own DB numbers), real Feast, real MLflow."""
+"""Shared fixtures: real Redis at 127.0.0.1:6379 (each suite on its own DB numbers), real Feast and MLflow."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("FEAST_USAGE", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from ml.settings import Settings  # noqa: E402
+from ml.settings import Settings
 
 REDIS_BASE = os.environ.get("STOCKQ_TEST_REDIS", "redis://127.0.0.1:6379")
 BASE_TICKERS = ["^GSPC", "AAPL", "MSFT"]

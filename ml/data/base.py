@@ -32,33 +32,49 @@ def empty_frame() -> pd.DataFrame:
     return frame
 
 
-def normalize_frame(
-    raw: pd.DataFrame, *, source: str, ticker: str, close_only: bool = False
-) -> pd.DataFrame:
+def _trading_dates(raw: pd.Index, where: str) -> pd.DatetimeIndex:
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(raw))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{where} has unparseable date(s): {exc}") from exc
+    if index.tz is not None:
+        # A bar's date is the exchange's local date: converting to UTC would move Asian sessions a day back.
+        index = index.tz_localize(None)
+    if index.hasnans:
+        raise InvalidInput(f"{where} has rows without a date")
+    # normalize() infers a freq; a history's index carries none (the parquet cache would not keep it).
+    return pd.DatetimeIndex(index.normalize(), freq=None, name="date")
+
+
+def normalize_frame(raw: pd.DataFrame, *, source: str, ticker: str, close_only: bool = False) -> pd.DataFrame:
     """Lower-case columns, float64, tz-naive midnight dates, sorted, one row per date.
 
     Duplicate dates are an error rather than silently resolved: which row is right is not ours to guess.
+    Rows without a close (holidays in a joined calendar) are dropped; a close that is not a positive
+    finite number is an error, since every feature divides by it or takes its log.
     """
+    where = f"{source}: data for {ticker}"
     frame = raw.copy()
     frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
     missing = [c for c in COLUMNS if c not in frame.columns and not (close_only and c != "close")]
     if missing:
-        raise InvalidInput(f"{source}: data for {ticker} lacks column(s) {', '.join(missing)}")
+        raise InvalidInput(f"{where} lacks column(s) {', '.join(missing)}")
     for column in COLUMNS:
         if column not in frame.columns:
             frame[column] = np.nan
-    index = pd.DatetimeIndex(pd.to_datetime(frame.index))
-    if index.tz is not None:
-        index = index.tz_convert(None)
-    frame.index = index.normalize().rename("date")
-    frame = frame[COLUMNS].astype("float64")
+    frame.index = _trading_dates(frame.index, where)
+    try:
+        frame = frame[COLUMNS].apply(pd.to_numeric).astype("float64")
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{where} has non-numeric values: {exc}") from exc
     dupes = frame.index[frame.index.duplicated()]
     if len(dupes):
-        raise InvalidInput(
-            f"{source}: data for {ticker} has duplicate date(s) {', '.join(str(d.date()) for d in dupes[:3])}"
-        )
+        raise InvalidInput(f"{where} has duplicate date(s) {', '.join(str(d.date()) for d in dupes[:3])}")
     frame = frame.sort_index()
     frame = frame[frame["close"].notna()]
+    bad = frame.index[~(np.isfinite(frame["close"]) & (frame["close"] > 0))]
+    if len(bad):
+        raise InvalidInput(f"{where} has a close that is not a positive number on {bad[0].date()}")
     frame.attrs = {"source": source, "ticker": ticker, "close_only": close_only}
     return frame
 

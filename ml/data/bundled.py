@@ -2,6 +2,9 @@
 
 skfolio ships closes (1990-01-02..2022-12-28) for ^GSPC and 20 large caps; arch ships ^GSPC OHLCV for
 1999-2018. Where only closes exist the other columns stay NaN and `attrs["close_only"]` says so.
+
+The history is frozen (it ends 2022-12-28 and never grows), so the feature store exempts it from the
+staleness check: its rows are as fresh as they will ever be.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from functools import cache
 
 import pandas as pd
 
-from ml.data.base import clip, normalize_frame
+from ml.data.base import check_range, clip, normalize_frame
 from ml.errors import UnknownTicker
 from ml.tickers import INDEX_TICKER, validate_ticker
 
@@ -41,6 +44,7 @@ class BundledSource:
 
     def fetch(self, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
         ticker = validate_ticker(ticker)
+        check_range(start, end)
         closes = _closes()
         if ticker not in closes.columns:
             raise UnknownTicker(
