@@ -40,7 +40,9 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     procs: dict[str, Proc] = {}
     try:
         procs["training"] = start_worker(settings, "training", "training", **WORKER_ENV)
-        procs["cpu"] = start_worker(settings, "inference,ingest,agent", "cpu", concurrency=2, **WORKER_ENV)
+        procs["cpu"] = start_worker(settings, "inference,ingest", "cpu", concurrency=2, **WORKER_ENV)
+        # one agent process: embedded Qdrant allows one process per path
+        procs["agent"] = start_worker(settings, "agent", "agent", **WORKER_ENV)
         port = free_port()
         procs["api"] = start_gunicorn(settings, port)
         client = create_app(settings).test_client()
@@ -85,6 +87,24 @@ def test_warm_second_prediction_is_a_cache_hit_with_the_same_numbers(serving: di
     assert second["forecast"] == first["forecast"] and second["model"] == first["model"]
     assert metric(after, "redis_cache_hit_total") == metric(before, "redis_cache_hit_total") + 1
     assert metric(after, "redis_cache_miss_total") >= metric(before, "redis_cache_miss_total") + 1
+
+
+def test_agent_chat_reports_from_the_real_forecast_and_caches_paraphrases(serving: dict) -> None:
+    client: FlaskClient = serving["client"]
+    question = "What is the outlook for AAPL over the next week?"
+    first = wait_job(client, submit(client, "/agent/chat", {"ticker": "AAPL", "question": question}), 180)
+    assert first["status"] == "succeeded", first
+    report = first["result"]
+    assert report["cached"] is False and report["llm"] == {"model": None}
+    assert report["stance"] in {"bullish", "neutral", "bearish"} and 0 <= report["confidence"] <= 1
+    median = report["forecast"]["seven_day"]["p50"]
+    assert f"{median:.2f}" in report["report_markdown"]
+    again = wait_job(client, submit(client, "/agent/chat", {"ticker": "AAPL", "question": question}), 60)
+    assert again["result"]["cached"] is True
+    assert again["result"]["report_markdown"] == report["report_markdown"]
+    other = wait_job(client, submit(client, "/agent/chat", {"ticker": "MSFT", "question": question}), 180)
+    assert other["status"] == "succeeded", other
+    assert other["result"]["cached"] is False and other["result"]["ticker"] == "MSFT"
 
 
 def test_moving_the_champion_alias_changes_the_served_version_without_restart(serving: dict) -> None:
