@@ -1,0 +1,274 @@
+"""Model registry on MLflow: training runs, registered versions, the `champion` alias, safe loading.
+
+Every call goes through an MlflowClient bound to this registry's tracking URI (never the process-global
+one), so two registries with different stores can live in one process. Artifacts are always fetched
+through the client from the artifact store, never from a local path, so a worker on another host finds
+them. Registered names: `stockq-parent` and `stockq-child-<TICKER>` with the validated ticker as is
+(MLflow names may hold every character a ticker can: only `/` and `:` are refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ml.errors import Cancelled, CorruptModel, InvalidInput, ModelNotFound
+from ml.model import ModelSpec, QuantileLSTM
+from ml.scaler import Scaler
+from ml.tickers import validate_ticker
+
+# MLflow decides on telemetry when it is imported, so this must precede the import. Workers log, they have
+# no terminal for download progress bars.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+PARENT_NAME = "stockq-parent"
+CHILD_PREFIX = "stockq-child-"
+CHAMPION = "champion"
+EXPERIMENT = "stockq"
+MODEL_DIR = "model"
+WEIGHTS_FILE = "state_dict.pt"
+SCALER_FILE = "scaler.json"
+CARD_FILE = "model_card.json"
+SHA_TAG = "stockq.weights_sha256"
+# Per-epoch metrics are buffered and sent at most this often: one sqlite write per epoch would cost more
+# than a small child's whole epoch.
+_FLUSH_S = 5.0
+_BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch call
+_REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
+
+
+def child_name(ticker: str) -> str:
+    return f"{CHILD_PREFIX}{validate_ticker(ticker)}"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    model: QuantileLSTM
+    scaler: Scaler
+    card: dict[str, Any]
+    kind: str  # "parent" | "child"
+    strategy: str | None
+
+
+def _error_code(exc: MlflowException) -> str:
+    return str(getattr(exc, "error_code", ""))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from disk, refusing anything but plain tensors (no pickled code ever runs)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise CorruptModel(f"weights file {path.name} is not a valid state_dict: {exc}") from exc
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CorruptModel(f"weights file {path.name} does not hold a state_dict of tensors")
+    return state
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TrainingRun:
+    """One open MLflow run: buffered per-epoch metrics, then artifacts and a registered version."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._pending: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        stamp = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), stamp, epoch) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush >= _FLUSH_S:
+            self.flush()
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        stamp = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), stamp, 0) for k, v in metrics.items()]
+        self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:_BATCH_LIMIT], self._pending[_BATCH_LIMIT:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def register(
+        self, name: str, model: nn.Module, scaler: Scaler, card: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        """Log weights + scaler, register a new version of `name`, then log the card carrying that version."""
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / WEIGHTS_FILE
+            torch.save(state, weights)
+            (Path(tmp) / SCALER_FILE).write_text(scaler.to_json())
+            sha = _sha256(weights)
+            self.client.log_artifacts(self.run_id, tmp, MODEL_DIR)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:  # it exists, perhaps created by another worker a moment ago
+            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{MODEL_DIR}"
+        version = self.client.create_model_version(
+            name, source, run_id=self.run_id, tags={**tags, SHA_TAG: sha}
+        ).version
+        card = {**card, "version": str(version)}
+        self.client.log_text(self.run_id, json.dumps(card, indent=1), f"{MODEL_DIR}/{CARD_FILE}")
+        self.set_tags({SHA_TAG: sha, "stockq.registered": f"{name}/{version}"})
+        return str(version)
+
+
+class ModelRegistry:
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._experiment_id: str | None = None
+
+    # -- training side ---------------------------------------------------------------------------
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(EXPERIMENT)
+            if found is None:
+                # A local store (sqlite/file) gets the caller's artifact root so nothing lands in ./mlruns;
+                # a tracking server chooses its own artifact store, reachable from every host.
+                local = urlparse(self.tracking_uri).scheme not in _REMOTE_SCHEMES
+                location = self.artifact_root if local else None
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        EXPERIMENT, artifact_location=location
+                    )
+                except MlflowException as exc:
+                    if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    self._experiment_id = self.client.get_experiment_by_name(EXPERIMENT).experiment_id
+            else:
+                self._experiment_id = found.experiment_id
+        return self._experiment_id
+
+    @contextlib.contextmanager
+    def training_run(
+        self, run_name: str, params: dict[str, object], tags: dict[str, str]
+    ) -> Iterator[TrainingRun]:
+        """An MLflow run that ends FINISHED, KILLED (cancelled) or FAILED with the block."""
+        run_id = self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags).info.run_id
+        run = TrainingRun(self.client, run_id)
+        run.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        status = RunStatus.FAILED
+        try:
+            yield run
+            status = RunStatus.FINISHED
+        except Cancelled:
+            status = RunStatus.KILLED
+            raise
+        finally:
+            run.flush()
+            self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+    # -- serving side ----------------------------------------------------------------------------
+    def _version(self, name: str, version: str | None) -> ModelVersion:
+        if version is not None and not str(version).isdigit():
+            raise InvalidInput(f"model version must be a positive integer, got {version!r}")
+        try:
+            if version is None:
+                return self.client.get_model_version_by_alias(name, CHAMPION)
+            return self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if _error_code(exc) not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise
+            what = f"version {version} of {name}" if version else f"a {CHAMPION} for {name}"
+            hint = "train the parent first" if name == PARENT_NAME else "train this child first"
+            raise ModelNotFound(f"the registry has no {what}: {hint}") from exc
+
+    def champion_version(self, name: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException as exc:
+            if _error_code(exc) not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise
+            return None
+
+    def set_champion(self, name: str, version: str) -> None:
+        mv = self._version(name, version)
+        self.client.set_registered_model_alias(name, CHAMPION, str(mv.version))
+
+    def _download(self, mv: ModelVersion, path: str, dst: str) -> Path:
+        try:
+            return Path(self.client.download_artifacts(mv.run_id, path, dst))
+        except (MlflowException, OSError) as exc:
+            raise CorruptModel(f"artifacts of {mv.name} v{mv.version} cannot be read: {exc}") from exc
+
+    def model_card(self, name: str, version: str) -> dict[str, Any]:
+        mv = self._version(name, version)
+        with tempfile.TemporaryDirectory() as tmp:
+            return _read_card(self._download(mv, f"{MODEL_DIR}/{CARD_FILE}", tmp), mv)
+
+    def load(self, name: str, version: str | None = None, *, device: str | None = None) -> LoadedModel:
+        """A registered version (None = the champion), in eval mode on `device` (default CPU)."""
+        mv = self._version(name, version)
+        label = f"{mv.name} v{mv.version}"
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self._download(mv, MODEL_DIR, tmp)
+            card = _read_card(folder / CARD_FILE, mv)
+            try:
+                scaler = Scaler.from_json((folder / SCALER_FILE).read_text())
+                spec = ModelSpec(**card["architecture"])
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise CorruptModel(f"{label}: scaler or architecture unreadable: {exc}") from exc
+            weights = folder / WEIGHTS_FILE
+            if not weights.is_file() or _sha256(weights) != mv.tags.get(SHA_TAG):
+                raise CorruptModel(f"{label}: weights file missing or altered since registration (checksum)")
+            state = load_weights(weights)
+        model = QuantileLSTM(spec)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CorruptModel(f"{label}: weights do not fit its architecture: {exc}") from exc
+        model.to(torch.device(device or "cpu")).eval()
+        return LoadedModel(
+            name=mv.name,
+            version=str(mv.version),
+            model=model,
+            scaler=scaler,
+            card=card,
+            kind=str(card.get("kind")),
+            strategy=card.get("strategy"),
+        )
+
+
+def _read_card(path: Path, mv: ModelVersion) -> dict[str, Any]:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptModel(f"{mv.name} v{mv.version}: model card unreadable: {exc}") from exc
+    if not isinstance(card, dict):
+        raise CorruptModel(f"{mv.name} v{mv.version}: model card is not a JSON object")
+    return card

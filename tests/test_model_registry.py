@@ -1,0 +1,171 @@
+"""Registry behaviour: lookups, aliases, isolation between stores, and refusing damaged artifacts."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pytest
+import torch
+
+from ml.errors import CorruptModel, InvalidInput, ModelNotFound
+from ml.feature_store import FeatureStore
+from ml.registry import PARENT_NAME, ModelRegistry, load_weights
+from ml.train import TrainConfig, train_parent
+
+CONFIG = TrainConfig(epochs=1, hidden=8, layers=1, history_days=700, seed=3)
+
+
+class _RunsCode:
+    """Unpickling this would create a file: the stand-in for arbitrary code in a weights file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path, str]]:
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def write_pickle_payload(path: Path, marker: Path) -> None:
+    path.write_bytes(pickle.dumps({"lstm.weight_ih_l0": _RunsCode(marker)}))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_load_weights_refuses_pickled_code(tmp_path: Path) -> None:
+    weights, marker = tmp_path / "state_dict.pt", tmp_path / "marker.txt"
+    write_pickle_payload(weights, marker)
+    with pytest.raises(CorruptModel, match="not a valid state_dict"):
+        load_weights(weights)
+    assert not marker.exists()
+    pickle.loads(weights.read_bytes())  # the payload is live: plain unpickling runs it
+    assert marker.read_text() == "pwned"
+    torch.save({"a": [1, 2]}, weights)  # loadable, but not a state_dict of tensors
+    with pytest.raises(CorruptModel, match="state_dict of tensors"):
+        load_weights(weights)
+
+
+@dataclass
+class Env:
+    store: FeatureStore
+    registry: ModelRegistry
+    tmp: Path
+    first: dict[str, object]
+    second: dict[str, object]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def env(feature_env: tuple[object, FeatureStore], tmp_path_factory: pytest.TempPathFactory) -> Env:
+    _, store = feature_env
+    tmp = tmp_path_factory.mktemp("model_registry")
+    registry = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (tmp / "art").as_uri())
+    first = train_parent(store=store, registry=registry, config=CONFIG)
+    second = train_parent(store=store, registry=registry, config=CONFIG)  # same seed: ties, so promoted
+    return Env(store, registry, tmp, first, second)
+
+
+def _artifact(registry: ModelRegistry, version: str, file: str) -> Path:
+    run_id = registry.client.get_model_version(PARENT_NAME, version).run_id
+    uri = registry.client.get_run(run_id).info.artifact_uri
+    return Path(url2pathname(urlparse(uri).path)) / "model" / file
+
+
+@pytest.fixture
+def weights(env: Env) -> Iterator[Path]:
+    """Version 1's weights file in the artifact store, restored after the test tampers with it."""
+    path = _artifact(env.registry, "1", "state_dict.pt")
+    original = path.read_bytes()
+    yield path
+    path.write_bytes(original)
+
+
+def test_artifacts_live_under_the_artifact_root(env: Env) -> None:
+    path = _artifact(env.registry, "1", "state_dict.pt")
+    assert path.is_file() and path.is_relative_to(env.tmp / "art")
+    assert not (env.tmp / "mlruns").exists()
+
+
+def test_alias_lookups_and_moves(env: Env) -> None:
+    registry = env.registry
+    assert env.second["champion"] is True and "on the same test windows" in str(env.second["decision"])
+    assert env.first["test"] == env.second["test"]  # deterministic seeds
+    assert registry.champion_version(PARENT_NAME) == "2"
+    registry.set_champion(PARENT_NAME, "1")
+    assert registry.champion_version(PARENT_NAME) == "1"
+    assert registry.load(PARENT_NAME).version == "1"
+    registry.set_champion(PARENT_NAME, "2")
+    assert registry.load(PARENT_NAME).card["version"] == "2"
+    with pytest.raises(ModelNotFound):
+        registry.set_champion(PARENT_NAME, "42")
+
+
+def test_missing_models_are_model_not_found(env: Env) -> None:
+    registry = env.registry
+    assert registry.champion_version("stockq-child-NOPE") is None
+    with pytest.raises(ModelNotFound, match="train this child first"):
+        registry.load("stockq-child-NOPE")
+    with pytest.raises(ModelNotFound, match="version 99"):
+        registry.load(PARENT_NAME, "99")
+    with pytest.raises(InvalidInput):
+        registry.load(PARENT_NAME, "latest")
+
+
+def test_loaded_model_is_eval_on_cpu(env: Env) -> None:
+    loaded = env.registry.load(PARENT_NAME, "1")
+    assert not loaded.model.training
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    assert (loaded.kind, loaded.strategy, loaded.card["architecture"]["hidden"]) == ("parent", None, 8)
+
+
+def test_two_registries_in_one_process_stay_apart(env: Env, tmp_path: Path) -> None:
+    other = ModelRegistry(f"sqlite:///{tmp_path}/other.db", (tmp_path / "art").as_uri())
+    assert other.champion_version(PARENT_NAME) is None
+    other.experiment_id()  # creating an experiment on the other store must not redirect the first
+    assert env.registry.champion_version(PARENT_NAME) == "2"
+    assert env.registry.load(PARENT_NAME, "1").version == "1"
+    assert not list((tmp_path / "art").glob("**/*.pt"))
+
+
+def test_truncated_weights_are_corrupt(env: Env, weights: Path) -> None:
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CorruptModel, match="stockq-parent v1"):
+        env.registry.load(PARENT_NAME, "1")
+
+
+def test_pickle_payload_in_the_store_never_runs(env: Env, weights: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    write_pickle_payload(weights, marker)
+    with pytest.raises(CorruptModel):
+        env.registry.load(PARENT_NAME, "1")
+    assert not marker.exists()
+
+
+def test_tampered_but_loadable_weights_fail_the_checksum(env: Env, weights: Path) -> None:
+    state = torch.load(weights, weights_only=True)
+    state["head.1.bias"] = state["head.1.bias"] + 1.0
+    torch.save(state, weights)
+    with pytest.raises(CorruptModel, match="checksum"):
+        env.registry.load(PARENT_NAME, "1")
+    assert env.registry.load(PARENT_NAME, "2").version == "2"  # other versions are unaffected
+
+
+def test_damaged_scaler_is_corrupt(env: Env) -> None:
+    path = _artifact(env.registry, "1", "scaler.json")
+    original = path.read_text()
+    try:
+        path.write_text(original.replace('"std": [', '"std": [0, '))
+        with pytest.raises(CorruptModel, match="scaler"):
+            env.registry.load(PARENT_NAME, "1")
+    finally:
+        path.write_text(original)
