@@ -27,7 +27,7 @@ from torch import nn
 from ml.errors import Cancelled, CorruptModel, InvalidInput, ModelNotFound
 from ml.model import ModelSpec, QuantileLSTM
 from ml.scaler import Scaler
-from ml.tickers import validate_ticker
+from ml.tickers import PARENT_NAME
 
 # MLflow decides on telemetry when it is imported, so this must precede the import. Workers log, they have
 # no terminal for download progress bars.
@@ -39,8 +39,6 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-PARENT_NAME = "stockq-parent"
-CHILD_PREFIX = "stockq-child-"
 CHAMPION = "champion"
 EXPERIMENT = "stockq"
 MODEL_DIR = "model"
@@ -53,10 +51,6 @@ SHA_TAG = "stockq.weights_sha256"
 _FLUSH_S = 5.0
 _BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch call
 _REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
-
-
-def child_name(ticker: str) -> str:
-    return f"{CHILD_PREFIX}{validate_ticker(ticker)}"
 
 
 @dataclass

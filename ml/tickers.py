@@ -8,6 +8,9 @@ from ml.errors import InvalidTicker
 
 TICKER_RE = re.compile(r"^[A-Z0-9^.=-]{1,12}$")
 INDEX_TICKER = "^GSPC"
+# Registered model names: one parent, one child per ticker (MLflow accepts every ticker character).
+PARENT_NAME = "stockq-parent"
+CHILD_PREFIX = "stockq-child-"
 
 
 def validate_ticker(raw: object) -> str:
@@ -23,3 +26,7 @@ def validate_ticker(raw: object) -> str:
 def ticker_filename(ticker: str) -> str:
     """A file-name-safe form of an already validated ticker (`^GSPC` -> `_GSPC`)."""
     return validate_ticker(ticker).replace("^", "_")
+
+
+def child_name(ticker: str) -> str:
+    return f"{CHILD_PREFIX}{validate_ticker(ticker)}"

@@ -23,12 +23,12 @@ from ml.errors import Cancelled, CorruptModel, InsufficientHistory, InvalidInput
 from ml.evaluate import evaluate
 from ml.features import MODEL_FEATURES
 from ml.model import ModelSpec, QuantileLSTM, pinball_loss, predict_log_returns
-from ml.registry import PARENT_NAME, LoadedModel, ModelRegistry, TrainingRun, child_name
 from ml.scaler import Scaler
-from ml.tickers import INDEX_TICKER, validate_ticker
+from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the adapters arrive as arguments: the loop imports neither Feast nor MLflow
     from ml.feature_store import FeatureStore
+    from ml.registry import LoadedModel, ModelRegistry, TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -277,7 +277,7 @@ def fit(
 ) -> FitResult:
     """Adam on the pinball loss with early stopping on val loss; leaves the best epoch's weights loaded."""
     device = tensors.x_train.device
-    amp = _autocast_dtype(device)
+    amp = autocast_dtype(device)
     grad_scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)

@@ -85,7 +85,7 @@ class Runtime:
     def serving_model(self, ticker: str, model: str) -> str:
         """The registered model a prediction uses. `auto` means the ticker's child: a ticker without one
         raises ModelNotFound, which the predict task answers by auto-training it (^GSPC: the parent)."""
-        from ml.registry import PARENT_NAME, child_name
+        from ml.tickers import PARENT_NAME, child_name
 
         name = PARENT_NAME if model == "parent" or ticker == INDEX_TICKER else child_name(ticker)
         if self.models.champion_version(name) is None:
@@ -102,7 +102,7 @@ class Runtime:
     def forecast(self, ticker: str, model: str = "auto") -> dict[str, Any]:
         """A forecast from the cache when the same model version already saw the same data day."""
         from ml.predict import predict
-        from ml.registry import PARENT_NAME
+        from ml.tickers import PARENT_NAME
 
         ticker = validate_ticker(ticker)
         name = self.serving_model(ticker, model)

@@ -123,7 +123,7 @@ def _train_config(rt: Runtime, epochs: int | None) -> Any:
 
 
 def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
-    from ml.registry import PARENT_NAME
+    from ml.tickers import PARENT_NAME
     from ml.train import train_parent
 
     if ctx.rt.registry.champion_version(PARENT_NAME) is None:
