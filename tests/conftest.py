@@ -45,6 +45,18 @@ def flush_db(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # Tiny LSTMs on a shared 2-core machine run many times slower with two contending threads (the
+    # workers use one thread per process too).
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def feature_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, object]]:
     """A var dir with ^GSPC, AAPL and MSFT ingested from the bundled source (Redis DBs 14/15)."""

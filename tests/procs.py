@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from ml.settings import Settings
+from webapp.stack import worker_argv
 
 BIN = Path(sys.executable).parent
 
@@ -78,22 +79,8 @@ class Proc:
 
 
 def start_worker(settings: Settings, queues: str, name: str, concurrency: int = 1, **env: str) -> Proc:
-    argv = [
-        str(BIN / "celery"),
-        "-A",
-        "workers",
-        "worker",
-        "-Q",
-        queues,
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{name}@%h",
-        "--loglevel",
-        "INFO",
-        "--without-mingle",
-        "--without-gossip",
-    ]
+    # mingle and gossip only slow a test worker's start: it never needs its peers' state
+    argv = [*worker_argv(queues, concurrency, name), "--without-mingle", "--without-gossip"]
     proc = Proc(argv, settings_env(settings, **env), settings.var_path / f"worker-{name}.log")
     client = redis.Redis.from_url(settings.redis_url)
     first = queues.split(",")[0]

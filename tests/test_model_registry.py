@@ -57,14 +57,6 @@ class Env:
     second: dict[str, object]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def env(feature_env: tuple[object, FeatureStore], tmp_path_factory: pytest.TempPathFactory) -> Env:
     _, store = feature_env

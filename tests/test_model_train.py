@@ -72,15 +72,6 @@ class Trained:
     epochs_seen: list[tuple[int, int, float, float]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny LSTMs on a shared 2-core box run many times slower with two contending threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(feature_env: tuple[object, FeatureStore], tmp_path_factory: pytest.TempPathFactory) -> Trained:
     _, store = feature_env

@@ -23,6 +23,13 @@ from ml.settings import Settings
 WORKER_GROUPS = {"training": 1, "inference,ingest": 2, "agent": 1}
 
 
+def worker_argv(queues: str, concurrency: int, name: str) -> list[str]:
+    """How every Celery worker of ours is started, so operators recognise and scale them."""
+    celery = str(Path(sys.executable).parent / "celery")
+    return [celery, "-A", "workers", "worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h",
+            "--loglevel", "INFO"]  # fmt: skip
+
+
 @dataclass
 class Stack:
     settings: Settings
