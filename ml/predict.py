@@ -12,8 +12,8 @@ import numpy as np
 from ml.calendar import next_sessions
 from ml.errors import InsufficientHistory, InvalidInput, ModelNotFound, StockqError
 from ml.model import predict_log_returns
-from ml.registry import PARENT_NAME, LoadedModel, ModelRegistry, child_name
-from ml.tickers import validate_ticker
+from ml.registry import LoadedModel, ModelRegistry
+from ml.tickers import PARENT_NAME, child_name, validate_ticker
 
 if TYPE_CHECKING:
     from ml.feature_store import FeatureStore, OnlineWindow

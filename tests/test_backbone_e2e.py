@@ -10,7 +10,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from ml.registry import PARENT_NAME, ModelRegistry, child_name
+from ml.registry import ModelRegistry
+from ml.tickers import PARENT_NAME, child_name
 from tests.conftest import flush_db, make_settings
 from tests.procs import Proc, free_port, start_gunicorn, start_worker, wait_until
 from webapp import create_app

@@ -14,8 +14,8 @@ from ml.errors import InsufficientHistory, InvalidInput, InvalidTicker
 from ml.evaluate import evaluate, pinball
 from ml.model import ModelSpec, QuantileLSTM, pinball_loss, predict_log_returns
 from ml.predict import forecast_from_returns
-from ml.registry import child_name
 from ml.scaler import CLIP, Scaler
+from ml.tickers import child_name
 from ml.train import TrainConfig, chronological_split, min_rows, resolve_device
 
 

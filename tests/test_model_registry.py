@@ -14,7 +14,8 @@ import torch
 
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
 from ml.feature_store import FeatureStore
-from ml.registry import PARENT_NAME, ModelRegistry, load_weights
+from ml.registry import ModelRegistry, load_weights
+from ml.tickers import PARENT_NAME
 from ml.train import TrainConfig, train_parent
 
 CONFIG = TrainConfig(epochs=1, hidden=8, layers=1, history_days=700, seed=3)

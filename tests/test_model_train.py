@@ -26,7 +26,8 @@ from ml.feature_store import FeatureStore
 from ml.features import MODEL_FEATURES
 from ml.model import predict_log_returns
 from ml.predict import predict, predict_many
-from ml.registry import PARENT_NAME, LoadedModel, ModelRegistry, child_name
+from ml.registry import LoadedModel, ModelRegistry
+from ml.tickers import PARENT_NAME, child_name
 from ml.train import STRATEGIES, TrainConfig, prepare, train_child, train_parent
 
 CONFIG = TrainConfig(epochs=3, hidden=16, history_days=700, patience=3, seed=7)
