@@ -82,6 +82,40 @@ def test_wait_out_of_range_is_422(client: FlaskClient, wait: str) -> None:
     assert "wait" in error_of(r)["message"]
 
 
+def test_hostile_bodies_get_clear_4xx(client: FlaskClient) -> None:
+    r = client.post("/train", data="[" * 60_000, content_type="application/json")
+    assert r.status_code == 400 and "nested" in error_of(r)["message"]
+    for body in ("null", "[1]", '"{\\"ticker\\": \\"AAPL\\"}"', "5"):
+        r = client.post("/train", data=body, content_type="application/json")
+        assert r.status_code == 422 and error_of(r)["message"].startswith("body: must be a JSON object"), body
+    for epochs in ("5", 5.0, True):
+        assert client.post("/train", json={"ticker": "AAPL", "epochs": epochs}).status_code == 422
+    r = client.post("/train", json={"ticker": "AAPL"}, headers={"Authorization": "Bearer kéy"})
+    assert r.status_code == 202  # auth is off here; the header is simply ignored
+    r = client.put("/train", json={"ticker": "AAPL"})
+    assert r.status_code == 405 and "POST" in r.headers["Allow"]
+    r = client.post("/status/abc", data="x", content_type="text/plain")
+    assert r.status_code == 405
+    r = client.post("/predict", json={"tickers": ["A"] * 13_000})
+    assert r.status_code == 422 and "tickers" in error_of(r)["message"]
+    assert client.get("/jobs?status=&type=&limit=").status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413_not_truncated(settings) -> None:
+    app = create_app(settings)
+    body = b'{"ticker": "AAPL"}' + b" " * 70_000
+    environ = {"wsgi.input_terminated": True}
+    client = app.test_client()
+    r = client.post(
+        "/train",
+        data=body,
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides=environ,
+    )
+    assert r.status_code == 413 and error_of(r)["code"] == "payload_too_large"
+    assert client.get("/jobs").get_json()["count"] == 0
+
+
 def test_malformed_json_wrong_type_and_oversize_bodies(client: FlaskClient) -> None:
     r = client.post("/train", data="{not json", content_type="application/json")
     assert r.status_code == 400 and error_of(r)["code"] == "malformed_json"
@@ -93,11 +127,12 @@ def test_malformed_json_wrong_type_and_oversize_bodies(client: FlaskClient) -> N
     assert r.status_code == 400
 
 
-def test_unknown_job_is_404_and_bad_id_is_422(client: FlaskClient) -> None:
-    r = client.get("/status/" + "0" * 32)
-    assert r.status_code == 404 and error_of(r)["code"] == "job_not_found"
-    assert client.delete("/jobs/" + "f" * 32).status_code == 404
-    assert client.get("/status/not-an-id").status_code == 422
+def test_unknown_job_is_404_whatever_its_shape(client: FlaskClient) -> None:
+    for job_id in ("0" * 32, "does-not-exist", "123e4567-e89b-12d3-a456-426614174000", "ABC"):
+        r = client.get(f"/status/{job_id}")
+        assert r.status_code == 404 and error_of(r)["code"] == "job_not_found", job_id
+        assert client.delete(f"/jobs/{job_id}").status_code == 404
+    assert client.get("/status/" + "x" * 200).status_code == 422
     r = client.get("/nowhere")
     assert r.status_code == 404 and error_of(r)["code"] == "not_found"
 
@@ -227,10 +262,22 @@ def test_rate_limit_is_per_client_not_per_endpoint(tmp_path: Path) -> None:
     flush_db(s.redis_url)
     client = create_app(s).test_client()
     alice = {"Authorization": "Bearer alice"}
-    codes = [client.get("/jobs", headers=alice).status_code for _ in range(2)]
-    codes.append(client.post("/train", json={"ticker": "AAPL"}, headers=alice).status_code)
+    codes = [client.post("/train", json={"ticker": "AAPL"}, headers=alice).status_code for _ in range(2)]
+    codes.append(client.post("/agent/chat", json={"ticker": "AAPL"}, headers=alice).status_code)
     limited = client.post("/predict-child", json={"ticker": "AAPL"}, headers=alice)
-    assert codes == [200, 200, 202]
+    assert codes == [202, 202, 202]
     assert limited.status_code == 429 and error_of(limited)["code"] == "rate_limited"
-    assert client.get("/jobs", headers={"Authorization": "Bearer bob"}).status_code == 200
+    assert "Retry-After" in limited.headers or "X-RateLimit-Reset" in limited.headers
+    # polling and probes are not counted; another client has its own budget
+    assert all(client.get("/jobs", headers=alice).status_code == 200 for _ in range(5))
+    assert (
+        client.post("/train", json={"ticker": "AAPL"}, headers={"Authorization": "Bearer bob"}).status_code
+        == 202
+    )
     assert all(client.get("/health").status_code == 200 for _ in range(5))
+
+
+def test_non_ascii_bearer_token_is_401_not_500(tmp_path: Path) -> None:
+    client = create_app(make_settings(tmp_path, 10, 11, api_keys="k1")).test_client()
+    r = client.get("/jobs", headers={"Authorization": "Bearer kéy"})
+    assert r.status_code == 401 and error_of(r)["code"] == "unauthorized"

@@ -35,25 +35,32 @@ class ApiContext:
     celery: Celery
 
 
+# Endpoints that take no body (a POST that only triggers work).
+BODYLESS_ENDPOINTS = frozenset({"api.ping"})
+
+
 def _check_json_body() -> None:
-    """400 for malformed JSON and 415 for another content type, before schema validation (422)."""
-    if request.method not in {"POST", "PUT", "PATCH"}:
-        return
-    data = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    """400 for malformed JSON, 413 past 64 KiB, 415 for another content type, 422 for a non-object body,
+    all before schema validation."""
+    if request.method not in {"POST", "PUT", "PATCH"} or request.routing_exception is not None:
+        return  # routing answers 404 / 405 itself
+    data = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH when the length is declared
+    if request.content_length is None and len(data) >= MAX_BODY:
+        # A chunked body is cut at the limit without an error: never accept the truncated prefix.
+        raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY // 1024} KiB")
     if not data:
-        if request.url_rule is not None and "body" in _body_endpoints():
+        if request.endpoint not in BODYLESS_ENDPOINTS:
             raise ApiError(400, "bad_request", "request body is empty: send a JSON object")
         return
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     try:
-        json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
-
-
-def _body_endpoints() -> set[str]:
-    return {"body"} if request.endpoint not in {"api.ping"} else set()
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {reason}") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(422, "validation_error", f"body: must be a JSON object, got {type(parsed).__name__}")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -73,7 +80,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     # Short timeouts: with Redis down the API answers 503 within 2 s instead of hanging.
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
-    blocking = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=15)
+    # For `?wait=` (at most 10 s): the socket must outlast the BLPOP, and no more.
+    blocking = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=11.5)
     jobs = JobRegistry(client, settings.job_retention_s)
     celery = create_celery(settings)
     app.extensions["stockq"] = ApiContext(

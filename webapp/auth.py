@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Flask, g, request
+from flask import Flask, request
 
 from webapp.errors import ApiError
 
@@ -18,13 +18,18 @@ def install_auth(app: Flask, keys: frozenset[str]) -> None:
         log.warning("STOCKQ_API_KEYS is not set: the API accepts requests without authentication")
         return
 
+    encoded = [k.encode() for k in sorted(keys)]
+
     @app.before_request
     def _require_key() -> None:
         if request.path in PUBLIC_PATHS:
             return
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        # compare_digest against every key: the time taken does not reveal which prefix matched.
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), k) for k in keys):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # Bytes (a non-ASCII token must not raise), and every key compared: the time taken reveals
+        # neither which key nor which prefix matched.
+        given = token.strip().encode("utf-8", "surrogateescape")
+        matched = False
+        for key in encoded:
+            matched |= hmac.compare_digest(given, key)
+        if scheme.lower() != "bearer" or not matched:
             raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
-        g.client_id = "key:" + token.strip()[:8]

@@ -62,7 +62,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), exc.description or exc.name)
+        response = error_response(status, _HTTP_CODES.get(status, "http_error"), exc.description or exc.name)
+        for name, value in exc.get_headers():  # e.g. Allow on 405, Retry-After on 429
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)

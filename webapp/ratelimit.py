@@ -1,7 +1,7 @@
 """Per-client rate limits (flask-limiter on Redis, shared by every gunicorn process).
 
 The client is its API key when one is sent (hashed, never stored in clear), else its address, so one
-noisy client cannot exhaust the budget of the others; probes stay unlimited.
+noisy client cannot exhaust the budget of the others. Submissions count; probes and polling do not.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ def client_key() -> str:
     return "addr:" + (request.remote_addr or "unknown")
 
 
+def _exempt() -> bool:
+    """Probes and reads (polling a job) are free; what creates work is limited."""
+    if request.path in PUBLIC_PATHS:
+        return True
+    return request.method in {"GET", "HEAD", "OPTIONS"} and not request.path.startswith("/forecast/")
+
+
 def install_rate_limit(app: Flask, settings: Settings) -> None:
     if not settings.rate_limit:
         return
@@ -31,7 +38,7 @@ def install_rate_limit(app: Flask, settings: Settings) -> None:
         # application_limits: one budget per client across all endpoints (default_limits would give
         # every endpoint its own budget, the per-endpoint mistake).
         application_limits=[settings.rate_limit],
-        application_limits_exempt_when=lambda: request.path in PUBLIC_PATHS,
+        application_limits_exempt_when=_exempt,
         storage_uri=settings.redis_url,
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 1},
         key_prefix="stockq:ratelimit",

@@ -9,6 +9,7 @@ from flask import Response, current_app, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
 from webapp.errors import ApiError
+from webapp.ratelimit import client_key
 from webapp.schemas import (
     AgentRequest,
     BatchPredictRequest,
@@ -50,7 +51,7 @@ def _accepted(job: dict[str, Any]) -> Response:
 
 def _submit(job_type: str, params: dict[str, Any], wait: float = 0.0) -> Response:
     ctx = _ctx()
-    job, _ = ctx.submitter.submit(job_type, params, request.headers.get("Idempotency-Key"))
+    job, _ = ctx.submitter.submit(job_type, params, request.headers.get("Idempotency-Key"), client_key())
     if wait > 0:
         finished = ctx.jobs.wait_finished(job["id"], wait, ctx.blocking_redis)
         if finished is not None and finished["status"] in FINISHED:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ml.tickers import validate_ticker
 
@@ -25,10 +26,10 @@ def _ticker(value: object) -> str:
 
 
 def _unique_tickers(value: object) -> object:
-    if not isinstance(value, list):
-        return value
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
+        return value  # the list's own length bounds answer, before any per-item work
     tickers = [_ticker(v) for v in value]
-    dupes = sorted({t for t in tickers if tickers.count(t) > 1})
+    dupes = sorted(t for t, n in Counter(tickers).items() if n > 1)
     if dupes:
         raise ValueError(f"duplicate ticker(s): {', '.join(dupes)}")
     return tickers
@@ -41,7 +42,7 @@ class _Request(BaseModel):
 class TrainRequest(_Request):
     ticker: str = Field(description="Ticker to train; ^GSPC trains the parent model.", examples=["AAPL"])
     strategy: Strategy = "fine_tune"
-    epochs: int | None = Field(None, ge=1, le=500)
+    epochs: int | None = Field(None, ge=1, le=500, strict=True)
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
 
@@ -82,9 +83,18 @@ class JobsQuery(BaseModel):
     type: JobType | None = None
     limit: int = Field(50, ge=1, le=500)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_absent(cls, values: Any) -> Any:
+        """`?status=&limit=` means no filter, as a form would send it."""
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if v not in ("", None)}
+        return values
+
 
 class JobPath(BaseModel):
-    job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    # Any id shape is looked up: an id we never issued is simply not found (404), not malformed.
+    job_id: str = Field(min_length=1, max_length=128)
 
 
 class ChartPath(BaseModel):

@@ -19,8 +19,9 @@ import redis
 from ml.settings import Settings
 
 # Queue groups -> concurrency. The agent queue runs one process: embedded Qdrant allows one process
-# per path (set QDRANT_URL to scale it out). Training runs one job at a time per worker.
-WORKER_GROUPS = {"training": 1, "inference,ingest": 2, "agent": 1}
+# per path (set QDRANT_URL to scale it out). Training runs one job at a time per worker; ingest has its
+# own process so a long download never holds up predictions.
+WORKER_GROUPS = {"training": 1, "inference": 2, "ingest": 1, "agent": 1}
 
 
 def worker_argv(queues: str, concurrency: int, name: str) -> list[str]:
@@ -102,6 +103,11 @@ class Stack:
                 f"127.0.0.1:{self.settings.api_port}",
                 "-w",
                 "2",
+                # Threads: a request waiting on a job (`?wait=`, charts) must not block the others.
+                "-k",
+                "gthread",
+                "--threads",
+                "8",
                 "--timeout",
                 "60",
                 "-c",
@@ -164,21 +170,32 @@ class Stack:
                 )
 
     def stop(self, timeout_s: float = 20.0, names: list[str] | None = None) -> None:
-        """Stop `names` (default: everything). Workers first (a warm shutdown finishes or requeues
-        their tasks), Redis last."""
+        """Stop `names` (default: everything): the API, workers and Flower first, each through its main
+        process (a Celery worker's warm shutdown finishes or requeues its tasks), then Redis, which they
+        need until they are gone. Another Ctrl-C meanwhile cannot cut this short."""
         chosen = list(self.procs) if names is None else names
-        order = [n for n in chosen if n != "redis"] + (["redis"] if "redis" in chosen else [])
-        for name in order:
-            self._signal(self.procs[name], signal.SIGTERM)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop_group([n for n in chosen if n != "redis"], timeout_s)
+            if "redis" in chosen:
+                self._stop_group(["redis"], 10.0)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_group(self, names: list[str], timeout_s: float) -> None:
+        for name in names:
+            with contextlib.suppress(ProcessLookupError):
+                self.procs[name].send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for name in order:
-            proc = self.procs[name]
-            try:
+        for name in names:
+            proc = self.procs.pop(name)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
+            # Whatever is left of its process group (prefork children, gunicorn workers) goes too.
+            self._signal(proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-            del self.procs[name]
 
     @staticmethod
     def _signal(proc: subprocess.Popen, sig: int) -> None:

@@ -36,51 +36,70 @@ class Submitter:
         self.counters = Counters(client)
 
     def submit(
-        self, job_type: str, params: dict[str, Any], idempotency_key: str | None = None
+        self,
+        job_type: str,
+        params: dict[str, Any],
+        idempotency_key: str | None = None,
+        client: str = "",
     ) -> tuple[dict[str, Any], bool]:
-        """(job record, created). With a key, the same key and body return the first job."""
-        job_id = self.jobs.new_id()
+        """(job record, created). With a key, the same client, key and body return the first job.
+
+        The record exists before the key is claimed, so a claimed key always names a real job; the
+        loser of a race deletes its own unsent record and answers with the winner's job.
+        """
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise ApiError(422, "validation_error", "Idempotency-Key: must be 1-200 characters")
+        job = self.jobs.create(job_type, params)
         if idempotency_key is not None:
-            existing = self._claim_key(idempotency_key, job_type, params, job_id)
+            redis_key = self._redis_key(client, idempotency_key)
+            try:
+                existing = self._claim(redis_key, self._fingerprint(job_type, params), job["id"])
+            except ApiError:
+                self.jobs.delete(job["id"])
+                raise
             if existing is not None:
+                self.jobs.delete(job["id"])
                 return existing, False
-        job = self.jobs.create(job_type, params, job_id=job_id)
         try:
-            self.celery.send_task(TASKS[job_type], args=[job_id], kwargs=params, task_id=job_id)
+            # ignore_result: clients read our job records; a Celery result subscription per job would
+            # only pile up in the API process.
+            self.celery.send_task(
+                TASKS[job_type], args=[job["id"]], kwargs=params, task_id=job["id"], ignore_result=True
+            )
         except Exception:
             # Never leave a `queued` record that no worker will ever see, nor a key bound to it.
-            self.jobs.fail(job_id, "broker_unavailable", "the job could not be queued")
+            self.jobs.fail(job["id"], "broker_unavailable", "the job could not be queued")
             if idempotency_key is not None:
-                self.r.delete(self._redis_key(idempotency_key))
+                self.r.delete(self._redis_key(client, idempotency_key))
             raise
         self.counters.incr("stockq_jobs_submitted_total", job_type)
         return job, True
 
     @staticmethod
-    def _redis_key(key: str) -> str:
-        return "stockq:idem:" + hashlib.sha256(key.encode()).hexdigest()
+    def _fingerprint(job_type: str, params: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps([job_type, params], sort_keys=True).encode()).hexdigest()
 
-    def _claim_key(
-        self, key: str, job_type: str, params: dict[str, Any], job_id: str
-    ) -> dict[str, Any] | None:
-        if not 1 <= len(key) <= 200:
-            raise ApiError(422, "validation_error", "Idempotency-Key: must be 1-200 characters")
-        fingerprint = hashlib.sha256(json.dumps([job_type, params], sort_keys=True).encode()).hexdigest()
-        redis_key = self._redis_key(key)
+    @staticmethod
+    def _redis_key(client: str, key: str) -> str:
+        # Scoped per client: another client's identical key never returns this client's job.
+        return "stockq:idem:" + hashlib.sha256(f"{client}\n{key}".encode()).hexdigest()
+
+    def _claim(self, redis_key: str, fingerprint: str, job_id: str) -> dict[str, Any] | None:
+        """None when this job now owns the key; else the first job (or 422 for another body)."""
         claim = json.dumps({"fingerprint": fingerprint, "job_id": job_id})
-        if self.r.set(redis_key, claim, nx=True, ex=self.retention_s):
-            return None
-        raw = self.r.get(redis_key)
-        stored = json.loads(raw) if raw else None
-        if stored is None:  # expired between SET and GET: claim again
-            return self._claim_key(key, job_type, params, job_id)
-        if stored["fingerprint"] != fingerprint:
-            raise ApiError(
-                422, "idempotency_key_reused", "Idempotency-Key was already used with a different request"
-            )
-        job = self.jobs.get(stored["job_id"])
-        if job is None:
-            raise ApiError(
-                409, "idempotency_conflict", "the first request with this key is still being created"
-            )
-        return job
+        for _ in range(3):  # the stored claim can expire between SET and GET
+            if self.r.set(redis_key, claim, nx=True, ex=self.retention_s):
+                return None
+            raw = self.r.get(redis_key)
+            if raw is None:
+                continue
+            stored = json.loads(raw)
+            if stored["fingerprint"] != fingerprint:
+                raise ApiError(
+                    422, "idempotency_key_reused", "Idempotency-Key was already used with a different request"
+                )
+            job = self.jobs.get(stored["job_id"])
+            if job is not None:
+                return job
+            self.r.delete(redis_key)  # its job expired: the key is free again
+        raise ApiError(409, "idempotency_conflict", "Idempotency-Key is contended; retry")

@@ -44,12 +44,17 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_time_limit": 330,
         "broker_transport_options": {
             # A message unacked for longer than this is redelivered, so it must outlast the longest
-            # hard time limit, or a long training would run twice.
+            # hard time limit, or a long training would run twice. A task whose worker *process* dies
+            # comes back at once (reject_on_worker_lost); one whose whole worker host dies comes back
+            # once this has passed.
             "visibility_timeout": hard_limit + 300,
-            # How often unacked messages of dead workers are restored: by default ~100 s after a
-            # kill -9; these bring a lost task back within ~20 s.
+            # How often the surviving workers look for such expired messages (default: every 10 s,
+            # slowed further by the throttle); checked often, a lost task is requeued soon after expiry.
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 0.5,
+            # kombu's own Redis sockets default to no timeout: a hung Redis would hang a publish.
+            "socket_timeout": 2,
+            "socket_connect_timeout": 1,
         },
         "result_backend_transport_options": {"visibility_timeout": hard_limit + 300},
         # Flower and our metrics need task events.
@@ -58,8 +63,13 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_send_sent_event": True,
         # Workers started before Redis keep retrying instead of exiting.
         "broker_connection_retry_on_startup": True,
-        # Our own job registry holds results for clients; Celery's copies need not outlive it.
+        # Our own job registry holds results for clients; Celery's copies need not outlive it, and
+        # tasks store none (the API never reads them).
         "result_expires": settings.job_retention_s,
+        "task_ignore_result": True,
+        # A child that imports torch on a cold disk can take longer than Celery's default 4 s to
+        # report in; it would be killed and restarted in a loop.
+        "worker_proc_alive_timeout": 60,
         "task_queues": [Queue(q) for q in QUEUES],
         "task_default_queue": "inference",
         "task_routes": TASK_ROUTES,

@@ -39,11 +39,21 @@ return 'OK'
 """
 
 
+# KEYS[1] job hash; ARGV: field, value pairs. Progress lands only on a running job: never on a finished
+# one, nor on an expired one (which would come back as a hollow record).
+_SET_IF_RUNNING = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 class JobRegistry:
     def __init__(self, client: redis.Redis, retention_s: int) -> None:
         self.r = client
         self.retention_s = retention_s
         self._transition = client.register_script(_TRANSITION)
+        self._set_if_running = client.register_script(_SET_IF_RUNNING)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -71,6 +81,12 @@ class JobRegistry:
         pipe.zadd("stockq:jobs", {job_id: now})
         pipe.execute()
         return self.get(job_id) or {}
+
+    def delete(self, job_id: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.delete(self.key(job_id))
+        pipe.zrem("stockq:jobs", job_id)
+        pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(self.key(job_id))
@@ -167,7 +183,7 @@ class JobRegistry:
         if res is False:
             return "missing"
         if res == "running":
-            self.r.hset(self.key(job_id), "cancel_requested", 1)
+            self._set_if_running(keys=[self.key(job_id)], args=["cancel_requested", 1])
             return "cancelling"
         return "finished"
 
@@ -181,17 +197,20 @@ class JobRegistry:
         job = self.get(job_id)
         if job is None or job["status"] in FINISHED or timeout_s <= 0:
             return job
-        client.blpop([f"stockq:done:{job_id}"], timeout=timeout_s)
+        done_key = f"stockq:done:{job_id}"
+        if client.blpop([done_key], timeout=timeout_s) is not None:
+            # Put the token back: another request may be waiting on the same job.
+            pipe = client.pipeline()
+            pipe.rpush(done_key, "1")
+            pipe.expire(done_key, 120)
+            pipe.execute()
         return self.get(job_id)
 
-    def set_progress(self, job_id: str, progress: dict[str, Any], stage: str | None = None) -> None:
-        mapping: dict[str, Any] = {"progress": json.dumps(progress)}
-        if stage is not None:
-            mapping["stage"] = stage
-        self.r.hset(self.key(job_id), mapping=mapping)
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._set_if_running(keys=[self.key(job_id)], args=["progress", json.dumps(progress)])
 
     def set_stage(self, job_id: str, stage: str) -> None:
-        self.r.hset(self.key(job_id), "stage", stage)
+        self._set_if_running(keys=[self.key(job_id)], args=["stage", stage])
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:

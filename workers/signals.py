@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from billiard.exceptions import TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init, worker_ready, worker_shutdown
 
 from workers.heartbeat import Heartbeat
 from workers.runtime import reset_runtime
@@ -32,10 +33,28 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     global _heartbeat
     app = sender.app
     queues = sorted(app.amqp.queues.consume_from.keys()) if app.amqp.queues.consume_from else []
-    client = redis.Redis.from_url(app.conf.stockq_settings.redis_url, socket_connect_timeout=2)
+    client = redis.Redis.from_url(
+        app.conf.stockq_settings.redis_url, socket_connect_timeout=2, socket_timeout=5
+    )
     _heartbeat = Heartbeat(client, sender.hostname, queues)
     _heartbeat.start()
     log.info("consuming %s", ", ".join(queues))
+
+
+@task_failure.connect
+def _hard_time_limit(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                     args: Any = None, **_: Any) -> None:  # fmt: skip
+    """A hard time limit kills the child before our code can record anything: do it from here (the
+    worker's main process), or the job would show `running` forever."""
+    if not isinstance(exception, TimeLimitExceeded) or not args:
+        return
+    from workers import app
+    from workers.runtime import get_runtime
+    from workers.tasks import finish_failed
+
+    job_type = str(getattr(sender, "name", "job")).removeprefix("stockq.")
+    finish_failed(get_runtime(app.conf.stockq_settings), str(args[0]), job_type, "timeout",
+                  "the job was stopped at its hard time limit")  # fmt: skip
 
 
 @worker_shutdown.connect

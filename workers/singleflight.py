@@ -47,6 +47,10 @@ class SingleFlight:
     def release(self, token: str) -> None:
         self._release(keys=[self.lock_key], args=[token])
 
+    def remaining_s(self) -> float:
+        """Seconds until the lock expires (0 when free)."""
+        return max(0.0, int(self.r.pttl(self.lock_key)) / 1000)
+
     def holder(self) -> str | None:
         value = self.r.get(self.lock_key)
         return value.decode() if value else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,18 @@ def jsonable(value: Any) -> Any:
             return obj.isoformat()
         raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
-    return json.loads(json.dumps(value, default=default))
+    return _finite(json.loads(json.dumps(value, default=default)))
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities are not JSON: they become null (a diverged loss must not break the record)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass
@@ -72,37 +84,35 @@ class JobContext:
             self.lock.refresh(self.job_id)
 
 
-def run_job(job_id: str, work: Callable[[JobContext], Any], job_type: str) -> Any:
+def run_job(job_id: str, work: Callable[[JobContext], Any], job_type: str) -> None:
+    """Run `work` for a job and record how it ended. Nothing escapes: a job never stays `running`
+    because a result would not serialise or an error was unexpected."""
     rt = _runtime()
     if not rt.jobs.start(job_id):
         log.info("job %s is not runnable (cancelled, finished or unknown); skipped", job_id)
-        return None
+        return
     ctx = JobContext(rt, job_id)
     started = time.monotonic()
+    result: Any = None
     try:
         result = work(ctx)
+        if result is not DEFERRED:
+            finish_ok(rt, job_id, job_type, jsonable(result))
     except Cancelled:
-        rt.jobs.mark_cancelled(job_id)
-        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},cancelled")
-        return None
+        if rt.jobs.mark_cancelled(job_id):
+            rt.counters.incr("stockq_jobs_finished_total", f"{job_type},cancelled")
     except StockqError as exc:
         finish_failed(rt, job_id, job_type, exc.code, exc.message)
-        return None
     except SoftTimeLimitExceeded:
         finish_failed(rt, job_id, job_type, "timeout", "the job ran past its time limit")
-        return None
     except Exception as exc:
         log.exception("job %s failed", job_id)
         finish_failed(rt, job_id, job_type, "internal_error", f"{type(exc).__name__}: {exc}")
-        return None
     finally:
-        rt.counters.observe(
-            "stockq_job_duration_seconds", job_type, time.monotonic() - started, JOB_DURATION_BUCKETS
-        )
-    if result is DEFERRED:
-        return None
-    finish_ok(rt, job_id, job_type, jsonable(result))
-    return None
+        if result is not DEFERRED:
+            rt.counters.observe(
+                "stockq_job_duration_seconds", job_type, time.monotonic() - started, JOB_DURATION_BUCKETS
+            )
 
 
 def finish_ok(rt: Runtime, job_id: str, job_type: str, result: Any) -> None:
@@ -137,11 +147,14 @@ def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
         )
 
 
+def _ingest_for(ctx: JobContext, ticker: str) -> None:
+    ctx.stage("ingest")
+    ctx.rt.ingest([INDEX_TICKER] if ticker == INDEX_TICKER else [INDEX_TICKER, ticker])
+
+
 def _train(ctx: JobContext, ticker: str, strategy: str, epochs: int | None) -> dict[str, Any]:
     from ml.train import train_child, train_parent
 
-    ctx.stage("ingest")
-    ctx.rt.ingest([INDEX_TICKER] if ticker == INDEX_TICKER else [INDEX_TICKER, ticker])
     config = _train_config(ctx.rt, epochs)
     if ticker == INDEX_TICKER:
         ctx.stage("train_parent")
@@ -194,11 +207,19 @@ def _train_limits() -> tuple[int, int]:
     return limit, limit + 60
 
 
+TRAIN_SOFT_LIMIT, TRAIN_HARD_LIMIT = _train_limits()
+
+
 @shared_task(
-    name="stockq.train", acks_late=True, soft_time_limit=_train_limits()[0], time_limit=_train_limits()[1]
+    name="stockq.train", acks_late=True, soft_time_limit=TRAIN_SOFT_LIMIT, time_limit=TRAIN_HARD_LIMIT
 )
 def train(job_id: str, ticker: str, strategy: str = "fine_tune", epochs: int | None = None) -> None:
-    run_job(job_id, lambda ctx: _train(ctx, validate_ticker(ticker), strategy, epochs), "train")
+    def work(ctx: JobContext) -> Any:
+        valid = validate_ticker(ticker)
+        _ingest_for(ctx, valid)
+        return _train(ctx, valid, strategy, epochs)
+
+    run_job(job_id, work, "train")
 
 
 def _single_flight(rt: Runtime, ticker: str) -> SingleFlight:
@@ -228,17 +249,17 @@ def predict(job_id: str, ticker: str, model: str = "auto") -> None:
 
 
 def _recheck_later(rt: Runtime, flight: SingleFlight, job_id: str, ticker: str) -> None:
-    """A waiter looks again once the lock could have expired: if its holder died, the waiter takes
-    over the training instead of waiting for the dead task to be redelivered."""
+    """A waiter looks again just after the lock would expire: if its holder died (and so stopped
+    refreshing it), the waiter takes over the training instead of waiting for the dead task."""
     rt.jobs.set_stage(job_id, "waiting_for_training")
-    predict.apply_async((job_id, ticker, "auto"), countdown=flight.ttl_s)
+    predict.apply_async((job_id, ticker, "auto"), countdown=flight.remaining_s() + 1.0)
 
 
 @shared_task(
     name="stockq.auto_train",
     acks_late=True,
-    soft_time_limit=_train_limits()[0],
-    time_limit=_train_limits()[1],
+    soft_time_limit=TRAIN_SOFT_LIMIT,
+    time_limit=TRAIN_HARD_LIMIT,
 )
 def auto_train(job_id: str, ticker: str) -> None:
     """ingest -> (parent) -> child -> predict for `job_id`, then serve every job that waited on it."""
@@ -248,30 +269,41 @@ def auto_train(job_id: str, ticker: str) -> None:
     if not flight.acquire(job_id) and flight.wait(job_id):
         _recheck_later(rt, flight, job_id, ticker)
         return
-    failure: tuple[str, str] | None = None
+    outcome: tuple[str, str] | None = None  # (code, message) of a failure shared by every waiter
 
     def work(ctx: JobContext) -> Any:
-        nonlocal failure
+        nonlocal outcome
         ctx.lock = flight
         try:
+            _ingest_for(ctx, ticker)
             # A redelivered job may find the model trained meanwhile by a request that took over.
             if not ctx.rt.has_model(ticker, "auto"):
                 _train(ctx, ticker, "fine_tune", rt.settings.auto_train_epochs)
             ctx.stage("predict")
             return ctx.rt.forecast(ticker, "auto")
+        except Cancelled:
+            outcome = ("cancelled", "")
+            raise
         except StockqError as exc:
-            failure = (exc.code, exc.message)
+            outcome = (exc.code, exc.message)
             raise
 
     try:
         run_job(job_id, work, "predict")
     finally:
         flight.release(job_id)
-        _serve_waiters(rt, flight, ticker, failure)
+        _serve_waiters(rt, flight, ticker, outcome)
 
 
 def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tuple[str, str] | None) -> None:
-    for waiter in flight.drain():
+    waiters = flight.drain()
+    if failure is not None and failure[0] == "cancelled":
+        # Only the holder's own job was cancelled: the waiters still want a forecast, and the first
+        # of them to run takes the lock and trains.
+        for waiter in waiters:
+            predict.apply_async((waiter, ticker, "auto"))
+        return
+    for waiter in waiters:
         if failure is not None:
             finish_failed(rt, waiter, "predict", *failure)
             continue
