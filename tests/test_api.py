@@ -281,3 +281,18 @@ def test_non_ascii_bearer_token_is_401_not_500(tmp_path: Path) -> None:
     client = create_app(make_settings(tmp_path, 10, 11, api_keys="k1")).test_client()
     r = client.get("/jobs", headers={"Authorization": "Bearer kéy"})
     assert r.status_code == 401 and error_of(r)["code"] == "unauthorized"
+
+
+def test_job_results_are_plain_json() -> None:
+    import numpy as np
+
+    from workers.tasks import jsonable
+
+    value = {
+        "loss": float("nan"),
+        "n": np.int64(3),
+        "x": np.float32(0.5),
+        "a": np.arange(2),
+        "d": [float("inf")],
+    }
+    assert jsonable(value) == {"loss": None, "n": 3, "x": 0.5, "a": [0, 1], "d": [None]}

@@ -194,3 +194,23 @@ def test_forecast_chart_png_and_svg(serving: dict) -> None:
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
     assert b"AAPL" in svg.data and b"2022-12-28" in svg.data
     assert client.get("/forecast/AAPL.gif").status_code == 422
+
+
+def test_cancelling_the_training_holder_hands_its_waiters_over(serving: dict) -> None:
+    client: FlaskClient = serving["client"]
+    r = redis.Redis.from_url(serving["settings"].redis_url)
+    holder = submit(client, "/predict-child", {"ticker": "JNJ"})
+    wait_until(lambda: r.get("stockq:lock:train:JNJ") == holder.encode(), 60, "the holder to take the lock")
+    waiters = [submit(client, "/predict-child", {"ticker": "JNJ"}) for _ in range(3)]
+    wait_until(
+        lambda: all(
+            client.get(f"/status/{w}").get_json()["stage"] == "waiting_for_training" for w in waiters
+        ),
+        60,
+        "the others to wait",
+    )
+    assert client.delete(f"/jobs/{holder}").status_code == 202
+    assert wait_job(client, holder, 120)["status"] == "cancelled"
+    jobs = [wait_job(client, w, 240) for w in waiters]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 3, [j.get("error") for j in jobs]
+    assert {j["result"]["model"]["name"] for j in jobs} == {child_name("JNJ")}
