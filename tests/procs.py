@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from ml.settings import Settings
-from webapp.stack import worker_argv
+from webapp.stack import gunicorn_argv, worker_argv
 
 BIN = Path(sys.executable).parent
 
@@ -95,20 +95,7 @@ def start_worker(settings: Settings, queues: str, name: str, concurrency: int = 
 
 
 def start_gunicorn(settings: Settings, port: int, **env: str) -> Proc:
-    argv = [
-        str(BIN / "gunicorn"),
-        "-b",
-        f"127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        "gthread",
-        "--threads",
-        "8",
-        "--timeout",
-        "60",
-        "webapp:create_app()",
-    ]
+    argv = gunicorn_argv(port)
     proc = Proc(argv, settings_env(settings, **env), settings.var_path / "gunicorn.log")
     import requests
 

@@ -24,6 +24,13 @@ from ml.settings import Settings
 WORKER_GROUPS = {"training": 1, "inference": 2, "ingest": 1, "agent": 1}
 
 
+def gunicorn_argv(port: int) -> list[str]:
+    """The API server: threads, so a request waiting on a job (`?wait=`, charts) blocks no other."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    return [gunicorn, "-b", f"127.0.0.1:{port}", "-w", "2", "-k", "gthread", "--threads", "8",
+            "--timeout", "60", "-c", "python:webapp.gunicorn_conf", "webapp:create_app()"]  # fmt: skip
+
+
 def worker_argv(queues: str, concurrency: int, name: str) -> list[str]:
     """How every Celery worker of ours is started, so operators recognise and scale them."""
     celery = str(Path(sys.executable).parent / "celery")
@@ -93,48 +100,15 @@ class Stack:
         prom_dir = self.settings.var_path / "prometheus"
         shutil.rmtree(prom_dir, ignore_errors=True)
         prom_dir.mkdir(parents=True)
-        py = sys.executable
-        bin_dir = Path(py).parent
+        bin_dir = Path(sys.executable).parent
         self._spawn(
             "api",
-            [
-                str(bin_dir / "gunicorn"),
-                "-b",
-                f"127.0.0.1:{self.settings.api_port}",
-                "-w",
-                "2",
-                # Threads: a request waiting on a job (`?wait=`, charts) must not block the others.
-                "-k",
-                "gthread",
-                "--threads",
-                "8",
-                "--timeout",
-                "60",
-                "-c",
-                "python:webapp.gunicorn_conf",
-                "webapp:create_app()",
-            ],
+            gunicorn_argv(self.settings.api_port),
             env={"PROMETHEUS_MULTIPROC_DIR": str(prom_dir)},
         )
         for queues, concurrency in WORKER_GROUPS.items():
             name = queues.split(",")[0]
-            self._spawn(
-                f"worker-{name}",
-                [
-                    str(bin_dir / "celery"),
-                    "-A",
-                    "workers",
-                    "worker",
-                    "-Q",
-                    queues,
-                    "-c",
-                    str(concurrency),
-                    "-n",
-                    f"{name}@%h",
-                    "--loglevel",
-                    "INFO",
-                ],
-            )
+            self._spawn(f"worker-{name}", worker_argv(queues, concurrency, name))
         self._spawn(
             "flower",
             [
