@@ -132,21 +132,30 @@ def cancel_job(path: JobPath) -> Response:
     return response
 
 
+# How a failed chart job answers: nothing to draw is "not found"; a bug is a 500.
+CHART_ERROR_STATUS = {
+    "model_not_found": 404,
+    "features_missing": 404,
+    "unknown_ticker": 404,
+    "stale_features": 409,
+    "data_unavailable": 503,
+    "internal_error": 500,
+}
+
+
 @api.get("/forecast/<ticker>.<fmt>", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
 def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
     """The forecast as a chart: last ~120 closes, the 7-day median path and the 80 % band."""
     ctx = _ctx()
     job, _ = ctx.submitter.submit("chart", {"ticker": path.ticker, "fmt": path.fmt})
-    finished = ctx.jobs.wait_finished(job["id"], query.wait or 10.0, ctx.blocking_redis)
+    wait = query.wait if "wait" in request.args else 10.0
+    finished = ctx.jobs.wait_finished(job["id"], wait, ctx.blocking_redis)
     if finished is None or finished["status"] not in FINISHED:
         return _accepted(job)
     if finished["status"] != "succeeded":
         error = finished.get("error") or {}
-        raise ApiError(
-            422 if error.get("code") != "internal_error" else 500,
-            error.get("code", "chart_failed"),
-            error.get("message", "chart failed"),
-        )
+        code = error.get("code", "chart_failed")
+        raise ApiError(CHART_ERROR_STATUS.get(code, 422), code, error.get("message", "chart failed"))
     result = finished["result"]
     return Response(base64.b64decode(result["image_base64"]), mimetype=result["mimetype"])
 
