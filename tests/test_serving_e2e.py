@@ -194,6 +194,8 @@ def test_forecast_chart_png_and_svg(serving: dict) -> None:
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
     assert b"AAPL" in svg.data and b"2022-12-28" in svg.data
     assert client.get("/forecast/AAPL.gif").status_code == 422
+    missing = client.get("/forecast/NOPE.png")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "features_missing"
 
 
 def test_cancelling_the_training_holder_hands_its_waiters_over(serving: dict) -> None:
