@@ -97,7 +97,11 @@ def local_stack(name: str, db: int, **env: str) -> Iterator[dict[str, Any]]:
 def run_job(
     session: requests.Session, base: str, path: str, body: dict | None, timeout_s: float = 600
 ) -> dict:
-    job_id = session.post(base + path, json=body, timeout=30).json()["job_id"]
+    """Submit (or, for a `/status/<id>` path, follow) a job until it ends; exits unless it succeeded."""
+    if path.startswith("/status/"):
+        job_id = path.removeprefix("/status/")
+    else:
+        job_id = session.post(base + path, json=body, timeout=30).json()["job_id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = session.get(f"{base}/status/{job_id}", timeout=10).json()

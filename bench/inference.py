@@ -39,14 +39,21 @@ def main() -> None:
             predict("AAPL", "child", store=rt.store, registry=rt.registry, get_model=rt.models.get)
             floor.append(time.perf_counter() - started)
 
+        slow: list[float] = []
+
         def warm(session: requests.Session) -> float:
+            """One warm request; one that outlives `wait` is followed to the end and counted."""
             started = time.perf_counter()
             r = session.post(f"{base}/predict-child?wait=5", json={"ticker": "AAPL"}, timeout=10)
-            assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+            if r.status_code == 202:
+                run_job(session, base, f"/status/{r.json()['job_id']}", None, timeout_s=60)
+                slow.append(time.perf_counter() - started)
+            else:
+                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
             return time.perf_counter() - started
 
-        for _ in range(20):
-            warm(s)  # load the model into every inference process, fill the cache
+        for _ in range(20):  # load the model into every inference process, fill the cache
+            run_job(s, base, "/predict-child", {"ticker": "AAPL"}, timeout_s=120)
         serial = [warm(s) for _ in range(args.requests)]
         sessions = [requests.Session() for _ in range(args.clients)]
         started = time.perf_counter()
@@ -91,6 +98,7 @@ def main() -> None:
             "e2e_p50_over_floor_p50": e2e["p50_ms"] / floor_p50,
             "target": "warm end-to-end p50 within 10x the in-process call",
             "batch_speedup_vs_singles": singles_s / batch_s,
+            "requests_past_the_5s_wait": len(slow),
         },
     )
 
