@@ -62,7 +62,7 @@ def test_submit_answers_202_with_location_and_a_queued_record(client: FlaskClien
         ("/predict", {"tickers": []}, "tickers"),
         ("/predict", {"tickers": [f"T{i}" for i in range(101)]}, "tickers"),
         ("/predict", {"tickers": ["AAPL", "MSFT", "aapl"]}, "tickers"),
-        ("/agent/chat", {"ticker": "AAPL", "question": "x" * 1001}, "question"),
+        ("/agent/chat", {"ticker": "AAPL", "question": "x" * 501}, "question"),
     ],
 )
 def test_schema_errors_are_422_naming_the_field(

@@ -63,7 +63,7 @@ class BatchPredictRequest(_Request):
 
 class AgentRequest(_Request):
     ticker: str = Field(examples=["AAPL"])
-    question: str | None = Field(None, max_length=1000)
+    question: str | None = Field(None, max_length=500)  # agent.service.MAX_QUESTION_CHARS
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
 
