@@ -10,7 +10,7 @@ from billiard.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_ready, worker_shutdown
 
 from workers.heartbeat import Heartbeat
-from workers.runtime import reset_runtime
+from workers.runtime import get_runtime, reset_runtime
 
 log = logging.getLogger(__name__)
 _heartbeat: Heartbeat | None = None
@@ -26,6 +26,14 @@ def _init_process(**_: Any) -> None:
 
     torch.set_num_threads(app.conf.stockq_settings.torch_threads)
     reset_runtime()
+    # Build the feature store and the registry client now (about 5 s of imports and set-up, no torch
+    # op): otherwise the first job each new process takes pays it, and a warm `?wait=` request times out.
+    try:
+        rt = get_runtime(app.conf.stockq_settings)
+        rt.store.apply()
+        rt.registry  # noqa: B018 (built for its side effect)
+    except Exception:
+        log.warning("could not prepare the worker process ahead of its first job", exc_info=True)
 
 
 @worker_ready.connect
