@@ -15,33 +15,45 @@ STAMP_EVERY_S = 5.0
 ALIVE_FOR_S = 15.0
 
 
+def child_ready_key(main_pid: int) -> str:
+    """Set by a worker's pool process once it can run jobs; keyed by its main process."""
+    return f"stockq:worker-child-ready:{main_pid}"
+
+
 def _key(queue: str) -> str:
     return f"stockq:workers:{queue}"
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, hostname: str, queues: list[str]) -> None:
+    def __init__(self, client: redis.Redis, hostname: str, queues: list[str], ready_key: str) -> None:
         self.r = client
         self.hostname = hostname
         self.queues = queues
+        # Until a pool process has finished its start-up, a job would only wait in it: not ready yet.
+        self.ready_key = ready_key
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stockq-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self.stamp()
         self._thread.start()
 
-    def stamp(self) -> None:
+    def stamp(self) -> bool:
+        """Advertise the queues; False (nothing advertised) while no pool process is ready."""
+        if not self.r.exists(self.ready_key):
+            return False
         now = time.time()
         pipe = self.r.pipeline()
         for queue in self.queues:
             pipe.zadd(_key(queue), {self.hostname: now})
         pipe.execute()
+        return True
 
     def _run(self) -> None:
-        while not self._stop.wait(STAMP_EVERY_S):
+        ready = False
+        # Every 0.2 s until a pool process is ready, then every STAMP_EVERY_S.
+        while not self._stop.wait(STAMP_EVERY_S if ready else 0.2):
             try:
-                self.stamp()
+                ready = self.stamp()
             except redis.RedisError:
                 continue  # Redis away for a moment: the next stamp catches up.
 
@@ -51,6 +63,7 @@ class Heartbeat:
             pipe = self.r.pipeline()
             for queue in self.queues:
                 pipe.zrem(_key(queue), self.hostname)
+            pipe.delete(self.ready_key)
             pipe.execute()
         except redis.RedisError:
             pass

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from typing import Any
 
 import redis
 from billiard.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_ready, worker_shutdown
 
-from workers.heartbeat import Heartbeat
+from workers.heartbeat import Heartbeat, child_ready_key
 from workers.runtime import get_runtime, reset_runtime
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,16 @@ def _init_process(**_: Any) -> None:
     reset_runtime()
     # Build the feature store and the registry client now (about 5 s of imports and set-up, no torch
     # op): otherwise the first job each new process takes pays it, and a warm `?wait=` request times out.
+    rt = get_runtime(app.conf.stockq_settings)
     try:
-        rt = get_runtime(app.conf.stockq_settings)
         rt.store.apply()
         rt.registry  # noqa: B018 (built for its side effect)
     except Exception:
         log.warning("could not prepare the worker process ahead of its first job", exc_info=True)
+    finally:
+        # The main process advertises its queues only once a child can take a job (see Heartbeat).
+        with contextlib.suppress(redis.RedisError):
+            rt.redis.set(child_ready_key(os.getppid()), 1, ex=24 * 3600)
 
 
 @worker_ready.connect
@@ -44,7 +50,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     client = redis.Redis.from_url(
         app.conf.stockq_settings.redis_url, socket_connect_timeout=2, socket_timeout=5
     )
-    _heartbeat = Heartbeat(client, sender.hostname, queues)
+    _heartbeat = Heartbeat(client, sender.hostname, queues, child_ready_key(os.getpid()))
     _heartbeat.start()
     log.info("consuming %s", ", ".join(queues))
 
