@@ -34,6 +34,12 @@ def _init_process(**_: Any) -> None:
     try:
         rt.store.apply()
         rt.registry  # noqa: B018 (built for its side effect)
+        if "agent" in (app.amqp.queues.consume_from or {}):
+            from agent.embeddings import embed
+
+            rt.analyst  # noqa: B018 (opens the semantic cache)
+            embed("warm-up")  # loads the embedding model (seconds) before the first question
+            log.info("agent process ready: semantic cache and embedding model loaded")
     except Exception:
         log.warning("could not prepare the worker process ahead of its first job", exc_info=True)
     finally:
