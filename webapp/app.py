@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from celery import Celery
 from flask import Flask, Response, request
 from flask_openapi3 import Info, OpenAPI
 
@@ -32,7 +31,6 @@ class ApiContext:
     blocking_redis: redis.Redis
     jobs: JobRegistry
     submitter: Submitter
-    celery: Celery
 
 
 # Endpoints that take no body (a POST that only triggers work).
@@ -85,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     jobs = JobRegistry(client, settings.job_retention_s)
     celery = create_celery(settings)
     app.extensions["stockq"] = ApiContext(
-        settings, client, blocking, jobs, Submitter(celery, jobs, client, settings.job_retention_s), celery
+        settings, client, blocking, jobs, Submitter(celery, jobs, client, settings.job_retention_s)
     )
     register_error_handlers(app)
     install_auth(app, settings.api_key_set)

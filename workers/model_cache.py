@@ -22,7 +22,6 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._aliases: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
-        self.loads = 0
 
     def champion_version(self, name: str) -> str | None:
         now = time.monotonic()
@@ -52,7 +51,6 @@ class ModelCache:
             self.forget_alias(name)
             return None
         with self._lock:
-            self.loads += 1
             self._models[key] = model
             self._models.move_to_end(key)
             while len(self._models) > self.size:
