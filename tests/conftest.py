@@ -45,6 +45,14 @@ def flush_db(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
+def fresh_settings(var_dir: Path, db: int, feast_db: int, **overrides: object) -> Settings:
+    """make_settings with both of its Redis DBs emptied: a suite starts from nothing."""
+    settings = make_settings(var_dir, db, feast_db, **overrides)
+    flush_db(settings.redis_url)
+    flush_db(settings.feast_redis_url)
+    return settings
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
     # Tiny LSTMs on a shared 2-core machine run many times slower with two contending threads (the

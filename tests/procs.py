@@ -19,6 +19,12 @@ from ml.settings import Settings
 from webapp.stack import gunicorn_argv, worker_argv
 
 BIN = Path(sys.executable).parent
+# Worker settings that keep an end-to-end training to seconds: two years of history, two epochs.
+FAST_TRAINING = {
+    "STOCKQ_TRAIN_HISTORY_DAYS": "700",
+    "STOCKQ_DEFAULT_EPOCHS": "2",
+    "STOCKQ_AUTO_TRAIN_EPOCHS": "2",
+}
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from agent.configuration import AgentConfig
 from agent.embeddings import embed
@@ -50,9 +49,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from ml.registry import ModelRegistry
     from ml.train import TrainConfig, train_parent
 
-    # One torch thread, as a worker runs (settings.torch_threads): training, inference and embeddings.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     settings = make_settings(tmp_path_factory.mktemp("agent_env"), 6, 7)
     flush_db(settings.feast_redis_url)
     store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
@@ -63,7 +59,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     embed("warm up")  # the embedding model loads once per process; no test below pays for it
     yield {"settings": settings, "store": store, "registry": registry}
     flush_db(settings.feast_redis_url)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

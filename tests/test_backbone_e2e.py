@@ -12,25 +12,16 @@ from flask.testing import FlaskClient
 
 from ml.registry import ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
-from tests.conftest import flush_db, make_settings
-from tests.procs import Proc, free_port, start_gunicorn, start_worker, wait_until
+from tests.conftest import fresh_settings
+from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_worker, wait_until
 from webapp import create_app
 
 pytestmark = pytest.mark.slow
 
-FAST_TRAINING = {
-    "STOCKQ_TRAIN_HISTORY_DAYS": "700",
-    "STOCKQ_DEFAULT_EPOCHS": "2",
-    "STOCKQ_AUTO_TRAIN_EPOCHS": "2",
-}
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    var = tmp_path_factory.mktemp("backbone")
-    settings = make_settings(var, 10, 11, train_history_days=700)
-    flush_db(settings.redis_url)
-    flush_db(settings.feast_redis_url)
+    settings = fresh_settings(tmp_path_factory.mktemp("backbone"), 10, 11, train_history_days=700)
     workers: list[Proc] = []
     try:
         workers.append(start_worker(settings, "training", "training", **FAST_TRAINING))

@@ -35,7 +35,7 @@ from ml.feature_store import FeatureStore
 from ml.features import FEATURE_COLUMNS, MODEL_FEATURES, WARMUP, build_window, compute_features
 from ml.pipeline import ingest
 from ml.settings import Settings
-from tests.conftest import BASE_TICKERS, flush_db, make_settings
+from tests.conftest import BASE_TICKERS, fresh_settings, make_settings
 from tests.test_data_sources import offline_only, synthetic_ohlcv, write_csv
 
 DB, FEAST_DB = 2, 3
@@ -44,10 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def redis_dbs(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = make_settings(tmp_path_factory.mktemp("dbs"), DB, FEAST_DB)
-    flush_db(settings.redis_url)
-    flush_db(settings.feast_redis_url)
-    return settings
+    return fresh_settings(tmp_path_factory.mktemp("dbs"), DB, FEAST_DB)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 
 import numpy as np
@@ -17,14 +16,6 @@ from ml.predict import forecast_from_returns
 from ml.scaler import CLIP, Scaler
 from ml.tickers import child_name
 from ml.train import TrainConfig, chronological_split, min_rows, resolve_device
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _scaler(n_features: int = 11, horizon: int = 7) -> Scaler:

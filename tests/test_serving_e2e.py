@@ -16,17 +16,15 @@ from flask.testing import FlaskClient
 
 from ml.registry import ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
-from tests.conftest import flush_db, make_settings
-from tests.procs import Proc, free_port, start_gunicorn, start_worker, wait_until
+from tests.conftest import fresh_settings
+from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_worker, wait_until
 from tests.test_backbone_e2e import submit, wait_job
 from webapp import create_app
 
 pytestmark = pytest.mark.slow
 
 WORKER_ENV = {
-    "STOCKQ_TRAIN_HISTORY_DAYS": "700",
-    "STOCKQ_DEFAULT_EPOCHS": "2",
-    "STOCKQ_AUTO_TRAIN_EPOCHS": "2",
+    **FAST_TRAINING,
     "STOCKQ_MODEL_ALIAS_CHECK_S": "0.5",
     "STOCKQ_SINGLEFLIGHT_TTL_S": "6",
 }
@@ -34,10 +32,7 @@ WORKER_ENV = {
 
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    var = tmp_path_factory.mktemp("serving")
-    settings = make_settings(var, 12, 13, train_history_days=700)
-    flush_db(settings.redis_url)
-    flush_db(settings.feast_redis_url)
+    settings = fresh_settings(tmp_path_factory.mktemp("serving"), 12, 13, train_history_days=700)
     procs: dict[str, Proc] = {}
     try:
         procs["training"] = start_worker(settings, "training", "training", **WORKER_ENV)
