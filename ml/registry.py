@@ -144,6 +144,8 @@ class ModelRegistry:
     def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        from ml.mlflow_store import ensure_tracking_store  # schema built once across processes
+        ensure_tracking_store(tracking_uri, artifact_root)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._experiment_id: str | None = None
 
