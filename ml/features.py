@@ -39,7 +39,10 @@ def ema(close: pd.Series, n: int) -> pd.Series:
 
 
 def rsi(close: pd.Series, n: int = 14) -> pd.Series:
-    """Wilder's RSI: smoothed gains over smoothed losses, alpha = 1/n (the first day counts as no move)."""
+    """Wilder's RSI: smoothed gains over smoothed losses, alpha = 1/n (the first day counts as no move).
+
+    Matches `ta` except on a flat stretch (no gains and no losses), where `ta` says 100 and this says 50.
+    """
     diff = close.diff()
     gain = diff.where(diff > 0, 0.0)
     loss = (-diff).where(diff < 0, 0.0)
@@ -47,7 +50,8 @@ def rsi(close: pd.Series, n: int = 14) -> pd.Series:
     avg_loss = loss.ewm(alpha=1 / n, min_periods=n, adjust=False).mean()
     rs = avg_gain / avg_loss
     out = 100.0 - 100.0 / (1.0 + rs)
-    return out.where(avg_loss != 0, 100.0).where(avg_gain.notna())
+    # No losses: 100 if there were gains; a flat stretch (neither) is neutral, 50, not "overbought".
+    return out.where(avg_loss != 0, np.where(avg_gain > 0, 100.0, 50.0)).where(avg_gain.notna())
 
 
 def macd(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> pd.DataFrame:
