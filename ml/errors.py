@@ -63,3 +63,18 @@ class CorruptModel(StockqError):
 class Cancelled(StockqError):
     code = "cancelled"
     http_status = 409
+
+
+class Paused(Exception):
+    """Training stopped at an epoch boundary with its state checkpointed, to be resumed elsewhere
+    (preemption, a lost lease). Not a StockqError: it is no outcome of the job."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"paused after epoch {epoch}")
+        self.epoch = epoch
+
+
+class ParentOverlap(InvalidInput):
+    """A parent whose training period reaches into the evaluation windows of the model built on it."""
+
+    code = "parent_overlaps_evaluation"

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,10 @@ WEIGHTS_FILE = "state_dict.pt"
 SCALER_FILE = "scaler.json"
 CARD_FILE = "model_card.json"
 SHA_TAG = "stockq.weights_sha256"
+JOB_TAG = "stockq.job_key"
+DECISION_TAG = "stockq.decision"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "checkpoint.pt"
 # Per-epoch metrics are buffered and sent at most this often: one sqlite write per epoch would cost more
 # than a small child's whole epoch.
 _FLUSH_S = 5.0
@@ -114,10 +118,20 @@ class TrainingRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def registered_version(self) -> str | None:
+        """The version this run registered already (a retried job registers nothing new)."""
+        found = self.client.search_model_versions(f"run_id = '{self.run_id}'")
+        return str(found[0].version) if found else None
+
     def register(
         self, name: str, model: nn.Module, scaler: Scaler, card: dict[str, Any], tags: dict[str, str]
     ) -> str:
-        """Log weights + scaler, register a new version of `name`, then log the card carrying that version."""
+        """Log weights + scaler and register a new version of `name` (once per run: a retry after the
+        version was created returns it), then log the card carrying that version."""
+        existing = self.registered_version()
+        if existing is not None:
+            self.log_card({**card, "version": existing})
+            return existing
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / WEIGHTS_FILE
@@ -134,10 +148,45 @@ class TrainingRun:
         version = self.client.create_model_version(
             name, source, run_id=self.run_id, tags={**tags, SHA_TAG: sha}
         ).version
-        card = {**card, "version": str(version)}
-        self.client.log_text(self.run_id, json.dumps(card, indent=1), f"{MODEL_DIR}/{CARD_FILE}")
+        self.log_card({**card, "version": str(version)})
         self.set_tags({SHA_TAG: sha, "stockq.registered": f"{name}/{version}"})
         return str(version)
+
+    def log_card(self, card: dict[str, Any]) -> None:
+        self.client.log_text(self.run_id, json.dumps(card, indent=1), f"{MODEL_DIR}/{CARD_FILE}")
+
+    # -- checkpoints: in the run's artifact store, so a worker on another host resumes from them ----------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / CHECKPOINT_FILE
+            torch.save(state, path)
+            self.client.log_artifact(self.run_id, str(path), CHECKPOINT_DIR)
+        # Metrics follow their checkpoint: an epoch whose metrics were sent is never trained again.
+        self.flush()
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint of this run (None when it has none), its unsent epoch metrics re-sent."""
+        if not any(
+            a.path.endswith(CHECKPOINT_FILE) for a in self.client.list_artifacts(self.run_id, CHECKPOINT_DIR)
+        ):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(
+                self.client.download_artifacts(self.run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp)
+            )
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # torch raises several unrelated types for a bad file
+                raise CorruptModel(f"checkpoint of run {self.run_id} is unreadable: {exc}") from exc
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise CorruptModel(f"checkpoint of run {self.run_id} is not a training checkpoint")
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "train_loss")}
+        for row in state.get("history", []):
+            if row["epoch"] not in logged:
+                self.log_epoch(row["epoch"], {"train_loss": row["train_loss"], "val_loss": row["val_loss"],
+                                              "epoch_seconds": row["seconds"]})  # fmt: skip
+        self.flush()
+        return state
 
 
 class ModelRegistry:
@@ -145,6 +194,7 @@ class ModelRegistry:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         from ml.mlflow_store import ensure_tracking_store  # schema built once across processes
+
         ensure_tracking_store(tracking_uri, artifact_root)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._experiment_id: str | None = None
@@ -172,12 +222,22 @@ class ModelRegistry:
 
     @contextlib.contextmanager
     def training_run(
-        self, run_name: str, params: dict[str, object], tags: dict[str, str]
+        self, run_name: str, params: dict[str, object], tags: dict[str, str], job_key: str | None = None
     ) -> Iterator[TrainingRun]:
-        """An MLflow run that ends FINISHED, KILLED (cancelled) or FAILED with the block."""
-        run_id = self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags).info.run_id
+        """An MLflow run that ends FINISHED, KILLED (cancelled) or FAILED with the block.
+
+        With `job_key`, the run of an earlier attempt of the same job and model is reopened instead of
+        starting another one (its params are already logged)."""
+        run_id = self._run_of(job_key, tags.get("stockq.model", "")) if job_key else None
+        if run_id is None:
+            run_tags = {**tags, JOB_TAG: job_key} if job_key else tags
+            run_id = self.client.create_run(
+                self.experiment_id(), run_name=run_name, tags=run_tags
+            ).info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        else:
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         run = TrainingRun(self.client, run_id)
-        run.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         status = RunStatus.FAILED
         try:
             yield run
@@ -188,6 +248,37 @@ class ModelRegistry:
         finally:
             run.flush()
             self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+    def _run_of(self, job_key: str, model: str) -> str | None:
+        found = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{JOB_TAG}` = '{job_key}' and tags.`stockq.model` = '{model}'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        decide: Callable[[str | None], tuple[bool, str]],
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> tuple[bool, str]:
+        """Decide and move the champion alias as one step under `lock` (per model, held by the caller's
+        process group), with a compare-and-set on the champion the decision looked at: two trainings
+        finishing together cannot leave the worse one champion because it finished last."""
+        with lock or contextlib.nullcontext():
+            current = self.champion_version(name)
+            if current == version:  # a retry after the alias moved: the decision was recorded then
+                tags = self.client.get_model_version(name, version).tags
+                return True, tags.get(DECISION_TAG, f"promoted: v{version} is the champion")
+            promote, decision = decide(current)
+            if promote:
+                if self.champion_version(name) != current:
+                    raise RuntimeError(f"champion of {name} moved during the decision: take a lock")
+                self.client.set_registered_model_alias(name, CHAMPION, version)
+            self.client.set_model_version_tag(name, version, DECISION_TAG, decision)
+            return promote, decision
 
     # -- serving side ----------------------------------------------------------------------------
     def _version(self, name: str, version: str | None) -> ModelVersion:

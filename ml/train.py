@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ml.errors import Cancelled, CorruptModel, InsufficientHistory, InvalidInput, ModelNotFound
+from ml.errors import Cancelled, CorruptModel, InsufficientHistory, InvalidInput, ModelNotFound, Paused
 from ml.evaluate import evaluate
 from ml.features import MODEL_FEATURES
 from ml.model import ModelSpec, QuantileLSTM, pinball_loss, predict_log_returns
@@ -243,6 +244,17 @@ class FitResult:
     best_val_loss: float
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0  # 0: started at epoch 1
+
+
+@dataclass
+class Checkpointing:
+    """Where `fit` leaves resumable state: `save` gets a plain dict of tensors and numbers (the adapter
+    stores it, e.g. in the MLflow run); `resume` is such a dict from an interrupted attempt."""
+
+    save: Callable[[dict[str, Any]], None]
+    resume: dict[str, Any] | None = None
+    every_s: float = 0.0  # 0: after every epoch
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -261,6 +273,74 @@ def val_loss(model: QuantileLSTM, x: torch.Tensor, y: torch.Tensor, amp: torch.d
     return float(total) / len(x)
 
 
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+@dataclass
+class _LoopState:
+    """Everything an epoch boundary must carry over for a resumed run to continue bit for bit."""
+
+    epoch: int = 0
+    best: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    done: bool = False  # early stopping fired
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def snapshot(
+        self,
+        model: QuantileLSTM,
+        optimizer: torch.optim.Optimizer,
+        grad_scaler: Any,
+        shuffle: torch.Generator,
+    ) -> dict[str, Any]:
+        cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
+        return {
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "done": self.done,
+            "history": self.history,
+            "model": _cpu(model.state_dict()),
+            "optimizer": optimizer.state_dict(),
+            "grad_scaler": grad_scaler.state_dict(),
+            "shuffle_rng": shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        ckpt: dict[str, Any],
+        model: QuantileLSTM,
+        optimizer: torch.optim.Optimizer,
+        grad_scaler: Any,
+        shuffle: torch.Generator,
+    ) -> _LoopState:
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt["grad_scaler"]:
+                grad_scaler.load_state_dict(ckpt["grad_scaler"])
+            shuffle.set_state(ckpt["shuffle_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            if ckpt.get("cuda_rng") is not None and next(model.parameters()).is_cuda:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"])
+            return cls(
+                int(ckpt["epoch"]),
+                float(ckpt["best"]),
+                ckpt["best_state"],
+                int(ckpt["bad_epochs"]),
+                bool(ckpt["done"]),
+                list(ckpt["history"]),
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CorruptModel(f"training checkpoint does not fit this model: {exc}") from exc
+
+
 def fit(
     model: QuantileLSTM,
     tensors: Tensors,
@@ -273,19 +353,39 @@ def fit(
     freeze_lstm: bool = False,
     on_epoch: EpochCallback | None = None,
     should_stop: StopCallback | None = None,
+    should_pause: StopCallback | None = None,
     log_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> FitResult:
-    """Adam on the pinball loss with early stopping on val loss; leaves the best epoch's weights loaded."""
+    """Adam on the pinball loss with early stopping on val loss; leaves the best epoch's weights loaded.
+
+    With `checkpointing`, state is saved at epoch boundaries and a `resume` state continues where it
+    stopped. `should_pause` (asked after each epoch) saves a checkpoint and raises Paused: the caller
+    hands the job on (preemption, a lost lease) instead of finishing it here.
+    """
     device = tensors.x_train.device
     amp = autocast_dtype(device)
     grad_scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     shuffle = torch.Generator().manual_seed(seed)
+    state = _LoopState()
+    resumed = checkpointing.resume if checkpointing is not None else None
+    if resumed is not None:
+        state = _LoopState.restore(resumed, model, optimizer, grad_scaler, shuffle)
+    resumed_from = state.epoch
+    last_save, saved_epoch = time.monotonic(), state.epoch
+
+    def save() -> None:
+        nonlocal last_save, saved_epoch
+        if checkpointing is not None:
+            checkpointing.save(state.snapshot(model, optimizer, grad_scaler, shuffle))
+            last_save, saved_epoch = time.monotonic(), state.epoch
+
     n = len(tensors.x_train)
-    best, best_state, bad_epochs = math.inf, None, 0
-    result = FitResult(best_val_loss=math.inf, epochs_run=0)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(state.epoch + 1, epochs + 1):
+        if state.done:
+            break
         if should_stop is not None and should_stop():
             raise Cancelled(f"training cancelled before epoch {epoch}; nothing registered")
         started = time.perf_counter()
@@ -308,30 +408,56 @@ def fit(
         train_loss = float(train_total) / n
         loss_val = val_loss(model, tensors.x_val, tensors.y_val, amp)
         seconds = time.perf_counter() - started
-        result.epochs_run = epoch
-        result.history.append(
+        state.epoch = epoch
+        state.history.append(
             {"epoch": epoch, "train_loss": train_loss, "val_loss": loss_val, "seconds": seconds}
         )
+        if loss_val < state.best:
+            state.best, state.bad_epochs = loss_val, 0
+            state.best_state = _cpu(model.state_dict())
+        else:
+            state.bad_epochs += 1
+            state.done = state.bad_epochs >= patience
+        # The checkpoint goes first: an epoch whose metrics are logged is never run again.
+        if checkpointing is not None and time.monotonic() - last_save >= checkpointing.every_s:
+            save()
         if log_epoch is not None:
             log_epoch(epoch, {"train_loss": train_loss, "val_loss": loss_val, "epoch_seconds": seconds})
         if on_epoch is not None:
             on_epoch(epoch, epochs, train_loss, loss_val)
-        if loss_val < best:
-            best, bad_epochs = loss_val, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-            if bad_epochs >= patience:
-                break
-    if best_state is None:
+        if should_pause is not None and epoch < epochs and not state.done and should_pause():
+            if saved_epoch != epoch:
+                save()
+            raise Paused(epoch)
+    if saved_epoch != state.epoch:
+        save()  # a retry after this point registers from here instead of training again
+    if state.best_state is None:
         raise InvalidInput("training diverged (no finite validation loss): lower the learning rate")
-    model.load_state_dict(best_state)
+    model.load_state_dict(state.best_state)
     model.eval()
-    result.best_val_loss = best
-    return result
+    return FitResult(state.best, state.epoch, state.history, resumed_from)
 
 
 # -- entry points -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainHooks:
+    """How a caller follows and steers a training; every field optional (a plain call trains to the end).
+
+    `job_key` makes the training resumable and its side effects happen once: one MLflow run per
+    (job_key, model), found again by a retry, which resumes from the run's checkpoint and registers no
+    second version. `champion_lock(name)` serialises the champion decision and the alias move per model
+    across processes (the caller brings the lock: ml knows no Redis).
+    """
+
+    on_epoch: EpochCallback | None = None
+    should_stop: StopCallback | None = None  # cancel: raises Cancelled, nothing registered
+    should_pause: StopCallback | None = None  # checkpoint, then raise Paused
+    on_resume: Callable[[int], None] | None = None  # called with the checkpointed epoch
+    job_key: str | None = None
+    checkpoint_every_s: float = 0.0
+    champion_lock: Callable[[str], AbstractContextManager[Any]] | None = None
+
+
 @dataclass(frozen=True)
 class _Job:
     name: str
@@ -342,18 +468,11 @@ class _Job:
 
 
 def train_parent(
-    *,
-    store: FeatureStore,
-    registry: ModelRegistry,
-    config: TrainConfig,
-    on_epoch: EpochCallback | None = None,
-    should_stop: StopCallback | None = None,
+    *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks | None = None
 ) -> dict[str, Any]:
     """Train the shared parent on ^GSPC, register it and promote it if it is not worse than the champion."""
     job = _Job(PARENT_NAME, "parent", INDEX_TICKER, None, None)
-    return _train(
-        job, store=store, registry=registry, config=config, on_epoch=on_epoch, should_stop=should_stop
-    )
+    return _train(job, store=store, registry=registry, config=config, hooks=hooks or TrainHooks())
 
 
 def train_child(
@@ -364,8 +483,7 @@ def train_child(
     registry: ModelRegistry,
     config: TrainConfig,
     train_parent_if_missing: bool = False,
-    on_epoch: EpochCallback | None = None,
-    should_stop: StopCallback | None = None,
+    hooks: TrainHooks | None = None,
 ) -> dict[str, Any]:
     """A per-ticker model: `freeze` (parent LSTM fixed, head retrained), `fine_tune` (all layers at a lower
     learning rate) or `scratch` (parent architecture, random init: the baseline).
@@ -374,6 +492,7 @@ def train_child(
     Without one they raise ModelNotFound, or first train the parent on its full history
     (`train_parent_if_missing=True`; the callbacks then see the parent's epochs before the child's).
     """
+    hooks = hooks or TrainHooks()
     ticker = validate_ticker(ticker)
     if ticker == INDEX_TICKER:
         raise InvalidInput(f"{ticker} is the parent's own series: train it with train_parent")
@@ -388,17 +507,11 @@ def train_child(
                     "parent first (train_parent) or pass train_parent_if_missing=True"
                 )
             train_parent(
-                store=store,
-                registry=registry,
-                config=replace(config, history_days=None),
-                on_epoch=on_epoch,
-                should_stop=should_stop,
+                store=store, registry=registry, config=replace(config, history_days=None), hooks=hooks
             )
         parent = registry.load(PARENT_NAME)
     job = _Job(child_name(ticker), "child", ticker, strategy, parent)
-    return _train(
-        job, store=store, registry=registry, config=config, on_epoch=on_epoch, should_stop=should_stop
-    )
+    return _train(job, store=store, registry=registry, config=config, hooks=hooks)
 
 
 def _spec(job: _Job, config: TrainConfig) -> ModelSpec:
@@ -419,13 +532,7 @@ def _build_model(job: _Job, spec: ModelSpec, device: torch.device) -> QuantileLS
 
 
 def _train(
-    job: _Job,
-    *,
-    store: FeatureStore,
-    registry: ModelRegistry,
-    config: TrainConfig,
-    on_epoch: EpochCallback | None,
-    should_stop: StopCallback | None,
+    job: _Job, *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks
 ) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -449,8 +556,17 @@ def _train(
         ),
     }
     run_name = f"{job.name}-{job.strategy or 'parent'}"
-    tags = {"stockq.kind": job.kind, "stockq.ticker": job.ticker, "stockq.strategy": str(job.strategy)}
-    with registry.training_run(run_name, params, tags) as run:
+    tags = {
+        "stockq.kind": job.kind,
+        "stockq.ticker": job.ticker,
+        "stockq.strategy": str(job.strategy),
+        "stockq.model": job.name,
+    }
+    with registry.training_run(run_name, params, tags, job_key=hooks.job_key) as run:
+        resume = run.load_checkpoint() if hooks.job_key else None
+        if resume is not None and hooks.on_resume is not None:
+            hooks.on_resume(int(resume["epoch"]))
+        checkpointing = Checkpointing(run.save_checkpoint, resume, hooks.checkpoint_every_s)
         fitted = fit(
             model,
             prep.tensors,
@@ -460,19 +576,22 @@ def _train(
             patience=config.patience,
             seed=config.seed,
             freeze_lstm=job.strategy == "freeze",
-            on_epoch=on_epoch,
-            should_stop=should_stop,
+            on_epoch=hooks.on_epoch,
+            should_stop=hooks.should_stop,
+            should_pause=hooks.should_pause,
             log_epoch=run.log_epoch,
+            checkpointing=checkpointing if hooks.job_key else None,
         )
-        if should_stop is not None and should_stop():
+        if hooks.should_stop is not None and hooks.should_stop():
             raise Cancelled(f"training cancelled after {fitted.epochs_run} epochs; nothing registered")
-        summary = _finish(job, run, prep, model, fitted, registry, parent_version)
+        summary = _finish(job, run, prep, model, fitted, registry, parent_version, hooks)
     log.info("trained %s v%s: %s", summary["name"], summary["version"], summary["decision"])
     return {
         **summary,
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 3),
         "history": fitted.history,
+        "resumed_from_epoch": fitted.resumed_from_epoch,
     }
 
 
@@ -484,8 +603,9 @@ def _finish(
     fitted: FitResult,
     registry: ModelRegistry,
     parent_version: str | None,
+    hooks: TrainHooks,
 ) -> dict[str, Any]:
-    """Test metrics, champion decision, registration; returns the JSON-safe part of the summary."""
+    """Test metrics, registration (once per run), then the champion decision under the model's lock."""
     x_test, y_test = prep.data.windows[prep.split.test], prep.data.targets[prep.split.test]
     drift = float(prep.data.targets[prep.split.train, 0].mean())
     test = evaluate(y_test, predict_log_returns(model, prep.scaler, x_test), drift_per_day=drift)
@@ -499,7 +619,6 @@ def _finish(
         }
         | {"best_val_loss": fitted.best_val_loss, "epochs_run": fitted.epochs_run}
     )
-    promote, decision = _champion_decision(registry, job.name, test, x_test, y_test, drift)
     card = {
         "name": job.name,
         "kind": job.kind,
@@ -516,12 +635,16 @@ def _finish(
         "test": test,
         "architecture": model.spec.to_dict(),
         "scaler_fit": [prep.scaler.fit_start, prep.scaler.fit_end],
-        "champion_decision": decision,
     }
     version_tags = {"kind": job.kind, "strategy": str(job.strategy), "ticker": job.ticker}
     version = run.register(job.name, model, prep.scaler, card, version_tags)
-    if promote:
-        registry.set_champion(job.name, version)
+    promote, decision = registry.promote(
+        job.name,
+        version,
+        lambda current: _champion_decision(registry, job.name, current, test, x_test, y_test, drift),
+        hooks.champion_lock(job.name) if hooks.champion_lock is not None else None,
+    )
+    run.log_card({**card, "version": version, "champion_decision": decision})
     run.set_tags({"stockq.champion": str(promote).lower(), "stockq.decision": decision})
     return {
         "name": job.name,
@@ -542,6 +665,7 @@ def _finish(
 def _champion_decision(
     registry: ModelRegistry,
     name: str,
+    current: str | None,
     test: dict[str, Any],
     x_test: np.ndarray,
     y_test: np.ndarray,
@@ -552,7 +676,6 @@ def _champion_decision(
     Where the architectures allow, the champion is re-scored on the candidate's own test windows, since
     two test periods are not comparable; its score from its own card is the fallback.
     """
-    current = registry.champion_version(name)
     if current is None:
         return True, f"promoted: first champion of {name}"
     try:

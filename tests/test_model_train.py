@@ -28,7 +28,7 @@ from ml.model import predict_log_returns
 from ml.predict import predict, predict_many
 from ml.registry import LoadedModel, ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
-from ml.train import STRATEGIES, TrainConfig, prepare, train_child, train_parent
+from ml.train import STRATEGIES, TrainConfig, TrainHooks, prepare, train_child, train_parent
 
 CONFIG = TrainConfig(epochs=3, hidden=16, history_days=700, patience=3, seed=7)
 CARD_KEYS = {
@@ -80,7 +80,10 @@ def trained(feature_env: tuple[object, FeatureStore], tmp_path_factory: pytest.T
     registry = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (tmp / "art").as_uri())
     seen: list[tuple[int, int, float, float]] = []
     parent = train_parent(
-        store=store, registry=registry, config=CONFIG, on_epoch=lambda *args: seen.append(args)
+        store=store,
+        registry=registry,
+        config=CONFIG,
+        hooks=TrainHooks(on_epoch=lambda *args: seen.append(args)),
     )
     children = {s: train_child("AAPL", s, store=store, registry=registry, config=CONFIG) for s in STRATEGIES}
     return Trained(store, registry, parent, children, seen)
@@ -308,7 +311,12 @@ def test_cancel_between_epochs_registers_nothing(trained: Trained) -> None:
 
     with pytest.raises(Cancelled):
         train_child(
-            "AAPL", "scratch", store=trained.store, registry=registry, config=CONFIG, should_stop=stop
+            "AAPL",
+            "scratch",
+            store=trained.store,
+            registry=registry,
+            config=CONFIG,
+            hooks=TrainHooks(should_stop=stop),
         )
     assert len(registry.client.search_model_versions(f"name='{name}'")) == before
     assert registry.champion_version(name) == champion
