@@ -92,8 +92,12 @@ def main() -> None:
 @main.command()
 def up() -> None:
     """Run Redis (if needed), the API, workers for every queue and Flower until Ctrl-C."""
+    import logging
+
     from webapp.stack import Stack
 
+    # The supervisor says on stderr which child died, when it comes back and which one it gave up on.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     stack = Stack(settings, settings.var_path / "logs")
 
@@ -107,9 +111,7 @@ def up() -> None:
         console.print(f"Flower   http://127.0.0.1:{settings.flower_port}")
         if stack.wait_ready():
             console.print("[green]ready[/green]: every queue has a worker")
-        while True:
-            stack.check_alive()
-            time.sleep(1)
+        stack.supervise()
     except KeyboardInterrupt:
         console.print("stopping…")
     finally:

@@ -1,10 +1,9 @@
 """`stockq up`: Redis (if needed), gunicorn, one Celery worker per queue group and Flower, in the
-foreground. Every child runs in its own process group; stopping the stack stops all of them."""
+foreground, under a supervisor (webapp/supervisor.py): a child that dies is restarted while the rest keeps
+serving; stopping the stack stops all of them."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,9 @@ from urllib.parse import urlparse
 
 import redis
 
+from ml.mlflow_store import ensure_tracking_store
 from ml.settings import Settings
+from webapp.supervisor import RestartPolicy, Supervisor
 
 # Queue groups -> concurrency. The agent queue runs one process: embedded Qdrant allows one process
 # per path (set QDRANT_URL to scale it out). Training runs one job at a time per worker; ingest has its
@@ -42,17 +43,16 @@ def worker_argv(queues: str, concurrency: int, name: str) -> list[str]:
 class Stack:
     settings: Settings
     log_dir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    supervisor: Supervisor = field(init=False)
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
-        self.procs[name] = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.log_dir, self.policy)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen | None]:
+        """The children by name (None while one waits for its restart or was given up)."""
+        return {name: child.proc for name, child in self.supervisor.children.items()}
 
     def ensure_redis(self) -> None:
         client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
@@ -69,23 +69,11 @@ class Stack:
             )
         data = self.settings.var_path / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        # AOF on: queued jobs survive a Redis restart.
-        self._spawn(
-            "redis",
-            [
-                server,
-                "--port",
-                str(url.port or 6379),
-                "--bind",
-                url.hostname,
-                "--dir",
-                str(data),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-        )
+        # Append-only file under the var dir, fsynced every second: queued jobs and job records survive a
+        # restart of Redis (at most the last second of writes is lost when the host itself goes down).
+        self.supervisor.spawn("redis", [server, "--port", str(url.port or 6379), "--bind", url.hostname,
+                                        "--dir", str(data), "--appendonly", "yes", "--appendfsync",
+                                        "everysec", "--save", ""])  # fmt: skip
         for _ in range(50):
             try:
                 client.ping()
@@ -97,37 +85,28 @@ class Stack:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ensure_redis()
+        # Created here, once, before any worker process can race another on the schema migration.
+        ensure_tracking_store(self.settings.tracking_uri, self.settings.artifact_root)
         prom_dir = self.settings.var_path / "prometheus"
         shutil.rmtree(prom_dir, ignore_errors=True)
         prom_dir.mkdir(parents=True)
         bin_dir = Path(sys.executable).parent
-        self._spawn(
-            "api",
-            gunicorn_argv(self.settings.api_port),
-            env={"PROMETHEUS_MULTIPROC_DIR": str(prom_dir)},
-        )
+        spawn = self.supervisor.spawn
+        spawn("api", gunicorn_argv(self.settings.api_port), env={"PROMETHEUS_MULTIPROC_DIR": str(prom_dir)})
         for queues, concurrency in WORKER_GROUPS.items():
             name = queues.split(",")[0]
-            self._spawn(f"worker-{name}", worker_argv(queues, concurrency, name))
-        self._spawn(
-            "flower",
-            [
-                str(bin_dir / "celery"),
-                "-A",
-                "workers",
-                "flower",
-                f"--port={self.settings.flower_port}",
-                "--address=127.0.0.1",
-            ],
-        )
+            spawn(f"worker-{name}", worker_argv(queues, concurrency, name))
+        spawn("flower", [str(bin_dir / "celery"), "-A", "workers", "flower",
+                         f"--port={self.settings.flower_port}", "--address=127.0.0.1"])  # fmt: skip
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """True once `/ready` answers 200; False after `timeout_s` or when the API was given up."""
         import requests
 
         deadline = time.monotonic() + timeout_s
         url = f"http://127.0.0.1:{self.settings.api_port}/ready"
-        while time.monotonic() < deadline:
-            self.check_alive()
+        while time.monotonic() < deadline and "api" not in self.supervisor.given_up():
+            self.supervisor.poll()
             try:
                 if requests.get(url, timeout=2).status_code == 200:
                     return True
@@ -136,42 +115,21 @@ class Stack:
             time.sleep(0.5)
         return False
 
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise SystemExit(
-                    f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}"
-                )
+    def supervise(self, every_s: float = 0.5) -> None:
+        """Keep the children running until interrupted (KeyboardInterrupt)."""
+        while True:
+            self.supervisor.poll()
+            time.sleep(every_s)
 
     def stop(self, timeout_s: float = 20.0, names: list[str] | None = None) -> None:
-        """Stop `names` (default: everything): the API, workers and Flower first, each through its main
-        process (a Celery worker's warm shutdown finishes or requeues its tasks), then Redis, which they
+        """Stop `names` (default: everything): the API, workers and Flower first, then Redis, which they
         need until they are gone. Another Ctrl-C meanwhile cannot cut this short."""
-        chosen = list(self.procs) if names is None else names
+        chosen = list(self.supervisor.children) if names is None else names
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._stop_group([n for n in chosen if n != "redis"], timeout_s)
+            self.supervisor.stop([n for n in chosen if n != "redis"], timeout_s)
             if "redis" in chosen:
-                self._stop_group(["redis"], 10.0)
+                self.supervisor.stop(["redis"], 10.0)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _stop_group(self, names: list[str], timeout_s: float) -> None:
-        for name in names:
-            with contextlib.suppress(ProcessLookupError):
-                self.procs[name].send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for name in names:
-            proc = self.procs.pop(name)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            # Whatever is left of its process group (prefork children, gunicorn workers) goes too.
-            self._signal(proc, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
