@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick bench lint install clean
+.PHONY: demo test test-quick bench lint install clean alerts prometheus-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/stockq demo --epochs 3
 
-test: $(STAMP)
+# promtool, prometheus and Alertmanager for the alert tests (Debian packages); without root they skip.
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager; } || \
+	  echo "promtool/alertmanager missing and not installable: the alert tests skip"
+
+# Grafana's alert rules, generated from compose/prometheus/alerts.yml (tests fail when they drift).
+alerts: $(STAMP)
+	$(BIN)/python compose/alertgen.py grafana
+
+test: $(STAMP) prometheus-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # An LLM that times out or answers garbage: rerun with the deterministic analyst (else fail the job).
     agent_llm_fallback: bool = True
 
+    # `stockq exporter`: backend-wide Prometheus figures (queues, workers, jobs, models).
+    exporter_port: int = 9808
+
     mlflow_tracking_uri: str | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STOCKQ_MLFLOW_TRACKING_URI")
     )
