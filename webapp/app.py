@@ -34,7 +34,7 @@ class ApiContext:
 
 
 # Endpoints that take no body (a POST that only triggers work).
-BODYLESS_ENDPOINTS = frozenset({"api.ping"})
+BODYLESS_ENDPOINTS = frozenset({"api.ping", "api.retry_job"})
 
 
 def _check_json_body() -> None:
@@ -86,9 +86,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings, client, blocking, jobs, Submitter(celery, jobs, client, settings.job_retention_s)
     )
     register_error_handlers(app)
+    # Metrics first: their clock starts before auth and rate limiting can reject a request.
+    install_metrics(app)
     install_auth(app, settings.api_key_set)
     install_rate_limit(app, settings)
-    install_metrics(app, client)
     app.before_request(_check_json_body)
     app.register_api(api)
     app.register_api(ops)

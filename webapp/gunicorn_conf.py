@@ -1,9 +1,32 @@
-"""gunicorn settings used by `stockq up` (metrics from every worker process are merged at scrape time)."""
+"""gunicorn settings shared by `stockq up`, compose and k8s (`-c python:webapp.gunicorn_conf`).
 
+prometheus_client's multiprocess mode keeps one file per worker process in PROMETHEUS_MULTIPROC_DIR; a
+scrape sums them. The directory must start empty (stale files from an earlier run would be summed too),
+and a dead worker's files are marked so its live-only figures drop out.
+"""
+
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 
+def _multiproc_dir() -> Path | None:
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker forks: empty the directory (a restarted container keeps it)."""
+    directory = _multiproc_dir()
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+
+
 def child_exit(server: Any, worker: Any) -> None:
+    if _multiproc_dir() is None:
+        return
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
