@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     # `stockq exporter`: backend-wide Prometheus figures (queues, workers, jobs, models).
     exporter_port: int = 9808
 
+    # A running job's lease: renewed every lease_s / 3 by the process running it; a job whose worker stops
+    # renewing is requeued (attempt + 1) within about lease_s, or failed `worker_lost` after max_attempts.
+    lease_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    # Training checkpoints into its MLflow run at most this often (0: after every epoch).
+    checkpoint_s: float = Field(0.0, ge=0)
+
     mlflow_tracking_uri: str | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STOCKQ_MLFLOW_TRACKING_URI")
     )

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from tests.conftest import flush_db, make_settings
 from tests.procs import free_port, start_redis
 from webapp import create_app
-from workers.jobs import JobRegistry
+from workers.jobs import Delivery, JobRegistry
 
 
 @pytest.fixture()
@@ -162,18 +162,43 @@ def test_cancel_queued_job_then_finished_job_is_409(client: FlaskClient, setting
     assert r.status_code == 409 and error_of(r)["code"] == "job_finished"
     # a worker that picks the message up later must not run it
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(job_id) is False
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "cancelled"
     assert jobs.get(job_id)["status"] == "cancelled"
 
 
 def test_cancel_running_job_sets_the_flag_and_answers_202(client: FlaskClient, settings) -> None:
     job_id = client.post("/train", json={"ticker": "AAPL"}).get_json()["job_id"]
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(job_id)
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "OK"
     r = client.delete(f"/jobs/{job_id}")
     assert r.status_code == 202
     assert r.get_json()["cancel_requested"] is True
     assert jobs.cancel_requested(job_id)
+
+
+def test_a_running_ping_is_not_cancellable(client: FlaskClient, settings) -> None:
+    job_id = client.post("/jobs/ping").get_json()["job_id"]
+    jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "OK"
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 409 and error_of(r)["code"] == "not_cancellable"
+    assert jobs.get(job_id)["cancel_requested"] is False
+
+
+def test_retry_only_failed_or_cancelled_jobs_under_the_same_id(client: FlaskClient, settings) -> None:
+    job_id = client.post("/train", json={"ticker": "AAPL"}).get_json()["job_id"]
+    r = client.post(f"/jobs/{job_id}/retry")
+    assert r.status_code == 409 and error_of(r)["code"] == "not_retryable"
+    assert client.delete(f"/jobs/{job_id}").status_code == 200
+    r = client.post(f"/jobs/{job_id}/retry")
+    assert r.status_code == 202 and r.get_json()["job_id"] == job_id
+    job = client.get(f"/status/{job_id}").get_json()
+    assert job["status"] == "queued" and job["attempt"] == 2 and job["lost"] == 0 and job["error"] is None
+    # the new attempt is the one a worker may start; the first delivery is stale now
+    jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "stale"
+    assert jobs.start(Delivery(job_id, 2), "w@h", 30) == "OK"
+    assert client.post(f"/jobs/{'0' * 32}/retry").status_code == 404
 
 
 def test_job_list_is_newest_first_and_filters(client: FlaskClient) -> None:

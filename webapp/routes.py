@@ -27,9 +27,11 @@ from webapp.schemas import (
     TrainRequest,
     WaitQuery,
 )
+from webapp.submit import TASKS
 from workers.celery_app import QUEUES
+from workers.dispatch import publish
 from workers.heartbeat import live_workers
-from workers.jobs import FINISHED
+from workers.jobs import CANCELLABLE_RUNNING, FINISHED
 
 jobs_tag = Tag(name="jobs", description="Submit, poll and cancel jobs")
 ops_tag = Tag(name="ops", description="Health, readiness and metrics")
@@ -117,8 +119,15 @@ def list_jobs(query: JobsQuery) -> Response:
     responses={200: JobRecord, 202: JobRecord, 404: ErrorBody, 409: ErrorBody},
 )
 def cancel_job(path: JobPath) -> Response:
-    """Cancel: a queued job never runs (200); a running training stops at its next epoch (202)."""
+    """Cancel: a queued job never runs (200); a running one stops at its next stage boundary (202): a
+    training at its next epoch, an ingest between tickers, an analysis between agent nodes, a prediction
+    or chart before its forward pass. A running ping cannot be cancelled (409 not_cancellable)."""
     ctx = _ctx()
+    job = ctx.jobs.get(path.job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+    if job["status"] == "running" and job["type"] not in CANCELLABLE_RUNNING:
+        raise ApiError(409, "not_cancellable", f"a running {job['type']} job cannot be cancelled")
     outcome = ctx.jobs.request_cancel(path.job_id)
     if outcome == "missing":
         raise ApiError(404, "job_not_found", f"no job {path.job_id}")
@@ -130,6 +139,27 @@ def cancel_job(path: JobPath) -> Response:
     response = jsonify(job)
     response.status_code = 200 if outcome == "cancelled" else 202
     return response
+
+
+@api.post(
+    "/jobs/<job_id>/retry",
+    tags=[jobs_tag],
+    responses={202: JobAccepted, 404: ErrorBody, 409: ErrorBody},
+)
+def retry_job(path: JobPath) -> Response:
+    """Run a failed or cancelled job again under the same id (from the dead-letter list, say): its lost-
+    worker count starts again at zero. 409 for a job that is queued, running or succeeded."""
+    ctx = _ctx()
+    attempt = ctx.jobs.retry(path.job_id)
+    if attempt is None:
+        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+    if not isinstance(attempt, int):
+        raise ApiError(
+            409, "not_retryable", f"job {path.job_id} is {attempt}: only failed or cancelled jobs retry"
+        )
+    job = ctx.jobs.get(path.job_id) or {}
+    publish(ctx.submitter.celery, path.job_id, TASKS[job["type"]], attempt, kwargs=job.get("params") or {})
+    return _accepted(job)
 
 
 # How a failed chart job answers: nothing to draw is "not found"; a bug is a 500.

@@ -14,6 +14,7 @@ from celery import Celery
 
 from webapp.errors import ApiError
 from workers.counters import Counters
+from workers.dispatch import publish
 from workers.jobs import JobRegistry
 
 TASKS = {
@@ -27,6 +28,14 @@ TASKS = {
 }
 
 
+# KEYS[1] idempotency key; ARGV[1] job id. Deletes the claim only if it still names that job.
+_RELEASE_IF = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['job_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Submitter:
     def __init__(self, celery: Celery, jobs: JobRegistry, client: redis.Redis, retention_s: int) -> None:
         self.celery = celery
@@ -34,6 +43,7 @@ class Submitter:
         self.r = client
         self.retention_s = retention_s
         self.counters = Counters(client)
+        self._release_if = client.register_script(_RELEASE_IF)
 
     def submit(
         self,
@@ -49,7 +59,7 @@ class Submitter:
         """
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise ApiError(422, "validation_error", "Idempotency-Key: must be 1-200 characters")
-        job = self.jobs.create(job_type, params)
+        job = self.jobs.create(job_type, params, TASKS[job_type])
         if idempotency_key is not None:
             redis_key = self._redis_key(client, idempotency_key)
             try:
@@ -61,16 +71,12 @@ class Submitter:
                 self.jobs.delete(job["id"])
                 return existing, False
         try:
-            # ignore_result: clients read our job records; a Celery result subscription per job would
-            # only pile up in the API process.
-            self.celery.send_task(
-                TASKS[job_type], args=[job["id"]], kwargs=params, task_id=job["id"], ignore_result=True
-            )
+            publish(self.celery, job["id"], TASKS[job_type], job["attempt"], kwargs=params)
         except Exception:
             # Never leave a `queued` record that no worker will ever see, nor a key bound to it.
             self.jobs.fail(job["id"], "broker_unavailable", "the job could not be queued")
             if idempotency_key is not None:
-                self.r.delete(self._redis_key(client, idempotency_key))
+                self._release(self._redis_key(client, idempotency_key), job["id"])
             raise
         self.counters.incr("stockq_jobs_submitted_total", job_type)
         return job, True
@@ -83,6 +89,11 @@ class Submitter:
     def _redis_key(client: str, key: str) -> str:
         # Scoped per client: another client's identical key never returns this client's job.
         return "stockq:idem:" + hashlib.sha256(f"{client}\n{key}".encode()).hexdigest()
+
+    def _release(self, redis_key: str, job_id: str) -> None:
+        """Free the key only while it still names `job_id`: a fresh claim made meanwhile by another
+        request stays."""
+        self._release_if(keys=[redis_key], args=[job_id])
 
     def _claim(self, redis_key: str, fingerprint: str, job_id: str) -> dict[str, Any] | None:
         """None when this job now owns the key; else the first job (or 422 for another body)."""
@@ -101,5 +112,5 @@ class Submitter:
             job = self.jobs.get(stored["job_id"])
             if job is not None:
                 return job
-            self.r.delete(redis_key)  # its job expired: the key is free again
+            self._release(redis_key, stored["job_id"])  # its job expired: the key is free again
         raise ApiError(409, "idempotency_conflict", "Idempotency-Key is contended; retry")

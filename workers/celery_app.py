@@ -33,10 +33,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        # Ack after the task ran, and requeue when the worker process dies mid-task: a job is never
-        # lost with its worker. Tasks are written to be safe to run again.
+        # Ack after the task ran. A pool process that dies mid-task is not requeued by Celery (that
+        # would loop forever on a job that kills its process): the main process requeues the job as a
+        # counted attempt, and the reaper does the same for a whole dead worker (workers/leases.py).
         "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
+        "task_reject_on_worker_lost": False,
         # One message at a time per process: long trainings must not hoard queued jobs.
         "worker_prefetch_multiplier": 1,
         # Defaults; each task sets its own limits (training gets the longest).
@@ -44,9 +45,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_time_limit": 330,
         "broker_transport_options": {
             # A message unacked for longer than this is redelivered, so it must outlast the longest
-            # hard time limit, or a long training would run twice. A task whose worker *process* dies
-            # comes back at once (reject_on_worker_lost); one whose whole worker host dies comes back
-            # once this has passed.
+            # hard time limit. Only a backstop: job leases bring a dead worker's job back within
+            # `lease_s`, and the late redelivery of a replaced attempt is dropped by its fence.
             "visibility_timeout": hard_limit + 300,
             # How often the surviving workers look for such expired messages (default: every 10 s,
             # slowed further by the throttle); checked often, a lost task is requeued soon after expiry.

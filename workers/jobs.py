@@ -1,7 +1,9 @@
 """Our own job records in Redis (Celery reports PENDING for any id, known or not).
 
 A job is a hash `stockq:job:<id>`; `stockq:jobs` is a sorted set of ids by submission time. Status
-changes go through one Lua compare-and-set so a cancel and a start can never both win.
+changes are Redis scripts (workers/job_lua.py) fenced by the attempt number. A running job holds a lease
+(`lease_expires_at`, indexed in `stockq:leases`) that its worker process renews; the reaper requeues the
+jobs whose lease expired.
 """
 
 from __future__ import annotations
@@ -10,50 +12,64 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+from workers import job_lua
+
+
+class JobStatus(StrEnum):
+    """A job's life: queued -> running -> succeeded | failed | cancelled. A running job whose worker is
+    lost, preempted or hands it on goes back to queued with its attempt number one higher."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(s.value for s in JobStatus)
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 JOB_TYPES = ("train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart")
+# A running job of these types stops at its next stage boundary when cancelled; a running ping is over
+# before a cancel could reach it (the API answers 409 not_cancellable).
+CANCELLABLE_RUNNING = frozenset({"train", "predict", "predict_batch", "analyze", "ingest", "chart"})
 
-_JSON_FIELDS = ("params", "progress", "result", "error")
+LEASES = "stockq:leases"  # job id -> lease expiry (unix time) of every running job
+DEAD_LETTER = "stockq:deadletter"  # job id -> when it was failed for losing its worker too often
 
-# KEYS[1] job hash, KEYS[2] its done-list; ARGV[1] allowed from-states (comma list), ARGV[2] new state,
-# ARGV[3] json of extra fields, ARGV[4] '1' when the new state is final (wakes `wait_finished`).
-_TRANSITION = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
-local allowed = false
-for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
-if not allowed then return status end
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
-local extra = cjson.decode(ARGV[3])
-for k, v in pairs(extra) do redis.call('HSET', KEYS[1], k, v) end
-if ARGV[4] == '1' then
-  redis.call('RPUSH', KEYS[2], '1')
-  redis.call('EXPIRE', KEYS[2], 120)
-end
-return 'OK'
-"""
+_JSON_FIELDS = ("params", "progress", "result", "error", "attempts", "task_args", "task_kwargs")
+_INT_FIELDS = ("attempt", "lost", "resumed_from_epoch")
 
 
-# KEYS[1] job hash; ARGV: field, value pairs. Progress lands only on a running job: never on a finished
-# one, nor on an expired one (which would come back as a hollow record).
-_SET_IF_RUNNING = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
+@dataclass(frozen=True)
+class Delivery:
+    """What a worker runs: one job at one attempt (its fencing token)."""
+
+    job_id: str
+    attempt: int
+
+
+def _text(res: Any) -> str | None:
+    if res is None:
+        return None
+    return res.decode() if isinstance(res, bytes) else str(res)
 
 
 class JobRegistry:
     def __init__(self, client: redis.Redis, retention_s: int) -> None:
         self.r = client
         self.retention_s = retention_s
-        self._transition = client.register_script(_TRANSITION)
-        self._set_if_running = client.register_script(_SET_IF_RUNNING)
+        self._transition = client.register_script(job_lua.TRANSITION)
+        self._start = client.register_script(job_lua.START)
+        self._renew = client.register_script(job_lua.RENEW)
+        self._set_if_running = client.register_script(job_lua.SET_IF_RUNNING)
+        self._requeue = client.register_script(job_lua.REQUEUE)
+        self._retry = client.register_script(job_lua.RETRY)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -63,24 +79,31 @@ class JobRegistry:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create(self, job_type: str, params: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
+    def create(self, job_type: str, params: dict[str, Any], task: str, job_id: str | None = None) -> dict:
+        """A queued record at attempt 1. `task` (a Celery name) and its keyword arguments are kept so
+        that a requeue can publish the job again."""
         job_id = job_id or self.new_id()
-        now = time.time()
         record = {
             "id": job_id,
             "type": job_type,
             "status": "queued",
             "stage": "",
             "params": json.dumps(params),
-            "progress": json.dumps({}),
-            "submitted_at": now,
+            "progress": "{}",
+            "submitted_at": time.time(),
+            "attempt": 1,
+            "lost": 0,
+            "attempts": "[]",
+            "task": task,
+            "task_args": "[]",
+            "task_kwargs": json.dumps(params),
         }
         pipe = self.r.pipeline()
         pipe.hset(self.key(job_id), mapping=record)
         pipe.expire(self.key(job_id), self.retention_s)
-        pipe.zadd("stockq:jobs", {job_id: now})
+        pipe.zadd("stockq:jobs", {job_id: record["submitted_at"]})
         pipe.execute()
-        return self.get(job_id) or {}
+        return _decode({k.encode(): str(v).encode() for k, v in record.items()})
 
     def delete(self, job_id: str) -> None:
         pipe = self.r.pipeline()
@@ -90,9 +113,7 @@ class JobRegistry:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(self.key(job_id))
-        if not raw:
-            return None
-        return _decode(raw)
+        return _decode(raw) if raw else None
 
     def list(self, status: str | None = None, job_type: str | None = None, limit: int = 50) -> list[dict]:
         cutoff = time.time() - self.retention_s
@@ -119,57 +140,101 @@ class JobRegistry:
                         break
         return out
 
-    def transition(self, job_id: str, from_states: Iterable[str], to_state: str, **fields: Any) -> bool | str:
-        """True when applied; else the current status (or False when the job does not exist)."""
+    def transition(
+        self,
+        job_id: str,
+        from_states: Iterable[str],
+        to_state: str,
+        *,
+        attempt: int | None = None,
+        outcome: str = "",
+        **fields: Any,
+    ) -> bool | str:
+        """True when applied; else the current status, 'stale' (another attempt owns the job) or False
+        (no such job). `attempt` None: not a delivery (the API, a holder finishing its waiters)."""
         extra = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
         final = "1" if to_state in FINISHED else "0"
-        res = self._transition(
-            keys=[self.key(job_id), f"stockq:done:{job_id}"],
-            args=[",".join(from_states), to_state, json.dumps(extra), final],
+        fence = "" if attempt is None else str(attempt)
+        res = _text(
+            self._transition(
+                keys=[self.key(job_id), f"stockq:done:{job_id}", LEASES],
+                args=[",".join(from_states), to_state, json.dumps(extra), final, fence, outcome, time.time()],
+            )
         )
         if res is None:
             return False
-        res = res.decode() if isinstance(res, bytes) else res
         return True if res == "OK" else res
 
-    def start(self, job_id: str) -> bool:
-        # `running` is allowed: a task redelivered after its worker died starts the same job again.
-        return self.transition(job_id, ("queued", "running"), "running", started_at=time.time()) is True
+    def start(self, delivery: Delivery, worker: str, lease_s: float) -> str:
+        """'OK' when this delivery now runs the job; else why not: 'stale', 'missing' or the status."""
+        keys = [self.key(delivery.job_id), LEASES]
+        return _text(self._start(keys=keys, args=[delivery.attempt, worker, time.time(), lease_s])) or ""
 
-    def succeed(self, job_id: str, result: Any) -> bool:
-        return (
-            self.transition(
-                job_id, ("running", "queued"), "succeeded", result=result, finished_at=time.time(), stage=""
-            )
-            is True
-        )
+    def renew(self, delivery: Delivery, lease_s: float) -> bool:
+        """Extend the lease; False when this attempt no longer owns the job (stop working on it)."""
+        keys = [self.key(delivery.job_id), LEASES]
+        return bool(self._renew(keys=keys, args=[delivery.attempt, time.time(), lease_s]))
 
-    def fail(self, job_id: str, code: str, message: str) -> bool:
-        return (
-            self.transition(
-                job_id,
-                ("running", "queued"),
-                "failed",
-                error={"code": code, "message": message},
-                finished_at=time.time(),
-            )
-            is True
-        )
+    def expired_leases(self, now: float, limit: int = 100) -> list[str]:
+        return [i.decode() for i in self.r.zrangebyscore(LEASES, "-inf", now, start=0, num=limit)]
 
-    def mark_cancelled(self, job_id: str) -> bool:
-        return (
-            self.transition(
-                job_id,
-                ("running", "queued"),
-                "cancelled",
-                error={"code": "cancelled", "message": "cancelled by request"},
-                finished_at=time.time(),
+    def requeue(
+        self,
+        delivery: Delivery,
+        *,
+        outcome: str,
+        lost: bool,
+        max_lost: int,
+        stage: str,
+        reaping: bool = False,
+        **fields: Any,
+    ) -> int | str | None:
+        """Give up a running attempt: the new attempt number (publish it), 'failed' when the job lost its
+        worker `max_lost` times (dead-lettered), or None when this attempt no longer owns the job (or,
+        when `reaping`, its lease has not expired)."""
+        extra = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
+        j = delivery.job_id
+        flags = ["1" if lost else "0", max_lost, stage, json.dumps(extra), "1" if reaping else "0"]
+        res = _text(
+            self._requeue(
+                keys=[self.key(j), f"stockq:done:{j}", LEASES, DEAD_LETTER],
+                args=[delivery.attempt, time.time(), outcome, *flags],
             )
-            is True
         )
+        if res is None:
+            return None
+        return "failed" if res == "failed" else int(res)
+
+    def retry(self, job_id: str) -> int | str | None:
+        """Queue a failed or cancelled job again: its new attempt; else its status (None: missing)."""
+        res = _text(self._retry(keys=[self.key(job_id), DEAD_LETTER], args=[time.time()]))
+        if res is None:
+            return None
+        return int(res) if res.isdigit() else res
+
+    def succeed(self, job_id: str, result: Any, attempt: int | None = None) -> bool:
+        done = self.transition(
+            job_id, ("running", "queued"), "succeeded", attempt=attempt, outcome="succeeded",
+            result=result, finished_at=time.time(), stage="",
+        )  # fmt: skip
+        return done is True
+
+    def fail(self, job_id: str, code: str, message: str, attempt: int | None = None, **info: Any) -> bool:
+        done = self.transition(
+            job_id, ("running", "queued"), "failed", attempt=attempt, outcome="failed",
+            error={"code": code, "message": message, **info}, finished_at=time.time(),
+        )  # fmt: skip
+        return done is True
+
+    def mark_cancelled(self, job_id: str, attempt: int | None = None) -> bool:
+        done = self.transition(
+            job_id, ("running", "queued"), "cancelled", attempt=attempt, outcome="cancelled",
+            error={"code": "cancelled", "message": "cancelled by request"}, finished_at=time.time(),
+        )  # fmt: skip
+        return done is True
 
     def request_cancel(self, job_id: str) -> str:
-        """`cancelled` (was queued), `cancelling` (running: stops at its next checkpoint),
+        """`cancelled` (was queued), `cancelling` (running: stops at its next stage boundary),
         `finished` (too late) or `missing`."""
         res = self.transition(
             job_id,
@@ -183,7 +248,7 @@ class JobRegistry:
         if res is False:
             return "missing"
         if res == "running":
-            self._set_if_running(keys=[self.key(job_id)], args=["cancel_requested", 1])
+            self._set_if_running(keys=[self.key(job_id)], args=["", "cancel_requested", 1])
             return "cancelling"
         return "finished"
 
@@ -206,19 +271,22 @@ class JobRegistry:
             pipe.execute()
         return self.get(job_id)
 
-    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        self._set_if_running(keys=[self.key(job_id)], args=["progress", json.dumps(progress)])
-
-    def set_stage(self, job_id: str, stage: str) -> None:
-        self._set_if_running(keys=[self.key(job_id)], args=["stage", stage])
+    def set_fields(self, delivery: Delivery, **fields: Any) -> bool:
+        """Fields of the running attempt (progress, stage, resumed_from_epoch); False when stale."""
+        args: list[Any] = [delivery.attempt]
+        for k, v in fields.items():
+            args += [k, json.dumps(v) if k in _JSON_FIELDS else v]
+        return bool(self._set_if_running(keys=[self.key(delivery.job_id)], args=args))
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
     job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
     for field in _JSON_FIELDS:
         job[field] = json.loads(job[field]) if job.get(field) else None
-    for field in ("submitted_at", "started_at", "finished_at"):
+    for field in ("submitted_at", "started_at", "finished_at", "lease_expires_at"):
         job[field] = float(job[field]) if job.get(field) else None
+    for field in _INT_FIELDS:
+        job[field] = int(job[field]) if job.get(field) else 0
     job["cancel_requested"] = job.get("cancel_requested") == "1"
     job["stage"] = job.get("stage") or None
     return job

@@ -13,6 +13,7 @@ from ml.settings import Settings
 from ml.tickers import INDEX_TICKER, validate_ticker
 from workers.counters import Counters
 from workers.jobs import JobRegistry
+from workers.leases import LeaseKeeper
 from workers.model_cache import ModelCache
 from workers.prediction_cache import PredictionCache
 
@@ -30,6 +31,10 @@ class Runtime:
     @cached_property
     def jobs(self) -> JobRegistry:
         return JobRegistry(self.redis, self.settings.job_retention_s)
+
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        return LeaseKeeper(self.jobs, self.settings.lease_s)
 
     @cached_property
     def counters(self) -> Counters:

@@ -8,14 +8,25 @@ import os
 from typing import Any
 
 import redis
-from billiard.exceptions import TimeLimitExceeded
-from celery.signals import task_failure, worker_process_init, worker_ready, worker_shutdown
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.signals import (
+    task_failure,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
+from workers import preemption
+from workers.dispatch import publish_record
 from workers.heartbeat import Heartbeat, child_ready_key
+from workers.jobs import Delivery, JobRegistry
+from workers.leases import Reaper
 from workers.runtime import get_runtime, reset_runtime
 
 log = logging.getLogger(__name__)
 _heartbeat: Heartbeat | None = None
+_reaper: Reaper | None = None
 
 
 @worker_process_init.connect
@@ -28,9 +39,11 @@ def _init_process(**_: Any) -> None:
 
     torch.set_num_threads(app.conf.stockq_settings.torch_threads)
     reset_runtime()
+    rt = get_runtime(app.conf.stockq_settings)
+    # SIGTERM to this process during a job asks for a checkpoint and a requeue at the next epoch.
+    preemption.install(lambda: rt.leases.current is not None)
     # Build the feature store and the registry client now (about 5 s of imports and set-up, no torch
     # op): otherwise the first job each new process takes pays it, and a warm `?wait=` request times out.
-    rt = get_runtime(app.conf.stockq_settings)
     try:
         rt.store.apply()
         rt.registry  # noqa: B018 (built for its side effect)
@@ -50,34 +63,61 @@ def _init_process(**_: Any) -> None:
 
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    global _heartbeat
+    global _heartbeat, _reaper
     app = sender.app
+    settings = app.conf.stockq_settings
     queues = sorted(app.amqp.queues.consume_from.keys()) if app.amqp.queues.consume_from else []
-    client = redis.Redis.from_url(
-        app.conf.stockq_settings.redis_url, socket_connect_timeout=2, socket_timeout=5
-    )
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    with contextlib.suppress(redis.RedisError):
+        preemption.clear_draining(client, sender.hostname)  # a restarted worker under the same name
     _heartbeat = Heartbeat(client, sender.hostname, queues, child_ready_key(os.getpid()))
     _heartbeat.start()
+    _reaper = Reaper(
+        client,
+        JobRegistry(client, settings.job_retention_s),
+        lambda job, attempt: publish_record(app, job, attempt),
+        lease_s=settings.lease_s,
+        max_lost=settings.max_attempts,
+        name=sender.hostname,
+    )
+    _reaper.start()
     log.info("consuming %s", ", ".join(queues))
 
 
 @task_failure.connect
-def _hard_time_limit(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
-                     args: Any = None, **_: Any) -> None:  # fmt: skip
-    """A hard time limit kills the child before our code can record anything: do it from here (the
-    worker's main process), or the job would show `running` forever."""
-    if not isinstance(exception, TimeLimitExceeded) or not args:
+def _lost_or_timed_out(sender: Any = None, exception: BaseException | None = None, args: Any = None,
+                       kwargs: Any = None, **_: Any) -> None:  # fmt: skip
+    """Runs in the worker's main process when the pool process died under a job (requeued at once, as
+    a lost attempt) or was killed at its hard time limit (failed): our code in the child could record
+    neither, and the job would otherwise wait for its lease to expire."""
+    if not args or not isinstance(exception, (TimeLimitExceeded, WorkerLostError)):
         return
     from workers import app
-    from workers.runtime import get_runtime
-    from workers.tasks import finish_failed
+    from workers.execution import finish_failed
 
+    delivery = Delivery(str(args[0]), int((kwargs or {}).get("attempt", 1)))
+    rt = get_runtime(app.conf.stockq_settings)
+    if isinstance(exception, WorkerLostError):
+        job = rt.jobs.get(delivery.job_id)
+        if job is not None and _reaper is not None:
+            _reaper.give_up(delivery, job, reaping=False)
+        return
     job_type = str(getattr(sender, "name", "job")).removeprefix("stockq.")
-    finish_failed(get_runtime(app.conf.stockq_settings), str(args[0]), job_type, "timeout",
-                  "the job was stopped at its hard time limit")  # fmt: skip
+    finish_failed(rt, delivery.job_id, job_type, "timeout", "the job was stopped at its hard time limit",
+                  attempt=delivery.attempt)  # fmt: skip
+
+
+@worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    """A warm shutdown: a running training checkpoints at its epoch's end and requeues itself."""
+    if _heartbeat is not None:
+        with contextlib.suppress(redis.RedisError):
+            preemption.mark_draining(_heartbeat.r, _heartbeat.hostname)
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
+    if _reaper is not None:
+        _reaper.stop()
     if _heartbeat is not None:
         _heartbeat.stop()

@@ -1,128 +1,26 @@
 """Thin Celery tasks: parse arguments, call ml/agent, report progress, return JSON-safe results.
 
-Every task takes the job id first; the job record in Redis is the source of truth for clients.
+Every task takes the job id first and its delivery's `attempt` as a keyword (workers/dispatch.py); the
+job record in Redis is the source of truth for clients, and workers/execution.py runs each delivery.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any
 
-import numpy as np
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
 
 from ml.errors import Cancelled, FeaturesMissing, ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
-from workers.counters import JOB_DURATION_BUCKETS
-from workers.runtime import Runtime, get_runtime
+from workers.execution import JobContext, finish_failed, finish_ok, jsonable, run_job, runtime
+from workers.runtime import Runtime
 from workers.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
-
-# A task returns DEFERRED when another task will finish its job (auto-training, single-flight waiters).
-DEFERRED = object()
-
-
-def _runtime() -> Runtime:
-    from workers import app
-
-    return get_runtime(app.conf.stockq_settings)
-
-
-def jsonable(value: Any) -> Any:
-    """kombu and our records take plain JSON: numpy scalars, arrays and dates are converted."""
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        if isinstance(obj, (date, datetime)):
-            return obj.isoformat()
-        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-    return _finite(json.loads(json.dumps(value, default=default)))
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities are not JSON: they become null (a diverged loss must not break the record)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-@dataclass
-class JobContext:
-    rt: Runtime
-    job_id: str
-    lock: SingleFlight | None = None
-
-    def stage(self, stage: str) -> None:
-        self.rt.jobs.set_stage(self.job_id, stage)
-        if self.lock is not None:
-            self.lock.refresh(self.job_id)
-
-    def should_stop(self) -> bool:
-        return self.rt.jobs.cancel_requested(self.job_id)
-
-    def on_epoch(self, epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
-        progress = {"epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss}
-        self.rt.jobs.set_progress(self.job_id, jsonable(progress))
-        if self.lock is not None:
-            self.lock.refresh(self.job_id)
-
-
-def run_job(job_id: str, work: Callable[[JobContext], Any], job_type: str) -> None:
-    """Run `work` for a job and record how it ended. Nothing escapes: a job never stays `running`
-    because a result would not serialise or an error was unexpected."""
-    rt = _runtime()
-    if not rt.jobs.start(job_id):
-        log.info("job %s is not runnable (cancelled, finished or unknown); skipped", job_id)
-        return
-    ctx = JobContext(rt, job_id)
-    started = time.monotonic()
-    result: Any = None
-    try:
-        result = work(ctx)
-        if result is not DEFERRED:
-            finish_ok(rt, job_id, job_type, jsonable(result))
-    except Cancelled:
-        if rt.jobs.mark_cancelled(job_id):
-            rt.counters.incr("stockq_jobs_finished_total", f"{job_type},cancelled")
-    except StockqError as exc:
-        finish_failed(rt, job_id, job_type, exc.code, exc.message)
-    except SoftTimeLimitExceeded:
-        finish_failed(rt, job_id, job_type, "timeout", "the job ran past its time limit")
-    except Exception as exc:
-        log.exception("job %s failed", job_id)
-        finish_failed(rt, job_id, job_type, "internal_error", f"{type(exc).__name__}: {exc}")
-    finally:
-        if result is not DEFERRED:
-            rt.counters.observe(
-                "stockq_job_duration_seconds", job_type, time.monotonic() - started, JOB_DURATION_BUCKETS
-            )
-
-
-def finish_ok(rt: Runtime, job_id: str, job_type: str, result: Any) -> None:
-    if rt.jobs.succeed(job_id, result):
-        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},succeeded")
-
-
-def finish_failed(rt: Runtime, job_id: str, job_type: str, code: str, message: str) -> None:
-    if rt.jobs.fail(job_id, code, message):
-        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},failed")
+PARENT_WAIT_POLL_S = 2.0
 
 
 def _train_config(rt: Runtime, epochs: int | None) -> Any:
@@ -132,19 +30,45 @@ def _train_config(rt: Runtime, epochs: int | None) -> Any:
     return TrainConfig(epochs=epochs or s.default_epochs, history_days=s.train_history_days, window=s.window)
 
 
+def _hooks(ctx: JobContext) -> Any:
+    from ml.train import TrainHooks
+
+    return TrainHooks(
+        on_epoch=ctx.on_epoch,
+        should_stop=ctx.should_stop,
+        should_pause=ctx.should_pause,
+        on_resume=ctx.on_resume,
+        job_key=ctx.job_id,
+        checkpoint_every_s=ctx.rt.settings.checkpoint_s,
+        champion_lock=ctx.champion_lock,
+    )
+
+
+def _single_flight(rt: Runtime, ticker: str) -> SingleFlight:
+    return SingleFlight(rt.redis, f"train:{ticker}", rt.settings.singleflight_ttl_s)
+
+
 def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
+    """The parent a child needs, trained once however many child trainings ask at the same moment: the
+    first takes the parent's single-flight lock and trains, the others wait for its champion."""
     from ml.tickers import PARENT_NAME
     from ml.train import train_parent
 
-    if ctx.rt.registry.champion_version(PARENT_NAME) is None:
-        ctx.stage("train_parent")
-        train_parent(
-            store=ctx.rt.store,
-            registry=ctx.rt.registry,
-            config=_train_config(ctx.rt, epochs),
-            on_epoch=ctx.on_epoch,
-            should_stop=ctx.should_stop,
-        )
+    flight = _single_flight(ctx.rt, INDEX_TICKER)
+    while ctx.rt.registry.champion_version(PARENT_NAME) is None:
+        if flight.acquire(ctx.job_id):
+            ctx.hold_lock(flight)
+            try:
+                ctx.stage("train_parent")
+                train_parent(
+                    store=ctx.rt.store, registry=ctx.rt.registry, config=_train_config(ctx.rt, epochs),
+                    hooks=_hooks(ctx),
+                )  # fmt: skip
+            finally:
+                ctx.release_lock(flight)
+            return
+        ctx.stage("waiting_for_parent")
+        time.sleep(PARENT_WAIT_POLL_S)
 
 
 def _ingest_for(ctx: JobContext, ticker: str) -> None:
@@ -158,46 +82,38 @@ def _train(ctx: JobContext, ticker: str, strategy: str, epochs: int | None) -> d
     config = _train_config(ctx.rt, epochs)
     if ticker == INDEX_TICKER:
         ctx.stage("train_parent")
-        summary = train_parent(
-            store=ctx.rt.store,
-            registry=ctx.rt.registry,
-            config=config,
-            on_epoch=ctx.on_epoch,
-            should_stop=ctx.should_stop,
-        )
+        summary = train_parent(store=ctx.rt.store, registry=ctx.rt.registry, config=config, hooks=_hooks(ctx))
     else:
         _ensure_parent(ctx, epochs)
         ctx.stage("train_child")
         summary = train_child(
-            ticker,
-            strategy,
-            store=ctx.rt.store,
-            registry=ctx.rt.registry,
-            config=config,
-            on_epoch=ctx.on_epoch,
-            should_stop=ctx.should_stop,
+            ticker, strategy, store=ctx.rt.store, registry=ctx.rt.registry, config=config, hooks=_hooks(ctx)
         )
     ctx.rt.models.forget_alias(summary["name"])
     return summary
 
 
 @shared_task(name="stockq.ping", acks_late=True, soft_time_limit=10, time_limit=20)
-def ping(job_id: str) -> None:
-    run_job(job_id, lambda ctx: {"pong": True}, "ping")
+def ping(job_id: str, attempt: int = 1) -> None:
+    run_job(job_id, attempt, "ping", lambda ctx: {"pong": True})
 
 
 @shared_task(name="stockq.ingest", acks_late=True, soft_time_limit=600, time_limit=660)
-def ingest(job_id: str, tickers: list[str]) -> None:
+def ingest(job_id: str, tickers: list[str], attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
         done: list[str] = []
 
         def on_ticker(ticker: str, _: dict[str, Any]) -> None:
+            # Nothing is written before every ticker is fetched: a cancel here leaves the store as it was.
+            if ctx.should_stop():
+                raise Cancelled(f"ingest cancelled after fetching {ticker}; nothing written")
             done.append(ticker)
-            ctx.rt.jobs.set_progress(job_id, {"done": len(done), "total": len(tickers), "last": ticker})
+            ctx.rt.jobs.set_fields(ctx.delivery, progress={"done": len(done), "total": len(tickers),
+                                                             "last": ticker})  # fmt: skip
 
         return ctx.rt.ingest(tickers, on_ticker=on_ticker)
 
-    run_job(job_id, work, "ingest")
+    run_job(job_id, attempt, "ingest", work)
 
 
 def _train_limits() -> tuple[int, int]:
@@ -213,22 +129,21 @@ TRAIN_SOFT_LIMIT, TRAIN_HARD_LIMIT = _train_limits()
 @shared_task(
     name="stockq.train", acks_late=True, soft_time_limit=TRAIN_SOFT_LIMIT, time_limit=TRAIN_HARD_LIMIT
 )
-def train(job_id: str, ticker: str, strategy: str = "fine_tune", epochs: int | None = None) -> None:
+def train(
+    job_id: str, ticker: str, strategy: str = "fine_tune", epochs: int | None = None, attempt: int = 1
+) -> None:
     def work(ctx: JobContext) -> Any:
         valid = validate_ticker(ticker)
         _ingest_for(ctx, valid)
         return _train(ctx, valid, strategy, epochs)
 
-    run_job(job_id, work, "train")
-
-
-def _single_flight(rt: Runtime, ticker: str) -> SingleFlight:
-    return SingleFlight(rt.redis, f"train:{ticker}", rt.settings.singleflight_ttl_s)
+    run_job(job_id, attempt, "train", work)
 
 
 @shared_task(name="stockq.predict", acks_late=True, soft_time_limit=60, time_limit=90)
-def predict(job_id: str, ticker: str, model: str = "auto") -> None:
+def predict(job_id: str, ticker: str, model: str = "auto", attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
+        ctx.stage("forecast")
         try:
             return ctx.rt.forecast(ticker, model)
         except (ModelNotFound, FeaturesMissing):
@@ -236,23 +151,20 @@ def predict(job_id: str, ticker: str, model: str = "auto") -> None:
                 raise
         # No model yet: exactly one auto-training per ticker, however many requests arrive.
         flight = _single_flight(ctx.rt, ticker)
-        if flight.acquire(job_id):
-            ctx.stage("training_queued")
-            auto_train.apply_async((job_id, ticker))
-            return DEFERRED
-        if flight.wait(job_id):
-            _recheck_later(ctx.rt, flight, job_id, ticker)
-            return DEFERRED
+        if flight.acquire(ctx.job_id):
+            return ctx.hand_off("stockq.auto_train", stage="training_queued", kwargs={"ticker": ticker})
+        if flight.wait(ctx.job_id):
+            return _wait_for_training(ctx, flight, ticker)
         return ctx.rt.forecast(ticker, model)
 
-    run_job(job_id, work, "predict")
+    run_job(job_id, attempt, "predict", work)
 
 
-def _recheck_later(rt: Runtime, flight: SingleFlight, job_id: str, ticker: str) -> None:
-    """A waiter looks again just after the lock would expire: if its holder died (and so stopped
-    refreshing it), the waiter takes over the training instead of waiting for the dead task."""
-    rt.jobs.set_stage(job_id, "waiting_for_training")
-    predict.apply_async((job_id, ticker, "auto"), countdown=flight.remaining_s() + 1.0)
+def _wait_for_training(ctx: JobContext, flight: SingleFlight, ticker: str) -> object:
+    """Queued behind the holder, which finishes this job too. The waiter also looks again just after the
+    lock would expire: if its holder died (and so stopped refreshing it), it takes over the training."""
+    return ctx.hand_off("stockq.predict", stage="waiting_for_training", countdown=flight.remaining_s() + 1.0,
+                        kwargs={"ticker": ticker, "model": "auto"})  # fmt: skip
 
 
 @shared_task(
@@ -261,47 +173,59 @@ def _recheck_later(rt: Runtime, flight: SingleFlight, job_id: str, ticker: str) 
     soft_time_limit=TRAIN_SOFT_LIMIT,
     time_limit=TRAIN_HARD_LIMIT,
 )
-def auto_train(job_id: str, ticker: str) -> None:
+def auto_train(job_id: str, ticker: str, attempt: int = 1) -> None:
     """ingest -> (parent) -> child -> predict for `job_id`, then serve every job that waited on it."""
-    rt = _runtime()
+    rt = runtime()
     flight = _single_flight(rt, ticker)
-    # Redelivered after a crash while another request already took over: wait for that one.
-    if not flight.acquire(job_id) and flight.wait(job_id):
-        _recheck_later(rt, flight, job_id, ticker)
-        return
-    outcome: tuple[str, str] | None = None  # (code, message) of a failure shared by every waiter
+    ended: list[tuple[str, str] | None] = []  # the outcome shared with waiters, once the job has one
 
     def work(ctx: JobContext) -> Any:
-        nonlocal outcome
-        ctx.lock = flight
+        # Retried after a crash while another request took over: wait for that one.
+        if not flight.acquire(ctx.job_id):
+            if flight.wait(ctx.job_id):
+                return _wait_for_training(ctx, flight, ticker)
+            return ctx.rt.forecast(ticker, "auto")
+        ctx.hold_lock(flight)
         try:
             _ingest_for(ctx, ticker)
-            # A redelivered job may find the model trained meanwhile by a request that took over.
+            # A retried job may find the model trained meanwhile by a request that took over.
             if not ctx.rt.has_model(ticker, "auto"):
                 _train(ctx, ticker, "fine_tune", rt.settings.auto_train_epochs)
             ctx.stage("predict")
-            return ctx.rt.forecast(ticker, "auto")
+            result = ctx.rt.forecast(ticker, "auto")
         except Cancelled:
-            outcome = ("cancelled", "")
+            ended.append(("cancelled", ""))
             raise
         except StockqError as exc:
-            outcome = (exc.code, exc.message)
+            ended.append((exc.code, exc.message))
             raise
+        ended.append(None)
+        return result
 
     try:
-        run_job(job_id, work, "predict")
+        run_job(job_id, attempt, "predict", work)
     finally:
-        flight.release(job_id)
-        _serve_waiters(rt, flight, ticker, outcome)
+        # Preempted or stale holders keep the lock (it expires by itself): their next attempt takes it
+        # again with the same token, and the waiters keep waiting for it.
+        if ended:
+            flight.release(job_id)
+            _serve_waiters(rt, flight, ticker, ended[0])
 
 
 def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tuple[str, str] | None) -> None:
+    from workers import app
+    from workers.dispatch import publish
+
     waiters = flight.drain()
     if failure is not None and failure[0] == "cancelled":
         # Only the holder's own job was cancelled: the waiters still want a forecast, and the first
         # of them to run takes the lock and trains.
         for waiter in waiters:
-            predict.apply_async((waiter, ticker, "auto"))
+            job = rt.jobs.get(waiter)
+            if job is not None and job["status"] == "queued":
+                publish(
+                    app, waiter, "stockq.predict", job["attempt"], kwargs={"ticker": ticker, "model": "auto"}
+                )
         return
     for waiter in waiters:
         if failure is not None:
@@ -314,26 +238,29 @@ def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tupl
 
 
 @shared_task(name="stockq.predict_batch", acks_late=True, soft_time_limit=120, time_limit=150)
-def predict_batch(job_id: str, tickers: list[str], model: str = "auto") -> None:
+def predict_batch(job_id: str, tickers: list[str], model: str = "auto", attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
         from ml.predict import predict_many
 
+        ctx.stage("forecast")
         return predict_many(
             tickers, model, store=ctx.rt.store, registry=ctx.rt.registry, get_model=ctx.rt.models.get
         )
 
-    run_job(job_id, work, "predict_batch")
+    run_job(job_id, attempt, "predict_batch", work)
 
 
 @shared_task(name="stockq.chart", acks_late=True, soft_time_limit=60, time_limit=90)
-def chart(job_id: str, ticker: str, fmt: str = "png") -> None:
+def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
         from ml.chart import forecast_chart
 
+        ctx.stage("forecast")
         model = "auto" if ctx.rt.has_model(ticker, "auto") else "parent"
         forecast = ctx.rt.forecast(ticker, model)
         history = ctx.rt.store.stored_daily(forecast["ticker"])
         closes = history.set_index(history["event_timestamp"].dt.tz_convert(None))["close"]
+        ctx.stage("render")
         image = forecast_chart(closes, forecast, fmt)
         return {
             "mimetype": "image/png" if fmt == "png" else "image/svg+xml",
@@ -342,9 +269,11 @@ def chart(job_id: str, ticker: str, fmt: str = "png") -> None:
             "model": forecast["model"],
         }
 
-    run_job(job_id, work, "chart")
+    run_job(job_id, attempt, "chart", work)
 
 
 @shared_task(name="stockq.analyze", acks_late=True, soft_time_limit=300, time_limit=330)
-def analyze(job_id: str, ticker: str, question: str | None = None) -> None:
-    run_job(job_id, lambda ctx: ctx.rt.analyst.analyze(ticker, question, on_stage=ctx.stage), "analyze")
+def analyze(job_id: str, ticker: str, question: str | None = None, attempt: int = 1) -> None:
+    run_job(
+        job_id, attempt, "analyze", lambda ctx: ctx.rt.analyst.analyze(ticker, question, on_stage=ctx.stage)
+    )

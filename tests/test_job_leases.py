@@ -1,0 +1,98 @@
+"""Job leases, fencing, the reaper and the dead-letter list against a real Redis (no workers)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.conftest import REDIS_BASE, flush_db
+from workers.jobs import DEAD_LETTER, LEASES, Delivery, JobRegistry
+from workers.leases import LeaseKeeper, Reaper
+
+
+@pytest.fixture()
+def client() -> Iterator[redis.Redis]:
+    url = f"{REDIS_BASE}/9"
+    flush_db(url)
+    yield redis.Redis.from_url(url)
+    flush_db(url)
+
+
+def _job(jobs: JobRegistry) -> str:
+    return jobs.create("train", {"ticker": "AAPL", "strategy": "freeze", "epochs": 2}, "stockq.train")["id"]
+
+
+def test_only_the_current_attempt_starts_reports_and_finishes(client: redis.Redis) -> None:
+    jobs = JobRegistry(client, 600)
+    job_id = _job(jobs)
+    first = Delivery(job_id, 1)
+    assert jobs.start(Delivery(job_id, 2), "w1", 30) == "stale"
+    assert jobs.start(first, "w1", 30) == "OK"
+    assert jobs.start(first, "w2", 30) == "running"  # a redelivery of the running attempt does not start
+    assert jobs.set_fields(first, progress={"epoch": 1})
+    assert jobs.requeue(first, outcome="worker_lost", lost=True, max_lost=3, stage="requeued") == 2
+    # the zombie of attempt 1 changes nothing any more
+    assert not jobs.set_fields(first, progress={"epoch": 9})
+    assert not jobs.renew(first, 30)
+    assert jobs.succeed(job_id, {"v": 1}, attempt=1) is False
+    second = Delivery(job_id, 2)
+    assert jobs.start(second, "w2", 30) == "OK"
+    assert jobs.succeed(job_id, {"v": 2}, attempt=2) is True
+    job = jobs.get(job_id)
+    assert job["status"] == "succeeded" and job["result"] == {"v": 2} and job["progress"] == {"epoch": 1}
+    assert [(a["attempt"], a["worker"], a["outcome"]) for a in job["attempts"]] == [
+        (1, "w1", "worker_lost"),
+        (2, "w2", "succeeded"),
+    ]
+    assert client.zcard(LEASES) == 0
+
+
+def test_reaper_requeues_an_expired_lease_and_dead_letters_after_max_attempts(client: redis.Redis) -> None:
+    jobs = JobRegistry(client, 600)
+    job_id = _job(jobs)
+    published: list[tuple[str, int]] = []
+    reaper = Reaper(client, jobs, lambda job, a: published.append((job["task"], a)), lease_s=30, max_lost=3,
+                    name="r1")  # fmt: skip
+    for attempt in (1, 2, 3):
+        assert jobs.start(Delivery(job_id, attempt), f"w{attempt}", 0.05) == "OK"
+        assert reaper.reap_once() == 0 or attempt > 1  # not expired yet
+        time.sleep(0.1)
+        assert reaper.reap_once() == 1
+    assert published == [("stockq.train", 2), ("stockq.train", 3)]
+    job = jobs.get(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "worker_lost" and job["lost"] == 3
+    assert [a["worker"] for a in job["attempts"]] == ["w1", "w2", "w3"]
+    assert client.zscore(DEAD_LETTER, job_id) is not None
+    # retried: same id, losses reset, off the dead-letter list, a new fencing token
+    assert jobs.retry(job_id) == 4
+    job = jobs.get(job_id)
+    assert (job["status"], job["lost"], job["attempt"]) == ("queued", 0, 4)
+    assert client.zscore(DEAD_LETTER, job_id) is None
+    assert jobs.retry(job_id) == "queued"
+
+
+def test_a_renewed_lease_is_not_reaped_and_a_lost_one_stops_the_holder(client: redis.Redis) -> None:
+    jobs = JobRegistry(client, 600)
+    job_id = _job(jobs)
+    delivery = Delivery(job_id, 1)
+    assert jobs.start(delivery, "w1", 0.6) == "OK"
+    keeper = LeaseKeeper(jobs, 0.6)  # renews every 0.2 s
+    reaper = Reaper(client, jobs, lambda *_: None, lease_s=30, max_lost=3, name="r1")
+    with keeper.hold(delivery):
+        time.sleep(1.5)
+        assert reaper.reap_once() == 0 and jobs.get(job_id)["status"] == "running"
+        assert not keeper.lost.is_set()
+        # another attempt took the job over (as the reaper would after a pause): the holder learns it
+        client.hset(jobs.key(job_id), "attempt", 2)
+        time.sleep(0.5)
+        assert keeper.lost.is_set()
+
+
+def test_only_one_reaper_is_active(client: redis.Redis) -> None:
+    jobs = JobRegistry(client, 600)
+    a = Reaper(client, jobs, lambda *_: None, lease_s=30, max_lost=3, name="a")
+    b = Reaper(client, jobs, lambda *_: None, lease_s=30, max_lost=3, name="b")
+    assert a._is_active() and not b._is_active() and a._is_active()

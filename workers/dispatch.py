@@ -1,0 +1,42 @@
+"""Publishing a job's task: the one place that turns a job record and an attempt into a Celery message.
+
+The API, a requeue (reaper, preemption, hand-off) and a retry all publish through here, so every
+delivery carries its attempt number as the `attempt` keyword (the fencing token the task checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+
+def task_id(job_id: str, attempt: int) -> str:
+    # Each attempt its own Celery id: Flower and revokes then see one task per delivery.
+    return job_id if attempt == 1 else f"{job_id}-{attempt}"
+
+
+def publish(
+    app: Celery,
+    job_id: str,
+    task: str,
+    attempt: int,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    countdown: float | None = None,
+) -> None:
+    # ignore_result: clients read our job records; a Celery result subscription per job would only pile
+    # up in the publishing process.
+    app.send_task(
+        task,
+        args=[job_id, *(args or [])],
+        kwargs={**(kwargs or {}), "attempt": attempt},
+        task_id=task_id(job_id, attempt),
+        ignore_result=True,
+        countdown=countdown,
+    )
+
+
+def publish_record(app: Celery, job: dict[str, Any], attempt: int) -> None:
+    """Publish the task a job record names (its latest hand-off) for `attempt`."""
+    publish(app, job["id"], job["task"], attempt, job.get("task_args"), job.get("task_kwargs"))

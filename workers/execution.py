@@ -1,0 +1,223 @@
+"""Running one delivery of a job: start it (fenced by its attempt), hold its lease, run the work, record
+how it ended. Nothing escapes: a job never stays `running` because a result would not serialise or an
+error was unexpected, and an outcome that Redis will not take leaves the message unacknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import redis
+from celery import current_task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from ml.errors import Cancelled, Paused, StockqError
+from workers import preemption
+from workers.counters import JOB_DURATION_BUCKETS
+from workers.dispatch import publish
+from workers.jobs import Delivery
+from workers.leases import LeaseKeeper
+from workers.runtime import Runtime, get_runtime
+from workers.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+# Work returns DEFERRED when the job was handed on (to another task, or to wait for a training).
+DEFERRED = object()
+
+
+def jsonable(value: Any) -> Any:
+    """kombu and our records take plain JSON: numpy scalars, arrays and dates are converted."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, (date, datetime)):
+            return obj.isoformat()
+        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+    return _finite(json.loads(json.dumps(value, default=default)))
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities are not JSON: they become null (a diverged loss must not break the record)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def runtime() -> Runtime:
+    from workers import app
+
+    return get_runtime(app.conf.stockq_settings)
+
+
+@dataclass
+class JobContext:
+    rt: Runtime
+    delivery: Delivery
+    job_type: str
+    keeper: LeaseKeeper
+    worker: str
+
+    @property
+    def job_id(self) -> str:
+        return self.delivery.job_id
+
+    def stage(self, stage: str) -> None:
+        """A stage boundary: a requested cancel stops the job here."""
+        if self.should_stop():
+            raise Cancelled(f"cancelled before stage {stage}")
+        self.rt.jobs.set_fields(self.delivery, stage=stage)
+
+    def should_stop(self) -> bool:
+        return self.rt.jobs.cancel_requested(self.job_id)
+
+    def should_pause(self) -> bool:
+        """Stop at this epoch boundary and hand the job on: the lease or a lock was lost, or the worker
+        is being shut down."""
+        return self.keeper.lost.is_set() or preemption.requested(self.rt.redis, self.worker)
+
+    def on_epoch(
+        self, epoch: int, epochs: int, train_loss: float, val_loss: float, seconds: float = 0.0
+    ) -> None:
+        progress = {"epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss}
+        self.rt.jobs.set_fields(self.delivery, progress=jsonable(progress))
+
+    def on_resume(self, epoch: int) -> None:
+        self.rt.jobs.set_fields(self.delivery, resumed_from_epoch=epoch)
+
+    def hold_lock(self, lock: SingleFlight) -> None:
+        """Keep `lock` refreshed with the lease; losing it stops the job at its next epoch."""
+        self.keeper.also_refresh(lock, self.job_id)
+
+    def release_lock(self, lock: SingleFlight) -> None:
+        self.keeper.stop_refreshing(lock)
+        lock.release(self.job_id)
+
+    def champion_lock(self, name: str) -> AbstractContextManager[Any]:
+        return self.rt.redis.lock(f"stockq:lock:champion:{name}", timeout=300, blocking_timeout=600)
+
+    def hand_off(self, task: str, *, stage: str, kwargs: dict[str, Any], countdown: float | None = None,
+                 outcome: str = "handed_off") -> object:  # fmt: skip
+        """Requeue this job as `task` (attempt + 1): another task, or the same one elsewhere."""
+        attempt = self.rt.jobs.requeue(
+            self.delivery, outcome=outcome, lost=False, max_lost=self.rt.settings.max_attempts, stage=stage,
+            task=task, task_args=[], task_kwargs=kwargs,
+        )  # fmt: skip
+        if isinstance(attempt, int):
+            from workers import app
+
+            publish(app, self.job_id, task, attempt, kwargs=kwargs, countdown=countdown)
+        return DEFERRED
+
+
+_durable = retry(
+    retry=retry_if_exception_type(redis.RedisError),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+
+
+def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext], Any]) -> None:
+    rt = runtime()
+    delivery = Delivery(job_id, attempt)
+    worker = current_task.request.hostname or "unknown"
+    state = rt.jobs.start(delivery, worker, rt.settings.lease_s)
+    if state != "OK":
+        log.info("job %s attempt %s not started (%s): dropped", job_id, attempt, state)
+        return
+    started = time.monotonic()
+    with rt.leases.hold(delivery) as keeper:
+        ctx = JobContext(rt, delivery, job_type, keeper, worker)
+        kind, value = _outcome(ctx, work)
+        if kind == "paused":
+            _paused(ctx)
+            return
+        if kind == "deferred":
+            return
+        try:
+            _durable(_record)(ctx, kind, value, time.monotonic() - started)
+        except redis.RedisError as exc:
+            # Not acknowledged: the message comes back, and the lease (no longer renewed) lets the reaper
+            # requeue the job; the outcome is never silently lost.
+            raise Reject(f"outcome of job {job_id} not recorded: {exc}", requeue=True) from exc
+
+
+def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, Any]:
+    try:
+        result = work(ctx)
+        if result is DEFERRED:
+            return "deferred", None
+        ctx.rt.redis.hincrby(ctx.rt.jobs.key(ctx.job_id), "executions", 1)
+        if ctx.job_type != "train" and ctx.should_stop():
+            return "cancelled", None  # the cancel arrived during the work: its result is not kept
+        return "succeeded", jsonable(result)
+    except Cancelled:
+        return "cancelled", None
+    except Paused:
+        return "paused", None
+    except StockqError as exc:
+        return "failed", (exc.code, exc.message)
+    except SoftTimeLimitExceeded:
+        return "failed", ("timeout", "the job ran past its time limit")
+    except Exception as exc:
+        log.exception("job %s failed", ctx.job_id)
+        return "failed", ("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _record(ctx: JobContext, kind: str, value: Any, seconds: float) -> None:
+    jobs, attempt = ctx.rt.jobs, ctx.delivery.attempt
+    if kind == "succeeded":
+        done = jobs.succeed(ctx.job_id, value, attempt)
+    elif kind == "cancelled":
+        done = jobs.mark_cancelled(ctx.job_id, attempt)
+    else:
+        done = jobs.fail(ctx.job_id, *value, attempt=attempt)
+    if not done:
+        log.info("job %s attempt %s: outcome %s dropped (stale or finished)", ctx.job_id, attempt, kind)
+        return
+    ctx.rt.counters.incr("stockq_jobs_finished_total", f"{ctx.job_type},{kind}")
+    ctx.rt.counters.observe("stockq_job_duration_seconds", ctx.job_type, seconds, JOB_DURATION_BUCKETS)
+
+
+def _paused(ctx: JobContext) -> None:
+    if ctx.keeper.lost.is_set():
+        log.warning(
+            "job %s attempt %s stopped: another attempt owns it now", ctx.job_id, ctx.delivery.attempt
+        )
+        return
+    job = ctx.rt.jobs.get(ctx.job_id) or {}
+    ctx.hand_off(
+        job.get("task", ""), stage="preempted", kwargs=job.get("task_kwargs") or {}, outcome="preempted"
+    )
+    log.info("job %s preempted: checkpointed and requeued", ctx.job_id)
+
+
+def finish_ok(rt: Runtime, job_id: str, job_type: str, result: Any) -> None:
+    """Finish a job this process does not run (a single-flight waiter): no fence."""
+    if rt.jobs.succeed(job_id, result):
+        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},succeeded")
+
+
+def finish_failed(rt: Runtime, job_id: str, job_type: str, code: str, message: str,
+                  attempt: int | None = None) -> None:  # fmt: skip
+    if rt.jobs.fail(job_id, code, message, attempt=attempt):
+        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},failed")

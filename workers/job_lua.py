@@ -1,0 +1,126 @@
+"""The job record's state changes as Redis scripts: each reads and writes one record atomically, so a
+cancel, a finishing worker, a reaper and a stale delivery can never both win.
+
+Fencing: every delivery of a job carries the attempt number it was published with, and every script
+that a worker runs compares it with the record's `attempt`; a stale delivery (a zombie worker, the
+broker's backstop redelivery of an attempt the reaper already replaced) changes nothing.
+"""
+
+# KEYS[1] job hash, KEYS[2] its done-list, KEYS[3] lease index; ARGV[1] allowed from-states (comma
+# list), ARGV[2] new state, ARGV[3] json of extra fields, ARGV[4] '1' when final, ARGV[5] the caller's
+# attempt ('' = not a delivery: the API, a single-flight holder finishing its waiters), ARGV[6] outcome
+# to append to `attempts` ('' = none), ARGV[7] now.
+TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[5] then return 'stale' end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
+if not allowed then return status end
+if ARGV[6] ~= '' and status == 'running' then
+  local log = cjson.decode(redis.call('HGET', KEYS[1], 'attempts') or '[]')
+  table.insert(log, {attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt')),
+    worker = redis.call('HGET', KEYS[1], 'worker') or '',
+    started_at = tonumber(redis.call('HGET', KEYS[1], 'started_at') or '0'),
+    ended_at = tonumber(ARGV[7]), outcome = ARGV[6]})
+  redis.call('HSET', KEYS[1], 'attempts', cjson.encode(log))
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+local extra = cjson.decode(ARGV[3])
+for k, v in pairs(extra) do redis.call('HSET', KEYS[1], k, v) end
+if ARGV[2] ~= 'running' then redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 12)) end
+if ARGV[4] == '1' then
+  redis.call('RPUSH', KEYS[2], '1')
+  redis.call('EXPIRE', KEYS[2], 120)
+end
+return 'OK'
+"""
+
+# KEYS[1] job hash, KEYS[2] lease index; ARGV[1] delivered attempt, ARGV[2] worker, ARGV[3] now,
+# ARGV[4] lease seconds. Only a queued job whose attempt is the delivered one starts.
+START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 'stale' end
+if status ~= 'queued' then return status end
+local expires = tonumber(ARGV[3]) + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2],
+  'lease_expires_at', expires, 'stage', '')
+redis.call('ZADD', KEYS[2], expires, string.sub(KEYS[1], 12))
+return 'OK'
+"""
+
+# KEYS[1] job hash, KEYS[2] lease index; ARGV[1] attempt, ARGV[2] now, ARGV[3] lease seconds.
+RENEW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+local expires = tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'lease_expires_at', expires)
+redis.call('ZADD', KEYS[2], expires, string.sub(KEYS[1], 12))
+return 1
+"""
+
+# KEYS[1] job hash; ARGV[1] attempt ('' = any), then field, value pairs. Progress lands only on the
+# running attempt: never on a finished job, nor on an expired one (which would come back hollow).
+SET_IF_RUNNING = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# A running attempt given up: its worker died (the lease expired, or its pool process was lost) or it
+# handed itself on (preemption, a hand-off to another task). KEYS[1] job hash, KEYS[2] done-list,
+# KEYS[3] lease index, KEYS[4] dead-letter index; ARGV[1] attempt, ARGV[2] now, ARGV[3] outcome,
+# ARGV[4] '1' when the loss counts against the job (a lost worker), ARGV[5] max losses, ARGV[6] stage
+# to show while queued again, ARGV[7] json of fields to set when requeued (the next task, say),
+# ARGV[8] '1' to require an expired lease (the reaper). Returns the new attempt, 'failed' (dead-
+# lettered) or false.
+REQUEUE = """
+local id = string.sub(KEYS[1], 12)
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or
+   redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
+  redis.call('ZREM', KEYS[3], id)
+  return false
+end
+local now = tonumber(ARGV[2])
+if ARGV[8] == '1' and tonumber(redis.call('HGET', KEYS[1], 'lease_expires_at') or '0') > now then
+  return false
+end
+local log = cjson.decode(redis.call('HGET', KEYS[1], 'attempts') or '[]')
+table.insert(log, {attempt = tonumber(ARGV[1]), worker = redis.call('HGET', KEYS[1], 'worker') or '',
+  started_at = tonumber(redis.call('HGET', KEYS[1], 'started_at') or '0'), ended_at = now,
+  outcome = ARGV[3]})
+redis.call('HSET', KEYS[1], 'attempts', cjson.encode(log))
+redis.call('ZREM', KEYS[3], id)
+local lost = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
+if ARGV[4] == '1' then lost = lost + 1 end
+redis.call('HSET', KEYS[1], 'lost', lost)
+if ARGV[4] == '1' and lost >= tonumber(ARGV[5]) then
+  local message = 'its worker was lost ' .. lost .. ' times; see attempts'
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'stage', '',
+    'error', cjson.encode({code = 'worker_lost', message = message}))
+  redis.call('ZADD', KEYS[4], now, id)
+  redis.call('RPUSH', KEYS[2], '1')
+  redis.call('EXPIRE', KEYS[2], 120)
+  return 'failed'
+end
+local attempt = tonumber(ARGV[1]) + 1
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt, 'stage', ARGV[6], 'worker', '')
+for k, v in pairs(cjson.decode(ARGV[7])) do redis.call('HSET', KEYS[1], k, v) end
+return tostring(attempt)
+"""
+
+# KEYS[1] job hash, KEYS[2] dead-letter index; ARGV[1] now. A failed or cancelled job queued again
+# under the same id: its losses reset, its attempt number (the fencing token) still grows.
+RETRY = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status ~= 'failed' and status ~= 'cancelled' then return status end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') + 1
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt, 'lost', 0, 'stage', 'retried',
+  'submitted_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'error', 'result', 'finished_at', 'cancel_requested', 'worker')
+redis.call('ZREM', KEYS[2], string.sub(KEYS[1], 12))
+return tostring(attempt)
+"""

@@ -1,0 +1,151 @@
+"""Job leases: the process running a job renews its lease from a thread, independent of epochs; a reaper
+in every worker's main process (one active at a time, through a Redis lock) requeues the jobs whose
+lease expired, so a job whose whole worker died runs again elsewhere within about `lease_s`.
+
+Hand-written rather than Celery's visibility timeout: that one timeout is shared by every queue and must
+outlast the longest training, so a dead host would strand a 10-second prediction for an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from workers.jobs import Delivery, JobRegistry
+from workers.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+REAPER_LOCK = "stockq:lock:reaper"
+
+
+class LeaseKeeper:
+    """Renews the lease of the job this process runs (and the single-flight locks it holds) every
+    `lease_s / 3`. When a renewal finds that the attempt no longer owns the job, or that a lock was
+    lost, `lost` is set and the job stops at its next stage boundary."""
+
+    def __init__(self, jobs: JobRegistry, lease_s: float) -> None:
+        self.jobs = jobs
+        self.lease_s = lease_s
+        self.lost = threading.Event()
+        self._current: Delivery | None = None
+        self._locks: list[tuple[SingleFlight, str]] = []
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, delivery: Delivery) -> Any:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="stockq-lease", daemon=True)
+            self._thread.start()
+        self.lost.clear()
+        self._current, self._locks = delivery, []
+        try:
+            yield self
+        finally:
+            self._current, self._locks = None, []
+
+    @property
+    def current(self) -> Delivery | None:
+        return self._current
+
+    def also_refresh(self, lock: SingleFlight, token: str) -> None:
+        self._locks.append((lock, token))
+        self._wake.set()
+
+    def stop_refreshing(self, lock: SingleFlight) -> None:
+        self._locks = [(held, token) for held, token in self._locks if held is not lock]
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.lease_s / 3)
+            self._wake.clear()
+            delivery, locks = self._current, list(self._locks)
+            if delivery is None:
+                continue
+            try:
+                owned = self.jobs.renew(delivery, self.lease_s)
+                owned = all([lock.refresh(token) for lock, token in locks]) and owned
+            except redis.RedisError:
+                continue  # Redis away for a moment: the lease outlives a few missed renewals
+            if not owned and delivery is self._current:
+                log.warning("job %s attempt %s lost its lease or lock", delivery.job_id, delivery.attempt)
+                self.lost.set()
+
+
+Publish = Callable[[dict[str, Any], int], None]
+
+
+class Reaper:
+    """Finds running jobs whose lease expired and requeues them with attempt + 1 (or fails them with
+    `worker_lost` after `max_lost` losses). Runs in a thread of each worker's main process."""
+
+    def __init__(
+        self, client: redis.Redis, jobs: JobRegistry, publish: Publish, *, lease_s: float, max_lost: int,
+        name: str,
+    ) -> None:  # fmt: skip
+        self.r = client
+        self.jobs = jobs
+        self.publish = publish
+        self.every_s = max(1.0, lease_s / 6)
+        self.max_lost = max_lost
+        self.name = name
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="stockq-reaper", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                if self._is_active():
+                    self.reap_once()
+            except redis.RedisError:
+                continue
+            except Exception:
+                log.exception("reaper pass failed")
+
+    def _is_active(self) -> bool:
+        """One reaper at a time: the lock outlives three passes, so a dead reaper is replaced soon."""
+        ttl_ms = int(self.every_s * 3000)
+        if self.r.set(REAPER_LOCK, self.name, nx=True, px=ttl_ms):
+            return True
+        if self.r.get(REAPER_LOCK) == self.name.encode():
+            self.r.pexpire(REAPER_LOCK, ttl_ms)
+            return True
+        return False
+
+    def reap_once(self) -> int:
+        reaped = 0
+        for job_id in self.jobs.expired_leases(time.time()):
+            job = self.jobs.get(job_id)
+            if job is None:
+                self.r.zrem("stockq:leases", job_id)
+                continue
+            if self.give_up(Delivery(job_id, job["attempt"]), job, reaping=True):
+                reaped += 1
+        return reaped
+
+    def give_up(self, delivery: Delivery, job: dict[str, Any], *, reaping: bool) -> bool:
+        """Requeue (or dead-letter) one lost attempt; True when this call did it."""
+        res = self.jobs.requeue(
+            delivery, outcome="worker_lost", lost=True, max_lost=self.max_lost, stage="requeued",
+            reaping=reaping,
+        )  # fmt: skip
+        if res is None:
+            return False
+        if res == "failed":
+            log.warning("job %s failed: worker lost %s times (dead-lettered)", delivery.job_id, self.max_lost)
+        else:
+            log.warning("job %s lost its worker; requeued as attempt %s", delivery.job_id, res)
+            self.publish(job, int(res))
+        return True
