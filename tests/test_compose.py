@@ -588,7 +588,7 @@ def test_dashboard_panels_query_prometheus_for_known_metrics() -> None:
             assert target["datasource"]["uid"] == "prometheus", panel["title"]
             used |= known(target["expr"])
     # Request rate, latency, 5xx, queues, workers, jobs, caches, models and Flower runtimes all shown.
-    shown = EXPORTER_METRICS - {"stockq_jobs_retried", "stockq_jobs_overdue", "stockq_redis_up"}
+    shown = EXPORTER_METRICS - {"stockq_jobs_overdue", "stockq_redis_up"}
     assert (API_METRICS - {"stockq_http_request_exceptions_total"}) | shown <= used
     assert {"flower_task_runtime_seconds", "flower_worker_number_of_currently_executing_tasks"} <= used
     titles = " ".join(p["title"].lower() for p in panels)
@@ -730,3 +730,17 @@ def test_k8s_config_reaches_settings(
         d for d in manifests if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "stockq-var"
     ]
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_one_exporter_in_compose_and_k8s(
+    manifests: list[dict[str, Any]], services: dict[str, dict[str, Any]]
+) -> None:
+    # Two exporters would report every queue, worker and job twice.
+    exporter = services["exporter"]
+    assert argv(exporter["command"])[:2] == ["stockq", "exporter"]
+    assert "replicas" not in exporter.get("deploy", {})
+    assert environment(exporter)["STOCKQ_EXPORTER_PORT"] == str(Settings().exporter_port)
+    (deployment,) = [d for d in manifests if d["metadata"]["name"] == "stockq-exporter"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = _containers(deployment)
+    assert container["command"] == argv(exporter["command"])

@@ -230,5 +230,20 @@ def jobs(status_: str | None, type_: str | None, limit: int) -> None:
     console.print(table)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to serve /metrics on")
+@click.option("--port", type=int, default=None, help="default: STOCKQ_EXPORTER_PORT (9808)")
+def exporter(host: str, port: int | None) -> None:
+    """Serve the backend-wide Prometheus figures (queues, workers, jobs, models) until killed."""
+    import logging
+
+    from workers.exporter import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(settings.redis_url, settings.tracking_uri, host, port or settings.exporter_port)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,341 @@
+"""`stockq exporter`: the backend-wide Prometheus figures, read from Redis and the MLflow registry.
+
+One process serves them (compose/k8s run one replica), so nothing is counted once per API replica:
+queue length, oldest queued job age and unacked messages per queue; jobs by type and status, retried,
+requeued and overdue jobs; the dead-letter size; per-worker liveness from the heartbeats; epoch time and
+loss of running trainings; the age of each champion model; the job, cache and duration counters every
+process adds to in Redis (workers/counters.py); Redis's own memory.
+
+A worker that stops heartbeating reads 0 for `retention_s`, then its series goes; one that stopped
+cleanly (its heartbeat removed while fresh) goes at once, so scaling down pages nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from workers.celery_app import QUEUES, TASK_ROUTES
+from workers.counters import JOB_DURATION_BUCKETS, Counters
+from workers.heartbeat import ALIVE_FOR_S
+from workers.jobs import JOB_TYPES
+
+log = logging.getLogger(__name__)
+
+# Counter hashes under stockq:metrics: -> (help, label names); a field is the label values joined by ",".
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "stockq_jobs_submitted_total": ("Jobs submitted", ("type",)),
+    "stockq_jobs_finished_total": ("Jobs finished by outcome", ("type", "status")),
+    "stockq_job_requeues_total": ("Jobs put back on their queue after losing their worker", ("type",)),
+    "redis_cache_hit_total": ("Prediction cache hits", ()),
+    "redis_cache_miss_total": ("Prediction cache misses", ()),
+    "stockq_model_cache_hits_total": ("Model cache hits in the workers", ()),
+    "stockq_model_cache_misses_total": ("Model cache misses (model loaded)", ()),
+    "stockq_semantic_cache_hits_total": ("Agent semantic cache hits", ()),
+    "stockq_semantic_cache_misses_total": ("Agent semantic cache misses", ()),
+}
+_JOB_FIELDS = ("type", "status", "submitted_at", "started_at", "attempt", "lease_expires_at", "queue")
+CHAMPION = "champion"  # ml.registry.CHAMPION (not imported: it would load torch into the exporter)
+
+
+def queue_of(job_type: str) -> str:
+    return TASK_ROUTES.get(f"stockq.{job_type}", {"queue": "inference"})["queue"]
+
+
+def _float(raw: bytes | None) -> float | None:
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+class WorkerLiveness:
+    """Workers seen in the heartbeat sets (`stockq:workers:<queue>`: hostname -> last stamp time)."""
+
+    def __init__(self, client: redis.Redis, queues: tuple[str, ...], retention_s: float) -> None:
+        self.r = client
+        self.queues = queues
+        self.retention_s = retention_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def poll(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        pipe = self.r.pipeline()
+        for queue in self.queues:
+            pipe.zrange(f"stockq:workers:{queue}", 0, -1, withscores=True)
+        present = {
+            (member.decode(), queue): score
+            for queue, members in zip(self.queues, pipe.execute(), strict=True)
+            for member, score in members
+        }
+        with self._lock:
+            for key, last in list(self._last.items()):
+                # Gone while fresh: removed by its own clean shutdown (readers prune a stamp only once it
+                # is ALIVE_FOR_S old), so forgotten at once. Gone when stale: kept, and read as 0.
+                if key not in present and now - last < ALIVE_FOR_S - 2:
+                    del self._last[key]
+            self._last.update(present)
+
+    def states(self, now: float | None = None) -> dict[tuple[str, str], int]:
+        now = time.time() if now is None else now
+        with self._lock:
+            for key in [k for k, last in self._last.items() if now - last > self.retention_s]:
+                del self._last[key]  # silent past the retention window: its series goes
+            return {key: int(now - last <= ALIVE_FOR_S) for key, last in self._last.items()}
+
+
+class ModelAges:
+    """Creation time of the version behind each model's `champion` alias. `refresh` (the serve loop,
+    every `every_s`) reads the registry; a scrape only reads the figures, never waits on MLflow."""
+
+    def __init__(self, tracking_uri: str, every_s: float = 30.0) -> None:
+        self.tracking_uri = tracking_uri
+        self.every_s = every_s
+        self._created: dict[str, float] = {}
+        self._read_at = float("-inf")
+
+    def refresh(self) -> None:
+        if time.monotonic() - self._read_at < self.every_s:
+            return
+        self._read_at = time.monotonic()
+        try:
+            self._created = self._read()
+        except Exception as exc:  # an unreachable registry keeps the last figures
+            log.warning("model registry unreadable: %s", exc)
+
+    def ages(self) -> dict[str, float]:
+        now = time.time()
+        return {name: now - created for name, created in self._created.items()}
+
+    def _read(self) -> dict[str, float]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        created = {}
+        for model in client.search_registered_models():
+            version = (model.aliases or {}).get(CHAMPION)
+            if version is not None:
+                mv = client.get_model_version(model.name, str(version))
+                created[model.name] = mv.creation_timestamp / 1000.0
+        return created
+
+
+class BackendCollector(Collector):
+    def __init__(
+        self,
+        client: redis.Redis,
+        liveness: WorkerLiveness,
+        models: ModelAges | None,
+        limits: dict[str, float],
+    ) -> None:
+        self.r = client
+        self.counters = Counters(client)
+        self.liveness = liveness
+        self.models = models
+        self.limits = limits  # job type -> hard time limit (s)
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            self.liveness.poll()
+            figures = list(self._from_redis())
+        except redis.RedisError as exc:
+            log.warning("redis unreadable: %s", exc)
+            figures = []
+        yield GaugeMetricFamily(
+            "stockq_redis_up", "Whether the exporter reads Redis", value=int(bool(figures))
+        )
+        yield from figures
+        if self.models is not None:
+            gauge = GaugeMetricFamily(
+                "stockq_model_age_seconds", "Age of the champion version", labels=["model"]
+            )
+            for name, age in sorted(self.models.ages().items()):
+                gauge.add_metric([name], age)
+            yield gauge
+
+    def _from_redis(self) -> Iterator[Metric]:
+        now = time.time()
+        pipe = self.r.pipeline()
+        for queue in QUEUES:
+            pipe.llen(queue)
+        pipe.hvals("unacked")
+        pipe.zcard("stockq:deadletter")
+        pipe.info("memory")
+        *lengths, unacked, deadletter, memory = pipe.execute()
+        yield _gauge(
+            "stockq_queue_length", "Messages waiting per queue", "queue", zip(QUEUES, lengths, strict=True)
+        )
+        unacked_per = Tally({q: 0 for q in QUEUES})
+        for raw in unacked:
+            try:
+                unacked_per[json.loads(raw)[2]] += 1
+            except (ValueError, IndexError, TypeError):
+                continue
+        yield _gauge(
+            "stockq_queue_unacked", "Messages delivered, not yet acked", "queue", unacked_per.items()
+        )
+        yield GaugeMetricFamily(
+            "stockq_deadletter_size", "Jobs failed for good (worker lost)", value=deadletter
+        )
+        limit = memory.get("maxmemory") or memory.get("total_system_memory") or 0
+        yield GaugeMetricFamily(
+            "stockq_redis_memory_used_bytes", "Redis used_memory", value=memory["used_memory"]
+        )
+        yield GaugeMetricFamily(
+            "stockq_redis_memory_limit_bytes", "Redis maxmemory, else the host's memory", value=limit
+        )
+
+        states = self.liveness.states(now)
+        workers = GaugeMetricFamily(
+            "stockq_worker_up", "1 while the worker heartbeats", labels=["worker", "queue"]
+        )
+        for (worker, queue), up in sorted(states.items()):
+            workers.add_metric([worker, queue], up)
+        yield workers
+        live = Tally({q: 0 for q in QUEUES})
+        live.update(queue for (_, queue), up in states.items() if up)
+        yield _gauge("stockq_workers", "Live workers consuming each queue", "queue", live.items())
+
+        yield from self._jobs(now)
+        yield from self._counters()
+
+    def _jobs(self, now: float) -> Iterator[Metric]:
+        ids = self.r.zrange("stockq:jobs", 0, -1)
+        pipe = self.r.pipeline()
+        for job_id in ids:
+            pipe.hmget(f"stockq:job:{job_id.decode()}", _JOB_FIELDS)
+        by_status: Tally[tuple[str, str]] = Tally()
+        retried: Tally[str] = Tally({t: 0 for t in JOB_TYPES})
+        overdue: Tally[str] = Tally({t: 0 for t in JOB_TYPES})
+        oldest = {q: 0.0 for q in QUEUES}
+        training: list[bytes] = []
+        for job_id, values in zip(ids, pipe.execute() if ids else [], strict=True):
+            kind, status, submitted, started, attempt, lease, queue = values
+            if kind is None or status is None:
+                continue  # expired meanwhile
+            job_type, state = kind.decode(), status.decode()
+            by_status[(job_type, state)] += 1
+            if (_float(attempt) or 1) > 1:
+                retried[job_type] += 1
+            if state == "queued" and (submitted_at := _float(submitted)) is not None:
+                q = queue.decode() if queue else queue_of(job_type)
+                oldest[q] = max(oldest.get(q, 0.0), now - submitted_at)
+            elif state == "running":
+                expires, begun = _float(lease), _float(started)
+                limit = self.limits.get(job_type)
+                if (expires is not None and expires < now) or (
+                    expires is None and begun is not None and limit is not None and now - begun > limit
+                ):
+                    overdue[job_type] += 1
+                if job_type == "train":
+                    training.append(job_id)
+        family = GaugeMetricFamily("stockq_jobs", "Job records by type and status", labels=["type", "status"])
+        for (job_type, state), n in sorted(by_status.items()):
+            family.add_metric([job_type, state], n)
+        yield family
+        yield _gauge(
+            "stockq_queue_oldest_age_seconds", "Age of the oldest queued job", "queue", oldest.items()
+        )
+        yield _gauge("stockq_jobs_retried", "Jobs on their second or later attempt", "type", retried.items())
+        yield _gauge(
+            "stockq_jobs_overdue", "Running jobs past their lease or time limit", "type", overdue.items()
+        )
+        yield from self._training(training)
+
+    def _training(self, ids: list[bytes]) -> Iterator[Metric]:
+        pipe = self.r.pipeline()
+        for job_id in ids:
+            pipe.hmget(f"stockq:job:{job_id.decode()}", ("progress", "params"))
+        epoch = GaugeMetricFamily(
+            "stockq_training_epoch_seconds",
+            "Last epoch's time of running trainings",
+            labels=["job_id", "ticker"],
+        )
+        loss = GaugeMetricFamily(
+            "stockq_training_loss",
+            "Last epoch's loss of running trainings",
+            labels=["job_id", "ticker", "split"],
+        )
+        for job_id, (progress, params) in zip(ids, pipe.execute() if ids else [], strict=True):
+            try:
+                prog, args = json.loads(progress or b"{}"), json.loads(params or b"{}")
+            except ValueError:
+                continue
+            labels = [job_id.decode(), str(args.get("ticker", ""))]
+            if isinstance(prog.get("epoch_seconds"), int | float):
+                epoch.add_metric(labels, prog["epoch_seconds"])
+            for split, key in (("train", "loss"), ("val", "val_loss")):
+                if isinstance(prog.get(key), int | float):
+                    loss.add_metric([*labels, split], prog[key])
+        yield epoch
+        yield loss
+
+    def _counters(self) -> Iterator[Metric]:
+        for name, (help_text, labels) in COUNTERS.items():
+            values = self.counters.read(name)
+            family = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(labels))
+            if labels:
+                for label, n in sorted(values.items()):
+                    parts = label.split(",")
+                    if len(parts) == len(labels):
+                        family.add_metric(parts, n)
+            else:
+                family.add_metric([], sum(values.values()))
+            yield family
+        histogram = HistogramMetricFamily(
+            "stockq_job_duration_seconds", "Job run time in the worker", labels=["type"]
+        )
+        for job_type, (buckets, total) in self.counters.read_histogram(
+            "stockq_job_duration_seconds", JOB_DURATION_BUCKETS
+        ).items():
+            histogram.add_metric([job_type], buckets, sum_value=total)
+        yield histogram
+
+
+def _gauge(name: str, help_text: str, label: str, items: Any) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=[label])
+    for key, value in sorted(items):
+        family.add_metric([key], value)
+    return family
+
+
+def task_time_limits() -> dict[str, float]:
+    """Job type -> its task's hard time limit, from the Celery task definitions themselves."""
+    import workers.tasks  # noqa: F401  (registers the tasks)
+    from workers import app
+
+    return {
+        name.removeprefix("stockq."): float(task.time_limit)
+        for name, task in app.tasks.items()
+        if name.startswith("stockq.") and task.time_limit
+    }
+
+
+def serve(redis_url: str, tracking_uri: str, host: str, port: int, retention_s: float = 600.0) -> None:
+    """Serve /metrics on host:port until killed. In between, poll the heartbeats every second (so a
+    clean stop is told from a crash between two scrapes) and the registry every 30 s."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
+    liveness = WorkerLiveness(client, QUEUES, retention_s)
+    models = ModelAges(tracking_uri)
+    registry = CollectorRegistry()
+    registry.register(BackendCollector(client, liveness, models, task_time_limits()))
+    start_http_server(port, addr=host, registry=registry)
+    log.info("stockq exporter on http://%s:%d/metrics", host, port)
+    while True:
+        with contextlib.suppress(redis.RedisError):  # the next scrape reports stockq_redis_up 0
+            liveness.poll()
+        models.refresh()
+        time.sleep(1.0)
