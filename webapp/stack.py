@@ -17,7 +17,7 @@ import redis
 
 from ml.mlflow_store import ensure_tracking_store
 from ml.settings import Settings
-from webapp.supervisor import RestartPolicy, Supervisor
+from webapp.supervisor import Supervisor
 
 # Queue groups -> concurrency. The agent queue runs one process: embedded Qdrant allows one process
 # per path (set QDRANT_URL to scale it out). Training runs one job at a time per worker; ingest has its
@@ -43,11 +43,10 @@ def worker_argv(queues: str, concurrency: int, name: str) -> list[str]:
 class Stack:
     settings: Settings
     log_dir: Path
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.supervisor = Supervisor(self.log_dir, self.policy)
+        self.supervisor = Supervisor(self.log_dir)
 
     @property
     def procs(self) -> dict[str, subprocess.Popen | None]:
