@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
@@ -165,6 +165,14 @@ def _target_date(data: Dataset, sample: int) -> str:
     return data.dates[sample + data.window - 1 + data.targets.shape[1]].date().isoformat()
 
 
+@dataclass(frozen=True)
+class _OriginRun:
+    summary: dict[str, Any]  # JSON-safe, for the card
+    forecasts: dict[str, np.ndarray]  # name -> (n_eval, horizon, 3)
+    y: np.ndarray  # (n_eval, horizon)
+    mase_scale: np.ndarray  # (horizon,)
+
+
 def _origin(
     data: Dataset,
     split: Split,
@@ -172,7 +180,7 @@ def _origin(
     config: BacktestConfig,
     device: torch.device,
     should_stop: StopCallback | None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+) -> _OriginRun:
     started = time.perf_counter()
     scaler = fit_scaler(data, split)
     torch.manual_seed(config.seed)
@@ -233,7 +241,7 @@ def _origin(
             for name, q in forecasts.items()
         },
     }
-    return summary, forecasts, {"y": y, "scale": scale}
+    return _OriginRun(summary, forecasts, y, scale)
 
 
 def walk_forward(
@@ -243,11 +251,13 @@ def walk_forward(
     *,
     device: str | None = None,
     should_stop: StopCallback | None = None,
+    on_origin: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train and score `recipe` at every origin; pooled metrics, skill and calibration of all windows.
 
-    Raises ParentOverlap for a parent that trained into the evaluation period, InsufficientHistory if
-    the first origin leaves too little to train on, Cancelled (from fit) when should_stop says so.
+    on_origin(k, K) is called after origin k of K (1-based) for progress. Raises ParentOverlap for a parent
+    that trained into the evaluation period, InsufficientHistory if the first origin leaves too little to
+    train on, Cancelled (from fit) when should_stop says so.
     """
     config = config or BacktestConfig()
     started = time.perf_counter()
@@ -256,22 +266,20 @@ def walk_forward(
     if recipe.parent is not None:
         check_parent(recipe.parent, data, splits)
     torch_device = resolve_device(device)
-    origins, pooled, ys, scales = [], {}, [], []
-    for split in splits:
-        summary, forecasts, truth = _origin(data, split, recipe, config, torch_device, should_stop)
-        origins.append(summary)
-        ys.append(truth["y"])
-        scales.append(truth["scale"])
-        for name, q in forecasts.items():
-            pooled.setdefault(name, []).append(q)
-    y = np.concatenate(ys)
-    forecasts = {name: np.concatenate(parts) for name, parts in pooled.items()}
+    runs = []
+    for k, split in enumerate(splits, start=1):
+        runs.append(_origin(data, split, recipe, config, torch_device, should_stop))
+        if on_origin is not None:
+            on_origin(k, len(splits))
+    origins = [run.summary for run in runs]
+    y = np.concatenate([run.y for run in runs])
+    forecasts = {name: np.concatenate([run.forecasts[name] for run in runs]) for name in runs[0].forecasts}
     result = compare(
         y,
         forecasts,
         candidates=CANDIDATES,
         reference="zero_ewma",
-        mase_scale=np.mean(scales, axis=0),
+        mase_scale=np.mean([run.mase_scale for run in runs], axis=0),
         reps=config.bootstrap_reps,
         seed=config.seed,
     )
@@ -279,7 +287,7 @@ def walk_forward(
     return {
         "ticker": data.ticker,
         "recipe": recipe.label,
-        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        "config": asdict(config),
         "horizon": horizon,
         "window": data.window,
         "purge_days": horizon,

@@ -1,7 +1,8 @@
 """Forecast metrics on a held-out period (pure: arrays in, plain-float dict out).
 
-MASE here is the model's MAE divided by a naive forecast's MAE on the same test targets (a relative MAE):
-below 1 beats the baseline. The baselines are persistence (tomorrow's close = today's, a zero log return)
+"MASE" here is the model's MAE divided by a naive forecast's MAE on the same test targets (a relative MAE,
+which ml.scoring names `rel_mae_zero`; ml.scoring's `mase` is the proper, in-sample-scaled one): below 1
+beats the baseline. The baselines are persistence (tomorrow's close = today's, a zero log return)
 and drift (the train split's mean daily log return, times the horizon).
 """
 
@@ -9,16 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.model import QUANTILES
+from ml.scoring import pinball_losses
 
 _EPS = 1e-12
 
 
 def pinball(y_true: np.ndarray, quantiles: np.ndarray) -> float:
     """Mean pinball loss of (n, horizon, 3) quantiles against (n, horizon) log returns."""
-    q = np.asarray(QUANTILES)
-    diff = y_true[..., None] - quantiles
-    return float(np.maximum(q * diff, (q - 1) * diff).mean())
+    return float(pinball_losses(y_true, quantiles).mean())
 
 
 def evaluate(y_true: np.ndarray, quantiles: np.ndarray, *, drift_per_day: float) -> dict[str, object]:

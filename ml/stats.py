@@ -25,9 +25,8 @@ import math
 from typing import Any
 
 import numpy as np
-import statsmodels.api as sm
-from arch.bootstrap import MovingBlockBootstrap
 from scipy import stats
+from statsmodels.regression.linear_model import OLS
 
 LEVEL = 0.9
 REPS = 1000
@@ -37,8 +36,16 @@ def default_block(n: int, horizon: int) -> int:
     return max(1, min(2 * horizon, n // 2))
 
 
-def _interval(bootstrap: MovingBlockBootstrap, func: Any, level: float, reps: int) -> tuple[float, float]:
-    lo, hi = bootstrap.conf_int(func, reps=reps, method="percentile", size=level)[:, 0]
+def _interval(
+    block: int, arrays: tuple[np.ndarray, ...], func: Any, level: float, reps: int, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of func(*resampled arrays) under a moving-block bootstrap of the rows."""
+    # Imported here: `arch` loads its whole volatility-model package, seconds that every importer of
+    # ml.evaluate (so ml.train) would pay for a bootstrap it may never run.
+    from arch.bootstrap import MovingBlockBootstrap
+
+    mbb = MovingBlockBootstrap(block, *arrays, seed=np.random.default_rng(seed))
+    lo, hi = mbb.conf_int(func, reps=reps, method="percentile", size=level)[:, 0]
     return float(lo), float(hi)
 
 
@@ -54,8 +61,7 @@ def bootstrap_mean(
     """The mean of a loss (or loss-difference) series with a moving-block bootstrap `level` interval."""
     x = np.asarray(x, dtype=np.float64)
     block = block or default_block(len(x), horizon)
-    mbb = MovingBlockBootstrap(block, x, seed=np.random.default_rng(seed))
-    lo, hi = _interval(mbb, lambda a: np.array([a.mean()]), level, reps)
+    lo, hi = _interval(block, (x,), lambda a: np.array([a.mean()]), level, reps, seed)
     return {"mean": float(x.mean()), "lo": lo, "hi": hi, "level": level, "block": block}
 
 
@@ -77,8 +83,7 @@ def bootstrap_skill(
     """The skill score with a paired moving-block bootstrap interval."""
     loss, base_loss = np.asarray(loss, np.float64), np.asarray(base_loss, np.float64)
     block = block or default_block(len(loss), horizon)
-    mbb = MovingBlockBootstrap(block, loss, base_loss, seed=np.random.default_rng(seed))
-    lo, hi = _interval(mbb, lambda a, b: np.array([skill(a, b)]), level, reps)
+    lo, hi = _interval(block, (loss, base_loss), lambda a, b: np.array([skill(a, b)]), level, reps, seed)
     return {"skill": skill(loss, base_loss), "lo": lo, "hi": hi, "level": level, "block": block}
 
 
@@ -101,7 +106,7 @@ def diebold_mariano(loss: np.ndarray, base_loss: np.ndarray, *, horizon: int) ->
             "statistic": 0.0 if mean == 0 else None,
             "p_value": 0.5 if mean == 0 else float(mean > 0),
         }
-    fit = sm.OLS(d, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": False})
+    fit = OLS(d, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": False})
     hln = math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
     statistic = float(mean / fit.bse[0] * hln)
     return {**out, "statistic": statistic, "p_value": float(stats.t.cdf(statistic, df=n - 1))}

@@ -127,7 +127,10 @@ def test_a_parent_that_stopped_in_time_is_used_and_scored_as_a_baseline() -> Non
     data = synthetic("random_walk", 600, seed=3)
     config = BacktestConfig(origins=2, epochs=2, bootstrap_reps=100)
     cutoff = parent_cutoff(data, origin_splits(len(data.targets), HORIZON, config))
-    result = walk_forward(data, strategy_recipe("freeze", SPEC, LR, _parent(cutoff)), config, device="cpu")
+    progress: list[tuple[int, int]] = []
+    recipe = strategy_recipe("freeze", SPEC, LR, _parent(cutoff))
+    result = walk_forward(data, recipe, config, device="cpu", on_origin=lambda *k: progress.append(k))
+    assert progress == [(1, 2), (2, 2)]
     assert result["parent"] == {
         "label": "stockq-parent v1",
         "trained_until": cutoff.isoformat(),
