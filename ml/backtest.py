@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ml.baselines import MAX_QR_ROWS, baseline_forecasts
 from ml.calibration import apply_cqr, fit_cqr
 from ml.compare import compare
-from ml.errors import InsufficientHistory, ParentOverlap
+from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
 from ml.features import MODEL_FEATURES
 from ml.model import ModelSpec, QuantileLSTM, predict_log_returns
 from ml.scaler import Scaler
@@ -67,6 +67,23 @@ class BacktestConfig:
     val_fraction: float = EVAL_FRACTION
     max_qr_rows: int = MAX_QR_ROWS
     bootstrap_reps: int = 1000
+
+    def __post_init__(self) -> None:
+        bounds = {
+            "origins": (1, 100),
+            "step": (1, 2000),
+            "epochs": (1, 500),
+            "batch_size": (1, 4096),
+            "patience": (1, 500),
+            "max_qr_rows": (50, 100_000),
+            "bootstrap_reps": (50, 100_000),
+        }
+        for name, (lo, hi) in bounds.items():
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+                raise InvalidInput(f"backtest {name} must be an integer in {lo}..{hi}, got {value!r}")
+        if not 0.05 <= self.val_fraction <= 0.5:
+            raise InvalidInput(f"backtest val_fraction must be in [0.05, 0.5], got {self.val_fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -262,6 +279,11 @@ def walk_forward(
     config = config or BacktestConfig()
     started = time.perf_counter()
     horizon = data.targets.shape[1]
+    if config.origins * config.step < 2 * horizon + 2:
+        raise InvalidInput(
+            f"{config.origins} origins x {config.step} windows are too few to test at horizon {horizon}: "
+            f"need at least {2 * horizon + 2} evaluation windows"
+        )
     splits = origin_splits(len(data.targets), horizon, config)
     if recipe.parent is not None:
         check_parent(recipe.parent, data, splits)

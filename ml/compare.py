@@ -63,7 +63,7 @@ def verdict(skills: dict[str, dict[str, Any]], losses: dict[str, float]) -> dict
     if s["lo"] > 0:
         text = f"skill {interval} over the best baseline, {best}"
     else:
-        text = f"{NO_SKILL} over the best baseline, {best}: {interval}, interval includes zero or less"
+        text = f"{NO_SKILL} over the best baseline, {best}: skill {interval}"
     return {
         "best_baseline": best,
         "measurable": bool(s["lo"] > 0),

@@ -92,6 +92,12 @@ def test_origins_are_purged_adjacent_and_cover_the_most_recent_windows() -> None
     assert [s.train.stop for s in splits] == sorted({s.train.stop for s in splits})
     with pytest.raises(InsufficientHistory, match="use fewer origins"):
         origin_splits(200, HORIZON, config)
+    with pytest.raises(InvalidInput, match=r"origins must be an integer in 1\.\.100"):
+        BacktestConfig(origins=0)
+    with pytest.raises(InvalidInput, match="need at least 16 evaluation windows"):
+        walk_forward(
+            synthetic("random_walk", 300, 0), strategy_recipe("scratch", SPEC, LR), BacktestConfig(1, 15)
+        )
 
 
 def test_the_last_train_and_val_targets_end_before_each_origin() -> None:
