@@ -6,10 +6,13 @@ missing; a test run elsewhere installs them itself when it can (root with apt-ge
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -45,3 +48,38 @@ def tool(name: str) -> str:
     if found is None:
         pytest.skip(f"{name} is missing and `apt-get install {PACKAGES[name]}` did not provide it")
     return found
+
+
+class WebhookReceiver:
+    """Alertmanager's webhook receiver on loopback: keeps every notification it is sent."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def notified(self, alertname: str, status: str, **labels: str) -> bool:
+        return any(
+            alert["status"] == status
+            and alert["labels"].get("alertname") == alertname
+            and labels.items() <= alert["labels"].items()
+            for message in self.received
+            for alert in message["alerts"]
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

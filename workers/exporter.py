@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from workers.celery_app import QUEUES, TASK_ROUTES
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.heartbeat import ALIVE_FOR_S
-from workers.jobs import JOB_TYPES
+from workers.jobs import DEAD_LETTER, JOB_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class BackendCollector(Collector):
         for queue in QUEUES:
             pipe.llen(queue)
         pipe.hvals("unacked")
-        pipe.zcard("stockq:deadletter")
+        pipe.zcard(DEAD_LETTER)
         pipe.info("memory")
         *lengths, unacked, deadletter, memory = pipe.execute()
         yield _gauge(
