@@ -13,9 +13,10 @@ as an (n, horizon) loss array (`pinball_losses`, `interval_scores`); `score` con
   same horizon on the TRAINING targets (Hyndman & Koehler 2006, with the h-step naive as the scale).
 - rel_mae_zero: MAE over the zero-return forecast's MAE on the SAME evaluation targets (a relative MAE;
   what ml.evaluate calls "mase_persistence").
-- direction accuracy: share of days whose realised sign the median got right, with ties (zero realised
-  returns) excluded; a median of exactly 0 counts as "down". Shown next to `up_rate` (the share of ups, what
-  "always up" would score) and a Pesaran–Timmermann p-value (ml.stats).
+- direction accuracy: share of windows whose realised sign the median got right, ties excluded: a zero
+  realised return, or a median of exactly 0 (no call: the zero-return baseline makes none, so it has no
+  direction accuracy). Shown next to `up_rate` (the share of ups among non-zero returns, what "always up"
+  would score) and a Pesaran–Timmermann p-value (ml.stats).
 - coverage_80 with `miss_below` / `miss_above`, and the interval (Winkler) score of the 10-90 band:
   width + (2 / alpha) * distance outside the band, alpha = 0.2 (Gneiting & Raftery 2007, eq. 43).
 """
@@ -57,15 +58,17 @@ def naive_scale(train_targets: np.ndarray) -> np.ndarray:
 
 
 def direction(y: np.ndarray, median: np.ndarray) -> dict[str, Any]:
-    """Direction accuracy of one horizon with zero realised returns excluded, its base rate and PT p."""
-    keep = y != 0
+    """Direction accuracy of one horizon with ties (zero return or zero median) excluded, base rate, PT p."""
+    moved = y != 0
+    up_rate = float((y[moved] > 0).mean()) if moved.any() else None  # the forecaster's own calls aside
+    keep = moved & (median != 0)
     up, called_up = y[keep] > 0, median[keep] > 0
     if not keep.any():
-        return {"direction_accuracy": None, "up_rate": None, "pt_p_value": None, "n_direction": 0}
+        return {"direction_accuracy": None, "up_rate": up_rate, "pt_p_value": None, "n_direction": 0}
     pt = pesaran_timmermann(called_up, up)
     return {
         "direction_accuracy": float((up == called_up).mean()),
-        "up_rate": float(up.mean()),
+        "up_rate": up_rate,
         "pt_p_value": pt["p_value"],
         "n_direction": int(keep.sum()),
     }

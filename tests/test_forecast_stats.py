@@ -148,6 +148,11 @@ def test_scores_on_a_hand_computed_example() -> None:
     assert (h2["coverage_80"], h2["miss_below"], h2["miss_above"]) == (0.5, 0.25, 0.25)
     assert out["mase"] == pytest.approx((h1["mae"] + h2["mae"]) / (0.02 + 0.02))
     assert out["up_rate"] == pytest.approx(4 / 6)
+    # A zero median makes no call: no direction accuracy at all, rather than "always down".
+    q[..., 1] = 0.0
+    no_call = score(y, q, mase_scale=naive_scale(train))
+    assert no_call["direction_accuracy"] is None and no_call["per_horizon"][0]["n_direction"] == 0
+    assert no_call["per_horizon"][0]["up_rate"] == pytest.approx(2 / 3)
 
 
 # -- baselines --------------------------------------------------------------------------------------
