@@ -152,6 +152,8 @@ def test_a_parent_that_stopped_in_time_is_used_and_scored_as_a_baseline() -> Non
         "parent",
     }
     assert set(result["skill"]["model_cqr"]) == {"zero_ewma", "empirical", "linear_quantile", "parent"}
+    assert 1 <= result["refit_epochs"] <= 2 and [o["n_eval"] for o in result["origins"]] == [21, 21]
+    assert result["origins"][0]["trained_until"] < result["first_origin"]
     json.dumps(result, allow_nan=False)  # a card field as it is
 
 
