@@ -36,7 +36,7 @@ test: $(STAMP) prometheus-tools
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-BENCHES ?= features transfer queue inference agent
+BENCHES ?= features transfer queue inference agent chaos
 
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done

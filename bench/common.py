@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import requests
@@ -20,6 +20,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "var" / "bench"
 console = Console()
+
+if TYPE_CHECKING:
+    from ml.settings import Settings
 
 
 def free_port() -> int:
@@ -92,6 +95,37 @@ def local_stack(name: str, db: int, **env: str) -> Iterator[dict[str, Any]]:
         yield {"settings": settings, "stack": stack, "base": f"http://127.0.0.1:{settings.api_port}"}
     finally:
         stack.stop()
+
+
+def isolate(var: Path, redis_port: int, **env: str) -> Settings:
+    """Settings for a stack of the bench's own: its redis-server port, free API ports and `var`, put in
+    the environment first so every child process the bench spawns inherits them."""
+    os.environ.update(
+        {
+            "STOCKQ_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "STOCKQ_FEAST_REDIS_DB": "1",
+            "STOCKQ_VAR_DIR": str(var),
+            "STOCKQ_API_PORT": str(free_port()),
+            "STOCKQ_FLOWER_PORT": str(free_port()),
+            "STOCKQ_DATA_SOURCE": os.environ.get("STOCKQ_DATA_SOURCE", "bundled"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{var / 'mlflow.db'}",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+    )
+    os.environ.pop("STOCKQ_API_KEYS", None)
+    from ml.settings import Settings
+
+    return Settings()
+
+
+def advertised_since(client: redis.Redis, queue: str, name: str, since: float) -> bool:
+    """Worker `name` (its `-n name@%h`) stamped `queue` after `since` (unix time): a pool process of
+    that worker, started after `since`, can take a job (workers/heartbeat.py)."""
+    return any(
+        member.decode().startswith(name + "@") and score > since
+        for member, score in client.zrange(f"stockq:workers:{queue}", 0, -1, withscores=True)
+    )
 
 
 def run_job(
