@@ -35,12 +35,11 @@ from ml.calibration import apply_cqr, fit_cqr
 from ml.compare import compare
 from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
 from ml.features import MODEL_FEATURES
-from ml.model import ModelSpec, QuantileLSTM, predict_log_returns
-from ml.scaler import Scaler
+from ml.model import predict_log_returns
+from ml.recipes import ParentModel, Recipe
 from ml.scoring import naive_scale, score
 from ml.train import (
     EVAL_FRACTION,
-    FINE_TUNE_LR_FACTOR,
     MIN_EVAL_SAMPLES,
     MIN_TRAIN_SAMPLES,
     Dataset,
@@ -84,43 +83,6 @@ class BacktestConfig:
                 raise InvalidInput(f"backtest {name} must be an integer in {lo}..{hi}, got {value!r}")
         if not 0.05 <= self.val_fraction <= 0.5:
             raise InvalidInput(f"backtest val_fraction must be in [0.05, 0.5], got {self.val_fraction!r}")
-
-
-@dataclass(frozen=True)
-class ParentModel:
-    model: QuantileLSTM
-    scaler: Scaler
-    trained_until: date  # the date of the last training target it saw
-    label: str  # e.g. "stockq-parent v3", for the card
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How one origin's model is made: `build` returns a fresh module (random, or a copy of the parent)."""
-
-    build: Callable[[], QuantileLSTM]
-    lr: float
-    freeze_lstm: bool = False
-    parent: ParentModel | None = None  # set whenever `build` starts from a parent's weights
-    label: str = "scratch"
-
-
-def strategy_recipe(strategy: str, spec: ModelSpec, lr: float, parent: ParentModel | None = None) -> Recipe:
-    """The recipes of ml.train's strategies: scratch (random init), freeze (parent LSTM fixed), fine_tune
-    (all layers from the parent at a tenth of the learning rate)."""
-    if (strategy == "scratch") != (parent is None):
-        raise ValueError("scratch takes no parent; freeze and fine_tune need one")
-
-    def build() -> QuantileLSTM:
-        model = QuantileLSTM(parent.model.spec if parent else spec)
-        if parent is not None:
-            model.load_state_dict(parent.model.state_dict())
-        if strategy == "freeze":
-            model.lstm.requires_grad_(False)
-        return model
-
-    factor = FINE_TUNE_LR_FACTOR if strategy == "fine_tune" else 1.0
-    return Recipe(build, lr * factor, strategy == "freeze", parent, strategy)
 
 
 def dataset_from_frame(ticker: str, frame: pd.DataFrame, window: int, horizon: int) -> Dataset:
