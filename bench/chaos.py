@@ -34,7 +34,11 @@ WORKER_ENV = {
     "STOCKQ_TRAIN_HISTORY_DAYS": "500",
     "STOCKQ_DEFAULT_EPOCHS": "2",
     "STOCKQ_AUTO_TRAIN_EPOCHS": "2",
-    "STOCKQ_RATE_LIMIT": "",  # 20 clients share one address: the per-client limit would cap them
+    # 20 clients share one address: the per-client limits would cap them (unknown names are ignored)
+    "STOCKQ_RATE_LIMIT": "",
+    "STOCKQ_RATE_LIMIT_TRAIN": "",
+    "STOCKQ_RATE_LIMIT_PREDICT": "",
+    "STOCKQ_MAX_INFLIGHT": "100000",
 }
 WAIT = "?wait=2"  # short jobs: the client waits for the answer, as an interactive client would
 
