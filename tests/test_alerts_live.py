@@ -8,6 +8,7 @@ Scrapes and evaluations run every second; a dead worker reads 0 once its heartbe
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import yaml
 from tests.conftest import make_settings
 from tests.procs import (
     BIN,
+    FAST_TRAINING,
     Proc,
     free_port,
     settings_env,
@@ -34,6 +36,9 @@ from tests.promstack import WebhookReceiver, tool
 from tests.test_alerts import alertgen, render_alertmanager
 
 pytestmark = pytest.mark.slow
+DASHBOARD = (
+    Path(__file__).resolve().parents[1] / "compose" / "grafana" / "dashboards" / "stockq-overview.json"
+)
 
 
 def alertmanager_config(webhook: str) -> str:
@@ -44,7 +49,7 @@ def alertmanager_config(webhook: str) -> str:
     return yaml.safe_dump(config)
 
 
-def prometheus_config(api: int, exporter: int, alertmanager: int) -> dict[str, Any]:
+def prometheus_config(api: int, exporter: int, flower: int, alertmanager: int) -> dict[str, Any]:
     def job(name: str, port: int) -> dict[str, Any]:
         return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
 
@@ -52,7 +57,7 @@ def prometheus_config(api: int, exporter: int, alertmanager: int) -> dict[str, A
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": ["alerts.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager}"]}]}]},
-        "scrape_configs": [job("stockq-api", api), job("stockq-exporter", exporter)],
+        "scrape_configs": [job("stockq-api", api), job("stockq-exporter", exporter), job("flower", flower)],
     }
 
 
@@ -73,13 +78,17 @@ class Stack:
         return proc
 
     def start(self) -> None:
-        api, exporter, prom, am = free_port(), free_port(), free_port(), free_port()
+        api, exporter, flower, prom, am = (free_port() for _ in range(5))
         (self.tmp / "multiproc").mkdir()
         self.procs.append(
             start_gunicorn(self.settings, api, PROMETHEUS_MULTIPROC_DIR=str(self.tmp / "multiproc"))
         )
         self.api = f"http://127.0.0.1:{api}"
         self.spawn("exporter", [str(BIN / "stockq"), "exporter", "--port", str(exporter)])
+        self.spawn(
+            "flower",
+            [str(BIN / "celery"), "-A", "workers", "flower", f"--port={flower}", "--address=127.0.0.1"],
+        )
         am_dir = self.tmp / "alertmanager"
         am_dir.mkdir()
         (am_dir / "alertmanager.yml").write_text(alertmanager_config(self.webhook.url), encoding="utf-8")
@@ -90,12 +99,13 @@ class Stack:
         prom_dir = self.tmp / "prometheus"
         prom_dir.mkdir()
         alertgen.main(["fast", str(prom_dir / "alerts.yml"), "--for", "1s"])
-        (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(api, exporter, am)))
+        (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(api, exporter, flower, am)))
         self.spawn("prometheus", [tool("prometheus"), f"--config.file={prom_dir / 'prometheus.yml'}",
                                   f"--storage.tsdb.path={prom_dir / 'data'}",
                                   f"--web.listen-address=127.0.0.1:{prom}"])  # fmt: skip
         self.prometheus = f"http://127.0.0.1:{prom}"
-        wait_until(lambda: self._targets_up() == {"stockq-api", "stockq-exporter"}, 60, "scrape targets up")
+        jobs = {"stockq-api", "stockq-exporter", "flower"}
+        wait_until(lambda: self._targets_up() == jobs, 90, "scrape targets up")
 
     def _get(self, url: str, **params: str) -> Any:
         try:
@@ -116,8 +126,8 @@ class Stack:
             for a in data["alerts"]
         )
 
-    def worker(self, queue: str, name: str) -> str:
-        self.workers[name] = start_worker(self.settings, queue, name)
+    def worker(self, queue: str, name: str, **env: str) -> str:
+        self.workers[name] = start_worker(self.settings, queue, name, **env)
         return next(
             m.decode()
             for m in self.redis.zrange(f"stockq:workers:{queue}", 0, -1)
@@ -184,3 +194,55 @@ def test_queue_backlog_fires_and_resolves_when_a_worker_drains_it(stack: Stack) 
     )
     statuses = {requests.get(f"{stack.api}/status/{i}", timeout=5).json()["status"] for i in ids}
     assert statuses == {"succeeded"}  # drained by the worker for real
+
+
+def _job(stack: Stack, path: str, body: dict[str, Any], timeout_s: float = 240) -> dict[str, Any]:
+    accepted = requests.post(f"{stack.api}{path}", json=body, timeout=10)
+    assert accepted.status_code in {200, 202}, accepted.text
+    job_id = accepted.json().get("job_id") or accepted.json()["id"]
+
+    def done() -> dict[str, Any] | None:
+        job = requests.get(f"{stack.api}/status/{job_id}", timeout=5).json()
+        return job if job["status"] in {"succeeded", "failed", "cancelled"} else None
+
+    job = wait_until(done, timeout_s, f"{path} job", every=0.5)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+# Panels whose figures come from a data-contract field the workers do not write yet.
+AWAITED = {"Training epoch time per running job": "progress.epoch_seconds of running trainings"}
+
+
+def test_every_dashboard_panel_shows_data_after_a_workload(stack: Stack) -> None:
+    """After ingest, train, predict and analyze, each query of the provisioned dashboard returns data."""
+    started = time.time()
+    needed = {"ingest-a": "ingest", "cpu": "inference", "training": "training", "agent": "agent"}
+    missing = [(queue, name) for name, queue in needed.items() if name not in stack.workers]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda qn: stack.worker(*qn, **FAST_TRAINING), missing))
+    _job(stack, "/ingest", {"tickers": ["^GSPC"]})
+    # Enough epochs that a running training is scraped a few times (its loss is a live-only figure).
+    _job(stack, "/train", {"ticker": "^GSPC", "epochs": 15})
+    _job(stack, "/predict-child", {"ticker": "^GSPC"})
+    _job(stack, "/predict-child", {"ticker": "^GSPC"})  # the second from the prediction cache
+    _job(stack, "/agent/chat", {"ticker": "^GSPC", "question": "Is the trend up?"})
+    # The exporter reads the registry every 30 s: wait for the new champion's age.
+    wait_until(lambda: _query(stack, "stockq_model_age_seconds", started), 60, "champion age")
+
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    empty = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            if not _query(stack, target["expr"].replace("$__rate_interval", "30s"), started):
+                empty.append(panel["title"])
+    assert len(dashboard["panels"]) >= 20
+    assert set(empty) <= set(AWAITED), f"panels without data: {sorted(set(empty))}"
+    if empty:
+        pytest.xfail(f"awaiting the workers' {', '.join(AWAITED[t] for t in set(empty))}")
+
+
+def _query(stack: Stack, expr: str, since: float) -> list[Any]:
+    data = stack._get(f"{stack.prometheus}/api/v1/query_range", query=expr, start=str(since),
+                      end=str(time.time()), step="1")  # fmt: skip
+    return (data or {}).get("result", [])

@@ -285,6 +285,8 @@ class BackendCollector(Collector):
         for name, (help_text, labels) in COUNTERS.items():
             values = self.counters.read(name)
             family = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(labels))
+            if labels == ("type",):  # every job type from 0, so a rate exists before the first event
+                values = {t: 0 for t in JOB_TYPES} | values
             if labels:
                 for label, n in sorted(values.items()):
                     parts = label.split(",")
