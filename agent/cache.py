@@ -43,6 +43,7 @@ class CacheKey:
     model_name: str
     model_version: str
     writer: str  # the LLM model name, or DETERMINISTIC
+    scope: str = "global"  # the tenant an answer was written for (or "global" when shared)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ml.settings import Settings
 
 # Calibrated on tests/data/agent_question_pairs.json (all-MiniLM-L6-v2, cosine): the hardest different
@@ -17,7 +19,7 @@ CALIBRATED_CACHE_THRESHOLD = 0.90
 class AgentConfig:
     var_dir: Path
     llm_model: str = "gpt-4o-mini"
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     llm_timeout_s: float = 30.0
     llm_max_retries: int = 2
@@ -33,7 +35,7 @@ class AgentConfig:
 
     @property
     def llm_enabled(self) -> bool:
-        return bool(self.openai_api_key)
+        return bool(self.openai_api_key and self.openai_api_key.get_secret_value())
 
     @property
     def qdrant_path(self) -> Path:

@@ -33,7 +33,7 @@ class ChatLLM:
         self._attempts = config.llm_max_retries + 1
         self._chat = ChatOpenAI(
             model=config.llm_model,
-            api_key=SecretStr(config.openai_api_key or ""),
+            api_key=config.openai_api_key or SecretStr(""),
             base_url=config.openai_base_url,
             timeout=config.llm_timeout_s,
             max_retries=config.llm_max_retries,

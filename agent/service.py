@@ -70,6 +70,7 @@ class AnalystService:
         *,
         model: str = "auto",
         on_stage: Callable[[str], None] | None = None,
+        cache_scope: str = "global",
     ) -> dict[str, Any]:
         from ml.predict import predict
 
@@ -81,7 +82,9 @@ class AnalystService:
         forecast = predict(ticker, model, store=self.store, registry=self.registry, get_model=self.get_model)
         used = forecast["model"]
         name, version = used["name"], str(used["version"])
-        key = CacheKey(ticker, forecast["as_of"], name, version, self._analyst.model or DETERMINISTIC)
+        key = CacheKey(
+            ticker, forecast["as_of"], name, version, self._analyst.model or DETERMINISTIC, cache_scope
+        )
 
         stage("cache_lookup")
         hit = self.cache.lookup(key, question)

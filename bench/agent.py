@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 import torch
+from pydantic import SecretStr
 
 from agent.configuration import AgentConfig
 from agent.embeddings import embed
@@ -99,7 +100,7 @@ def bench_mode(
     with llm_server(delay) as server, tempfile.TemporaryDirectory() as tmp:
         config = base
         if server is not None:
-            config = replace(config, llm_model="fake-analyst", openai_api_key="bench")
+            config = replace(config, llm_model="fake-analyst", openai_api_key=SecretStr("bench"))
             config = replace(config, openai_base_url=server.base_url)
         # ttl 0: every entry has expired (and is purged) by the next lookup, so each full run is a miss.
         miss_config = replace(config, var_dir=Path(tmp, "miss"), cache_ttl_s=0)

@@ -237,6 +237,8 @@ class ModelRegistry:
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         else:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            if "stockq.attempt" in tags:
+                self.client.set_tag(run_id, "stockq.attempt", tags["stockq.attempt"])
         run = TrainingRun(self.client, run_id)
         status = RunStatus.FAILED
         try:

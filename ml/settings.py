@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,18 +20,36 @@ class Settings(BaseSettings):
     feast_redis_db: int = 1
     var_dir: Path = Path("./var")
     data_source: str = "auto"
-    api_keys: str = ""
+    # Tenants: comma-separated `name:secret` (a bare secret is named after a hash prefix of it). Admin keys
+    # see and cancel every tenant's jobs. No keys: the API serves loopback only, unless STOCKQ_AUTH=off.
+    api_keys: SecretStr = SecretStr("")
+    admin_keys: SecretStr = SecretStr("")
+    auth: Literal["on", "off"] = "on"
+    api_host: str = "127.0.0.1"
     api_port: int = 8000
     flower_port: int = 5555
-    # Per client (API key, else address); empty disables it. flask-limiter syntax.
+    # `user:password` for Flower under `stockq up` (unset: generated once into the var dir).
+    flower_auth: SecretStr | None = None
+    # Per tenant (API key name, else client address) and endpoint class; empty disables one. flask-limiter
+    # syntax. `rate_limit` is the budget of reads.
     rate_limit: str = "1200/minute"
+    rate_limit_train: str = "30/minute"
+    rate_limit_predict: str = "600/minute"
+    rate_limit_agent: str = "60/minute"
+    # Queued + running jobs one tenant may have at once (429 beyond).
+    max_inflight: int = Field(200, ge=1)
+    # `?wait=` and chart requests blocking a thread at once, per API process: beyond it they answer 202 at
+    # once, so /health and submissions always find a thread (gunicorn runs 8 threads per process).
+    max_waiting_per_process: int = Field(4, ge=0)
     api_url: str = "http://127.0.0.1:8000"
-    api_key: str = ""
+    api_key: SecretStr = SecretStr("")
 
     window: int = Field(60, ge=10, le=250)
     horizon: int = 7
     feature_max_age_days: int = Field(7, ge=1)
     job_retention_s: int = 7 * 24 * 3600
+    # Pings and charts are looked at once: their records go after minutes, not days.
+    short_job_retention_s: int = 15 * 60
     prediction_cache_ttl_s: int = 3600
     model_cache_size: int = 16
     model_alias_check_s: float = 5.0
@@ -51,6 +70,8 @@ class Settings(BaseSettings):
     agent_cache_threshold: float = 0.90
     # An LLM that times out or answers garbage: rerun with the deterministic analyst (else fail the job).
     agent_llm_fallback: bool = True
+    # `tenant`: an answer cached for one tenant's question is never served to another's.
+    agent_cache_scope: Literal["tenant", "global"] = "tenant"
 
     # `stockq exporter`: backend-wide Prometheus figures (queues, workers, jobs, models).
     exporter_port: int = 9808
@@ -66,7 +87,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STOCKQ_MLFLOW_TRACKING_URI")
     )
     qdrant_url: str | None = Field(None, validation_alias=AliasChoices("QDRANT_URL", "STOCKQ_QDRANT_URL"))
-    openai_api_key: str | None = Field(
+    openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY", "STOCKQ_OPENAI_API_KEY")
     )
     openai_base_url: str | None = Field(
@@ -78,10 +99,6 @@ class Settings(BaseSettings):
         path = self.var_dir.expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    @property
-    def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
 
     @property
     def tracking_uri(self) -> str:

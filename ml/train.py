@@ -454,6 +454,7 @@ class TrainHooks:
     should_pause: StopCallback | None = None  # checkpoint, then raise Paused
     on_resume: Callable[[int], None] | None = None  # called with the checkpointed epoch
     job_key: str | None = None
+    attempt: int | None = None  # tagged on the run: which delivery of the job last worked on it
     checkpoint_every_s: float = 0.0
     champion_lock: Callable[[str], AbstractContextManager[Any]] | None = None
 
@@ -562,6 +563,8 @@ def _train(
         "stockq.strategy": str(job.strategy),
         "stockq.model": job.name,
     }
+    if hooks.attempt is not None:
+        tags["stockq.attempt"] = str(hooks.attempt)
     with registry.training_run(run_name, params, tags, job_key=hooks.job_key) as run:
         resume = run.load_checkpoint() if hooks.job_key else None
         if resume is not None and hooks.on_resume is not None:

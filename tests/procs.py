@@ -34,7 +34,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "STOCKQ_FEAST_REDIS_DB": str(settings.feast_redis_db),
         "STOCKQ_VAR_DIR": str(settings.var_path),
         "STOCKQ_DATA_SOURCE": settings.data_source,
-        "STOCKQ_API_KEYS": settings.api_keys,
+        "STOCKQ_API_KEYS": settings.api_keys.get_secret_value(),
+        "STOCKQ_ADMIN_KEYS": settings.admin_keys.get_secret_value(),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "PYTHONUNBUFFERED": "1",
     }
@@ -84,9 +85,13 @@ class Proc:
         return self.log.read_bytes()[-n:].decode(errors="replace")
 
 
-def start_worker(settings: Settings, queues: str, name: str, concurrency: int = 1, **env: str) -> Proc:
+def start_worker(
+    settings: Settings, queues: str, name: str, concurrency: int = 1, app: str = "workers", **env: str
+) -> Proc:
+    """`app`: the Celery app module (tests.fault_tasks adds test-only tasks to the real one)."""
     # mingle and gossip only slow a test worker's start: it never needs its peers' state
     argv = [*worker_argv(queues, concurrency, name), "--without-mingle", "--without-gossip"]
+    argv[argv.index("-A") + 1] = app
     proc = Proc(argv, settings_env(settings, **env), settings.var_path / f"worker-{name}.log")
     client = redis.Redis.from_url(settings.redis_url)
     first = queues.split(",")[0]
@@ -96,7 +101,11 @@ def start_worker(settings: Settings, queues: str, name: str, concurrency: int = 
             raise AssertionError(f"worker {name} exited:\n{proc.tail()}")
         return any(m.decode().startswith(name + "@") for m in client.zrange(f"stockq:workers:{first}", 0, -1))
 
-    wait_until(up, 60, f"worker {name}", every=0.2)
+    try:
+        wait_until(up, 180, f"worker {name}", every=0.2)  # a cold start on a loaded 2-core machine is slow
+    except AssertionError:
+        proc.kill()  # never leave a worker behind that no fixture will stop
+        raise
     return proc
 
 
@@ -117,22 +126,12 @@ def start_gunicorn(settings: Settings, port: int, **env: str) -> Proc:
     return proc
 
 
-def start_redis(port: int, data_dir: Path) -> Proc:
+def start_redis(port: int, data_dir: Path, aof: bool = False) -> Proc:
+    """`aof`: durable like the Redis `stockq up` starts (append-only file, fsync every second)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     server = shutil.which("redis-server") or "redis-server"
-    argv = [
-        server,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data_dir),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", "",
+            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec"]  # fmt: skip
     proc = Proc(argv, dict(os.environ), data_dir / "redis.log")
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from agent.analysts import LLMAnalyst
 from agent.configuration import AgentConfig
@@ -48,7 +49,7 @@ def llm_config(server: FakeOpenAI, tmp_path: Path, **overrides: Any) -> AgentCon
     values: dict[str, Any] = {
         "var_dir": tmp_path,
         "llm_model": "fake-analyst",
-        "openai_api_key": "test-key",
+        "openai_api_key": SecretStr("test-key"),
         "openai_base_url": server.base_url,
         "llm_timeout_s": 2.0,
         "llm_max_retries": 0,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from agent.configuration import AgentConfig
 from agent.embeddings import embed
@@ -80,7 +81,7 @@ def make_service(env: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
 def llm_overrides(server: FakeOpenAI, **more: Any) -> dict[str, Any]:
     return {
         "llm_model": "fake-analyst",
-        "openai_api_key": "test-key",
+        "openai_api_key": SecretStr("test-key"),
         "openai_base_url": server.base_url,
         "llm_timeout_s": 2.0,
         "llm_max_retries": 0,

@@ -117,12 +117,25 @@ def test_a_retried_job_resumes_its_run_and_registers_once(
     assert again["decision"] == summary["decision"]
 
 
+class _SerialReads:
+    """The real store, its reads taken one at a time: its duckdb connection is per process, and these two
+    trainings share one process where two workers would not."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store, self._lock = store, threading.Lock()
+
+    def training_frame(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._store.training_frame(*args, **kwargs)
+
+
 def test_two_trainings_at_once_leave_the_better_one_champion(
     feature_env: tuple[object, FeatureStore], tmp_path: Path
 ) -> None:
     """The decision and the alias move happen under one lock: whichever finishes last, the champion
     is the one with the better test metric on the same windows."""
-    settings, _ = feature_env
+    _, store = feature_env
+    shared = _SerialReads(store)
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri())
     lock = threading.Lock()
     results: dict[int, dict] = {}
@@ -130,9 +143,7 @@ def test_two_trainings_at_once_leave_the_better_one_champion(
     def train(seed: int) -> None:
         config = replace(CONFIG, seed=seed, epochs=2)
         hooks = TrainHooks(job_key=f"job-{seed}", champion_lock=lambda _name: lock)
-        # one store per thread, like one per worker process (a duckdb connection is not shared)
-        store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
-        results[seed] = train_child("MSFT", "scratch", store=store, registry=registry, config=config,
+        results[seed] = train_child("MSFT", "scratch", store=shared, registry=registry, config=config,
                                     hooks=hooks)  # fmt: skip
 
     threads = [threading.Thread(target=train, args=(seed,)) for seed in (1, 2)]

@@ -28,7 +28,7 @@ def total(found: dict, name: str, **match: str) -> float:
 
 @pytest.mark.slow
 def test_requests_over_two_gunicorn_workers_are_all_counted(tmp_path: Path) -> None:
-    settings = fresh_settings(tmp_path, 8, 9, api_keys="k1")
+    settings = fresh_settings(tmp_path, 8, 9, api_keys="metrics-test-key-0123456789")
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     (prom_dir / "counter_999999.db").write_bytes(b"stale")  # a previous run's file: emptied at start

@@ -96,3 +96,31 @@ def test_only_one_reaper_is_active(client: redis.Redis) -> None:
     a = Reaper(client, jobs, lambda *_: None, lease_s=30, max_lost=3, name="a")
     b = Reaper(client, jobs, lambda *_: None, lease_s=30, max_lost=3, name="b")
     assert a._is_active() and not b._is_active() and a._is_active()
+
+
+def test_the_final_write_outlasts_a_redis_restart(tmp_path) -> None:
+    """The outcome is retried with backoff while Redis is away (here: SIGKILLed, restarted from its AOF
+    two seconds later), so it is not lost with the connection."""
+    import threading
+
+    from tests.procs import free_port, start_redis
+    from workers.execution import _durable
+
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis", aof=True)
+    client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
+    jobs = JobRegistry(client, 600)
+    job_id = _job(jobs)
+    assert jobs.start(Delivery(job_id, 1), "w1", 30) == "OK"
+    time.sleep(1.2)  # fsync every second
+    server.kill()
+    restarted: list = []
+    timer = threading.Timer(2.0, lambda: restarted.append(start_redis(port, tmp_path / "redis", aof=True)))
+    timer.start()
+    try:
+        assert _durable(jobs.succeed)(job_id, {"ok": True}, 1) is True
+        assert jobs.get(job_id)["status"] == "succeeded"
+    finally:
+        timer.join()
+        for proc in restarted:
+            proc.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -31,6 +32,8 @@ class ApiContext:
     blocking_redis: redis.Redis
     jobs: JobRegistry
     submitter: Submitter
+    # Slots for requests that block a thread waiting on a job (`?wait=`, charts), per process.
+    waiting: threading.BoundedSemaphore
 
 
 # Endpoints that take no body (a POST that only triggers work).
@@ -83,12 +86,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     jobs = JobRegistry(client, settings.job_retention_s)
     celery = create_celery(settings)
     app.extensions["stockq"] = ApiContext(
-        settings, client, blocking, jobs, Submitter(celery, jobs, client, settings.job_retention_s)
+        settings,
+        client,
+        blocking,
+        jobs,
+        Submitter(celery, jobs, client, settings),
+        threading.BoundedSemaphore(settings.max_waiting_per_process),
     )
     register_error_handlers(app)
     # Metrics first: their clock starts before auth and rate limiting can reject a request.
     install_metrics(app)
-    install_auth(app, settings.api_key_set)
+    install_auth(app, settings)
     install_rate_limit(app, settings)
     app.before_request(_check_json_body)
     app.register_api(api)

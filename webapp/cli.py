@@ -24,8 +24,8 @@ class Api:
     def __init__(self, settings: Settings) -> None:
         self.base = settings.api_url.rstrip("/")
         self.session = requests.Session()
-        if settings.api_key:
-            self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
+        if settings.api_key.get_secret_value():
+            self.session.headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
 from flask import Flask, Response, jsonify
@@ -29,15 +30,20 @@ _HTTP_CODES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_response(status: int, code: str, message: str, **extra: str) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, **extra}})
     response.status_code = status
     return response
+
+
+def new_error_id() -> str:
+    """Names one failure in the logs: the client gets the id, the traceback stays in the log."""
+    return uuid.uuid4().hex[:12]
 
 
 def validation_error_response(exc: ValidationError) -> Response:
@@ -53,7 +59,9 @@ def validation_error_response(exc: ValidationError) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(StockqError)
     def _stockq(exc: StockqError) -> Response:
@@ -76,5 +84,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _internal(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+        error_id = new_error_id()
+        log.exception("unhandled error (error_id %s)", error_id)
+        return error_response(
+            500, "internal_error", f"internal server error (error_id {error_id})", error_id=error_id
+        )

@@ -17,7 +17,12 @@ def _multiproc_dir() -> Path | None:
 
 
 def on_starting(server: Any) -> None:
-    """In the master, before any worker forks: empty the directory (a restarted container keeps it)."""
+    """In the master, before any worker forks: refuse an open API beyond loopback (fail closed), and
+    empty the metrics directory (a restarted container keeps it)."""
+    from ml.settings import Settings
+    from webapp.auth import check_bind
+
+    check_bind([str(address).rsplit(":", 1)[0] for address in server.cfg.bind], Settings())
     directory = _multiproc_dir()
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)

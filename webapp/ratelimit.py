@@ -1,44 +1,66 @@
-"""Per-client rate limits (flask-limiter on Redis, shared by every gunicorn process).
+"""Per-tenant rate limits by cost (flask-limiter on Redis, shared by every gunicorn process).
 
-The client is its API key when one is sent (hashed, never stored in clear), else its address, so one
-noisy client cannot exhaust the budget of the others. Submissions count; probes and polling do not.
+The identity is the tenant (its key's name) when auth is on, else the client address: with auth off a
+rotating bearer token buys nothing. Each endpoint class has its own budget, so a ping does not cost what
+a training costs: training submissions, prediction submissions (charts too), agent questions, and reads.
+Probes are free.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import Flask, request
-from flask_limiter import Limiter
+from flask_limiter import ApplicationLimit, Limiter
 
 from ml.settings import Settings
-from webapp.auth import PUBLIC_PATHS
+from webapp.auth import ANONYMOUS, PUBLIC_PATHS, PUBLIC_PREFIXES, current_tenant
+
+TRAIN_PATHS = ("/train", "/ingest")
+AGENT_PATHS = ("/agent/",)
 
 
 def client_key() -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return "key:" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
+    tenant = current_tenant()
+    if tenant is not ANONYMOUS:
+        return "tenant:" + tenant.name
     return "addr:" + (request.remote_addr or "unknown")
 
 
-def _exempt() -> bool:
-    """Probes and reads (polling a job) are free; what creates work is limited."""
-    if request.path in PUBLIC_PATHS:
-        return True
-    return request.method in {"GET", "HEAD", "OPTIONS"} and not request.path.startswith("/forecast/")
+def endpoint_class() -> str:
+    """train | agent | predict (every other submission, charts included) | read | free (probes)."""
+    path = request.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return "free"
+    if path.startswith(TRAIN_PATHS):
+        return "train"
+    if path.startswith(AGENT_PATHS):
+        return "agent"
+    if request.method not in {"GET", "HEAD", "OPTIONS"} or path.startswith("/forecast/"):
+        return "predict"
+    return "read"
 
 
 def install_rate_limit(app: Flask, settings: Settings) -> None:
-    if not settings.rate_limit:
+    budgets = {
+        "train": settings.rate_limit_train,
+        "predict": settings.rate_limit_predict,
+        "agent": settings.rate_limit_agent,
+        "read": settings.rate_limit,
+    }
+    limits = [
+        ApplicationLimit(
+            limit_provider=budget,
+            scope=f"class-{name}",
+            exempt_when=lambda name=name: endpoint_class() != name,
+        )
+        for name, budget in budgets.items()
+        if budget
+    ]
+    if not limits:
         return
     Limiter(
         client_key,
         app=app,
-        # application_limits: one budget per client across all endpoints (default_limits would give
-        # every endpoint its own budget, the per-endpoint mistake).
-        application_limits=[settings.rate_limit],
-        application_limits_exempt_when=_exempt,
+        application_limits=limits,
         storage_uri=settings.redis_url,
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 1},
         key_prefix="stockq:ratelimit",

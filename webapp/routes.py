@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from flask import Response, current_app, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
+from webapp.auth import current_tenant
 from webapp.errors import ApiError
 from webapp.ratelimit import client_key
 from webapp.schemas import (
@@ -27,11 +27,10 @@ from webapp.schemas import (
     TrainRequest,
     WaitQuery,
 )
-from webapp.submit import TASKS
 from workers.celery_app import QUEUES
-from workers.dispatch import publish
+from workers.dispatch import publish_record
 from workers.heartbeat import live_workers
-from workers.jobs import CANCELLABLE_RUNNING, FINISHED
+from workers.jobs import CANCELLABLE_RUNNING, FINISHED, chart_key
 
 jobs_tag = Tag(name="jobs", description="Submit, poll and cancel jobs")
 ops_tag = Tag(name="ops", description="Health, readiness and metrics")
@@ -51,14 +50,39 @@ def _accepted(job: dict[str, Any]) -> Response:
     return response
 
 
-def _submit(job_type: str, params: dict[str, Any], wait: float = 0.0) -> Response:
+def _submit(
+    job_type: str, params: dict[str, Any], wait: float = 0.0, task_kwargs: dict[str, Any] | None = None
+) -> Response:
     ctx = _ctx()
-    job, _ = ctx.submitter.submit(job_type, params, request.headers.get("Idempotency-Key"), client_key())
-    if wait > 0:
-        finished = ctx.jobs.wait_finished(job["id"], wait, ctx.blocking_redis)
-        if finished is not None and finished["status"] in FINISHED:
-            return jsonify(finished)
+    job, _ = ctx.submitter.submit(
+        job_type, params, request.headers.get("Idempotency-Key"), client_key(), current_tenant().name,
+        task_kwargs,
+    )  # fmt: skip
+    finished = _wait(job["id"], wait)
+    if finished is not None and finished["status"] in FINISHED:
+        return jsonify(finished)
     return _accepted(job)
+
+
+def _wait(job_id: str, seconds: float) -> dict[str, Any] | None:
+    """Block a thread for the job only while this process has a waiting slot free: past the cap, the
+    caller gets its 202 at once, so long polls can never take the threads /health and submissions need."""
+    ctx = _ctx()
+    if seconds <= 0 or not ctx.waiting.acquire(blocking=False):
+        return None
+    try:
+        return ctx.jobs.wait_finished(job_id, seconds, ctx.blocking_redis)
+    finally:
+        ctx.waiting.release()
+
+
+def _visible_job(job_id: str) -> dict[str, Any]:
+    """The caller's job (an admin's: anyone's); another tenant's job is as missing as an unknown one."""
+    job = _ctx().jobs.get(job_id)
+    tenant = current_tenant()
+    if job is None or not (tenant.admin or job.get("owner") == tenant.name):
+        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    return job
 
 
 @api.post("/train", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
@@ -82,7 +106,9 @@ def predict_batch(query: WaitQuery, body: BatchPredictRequest) -> Response:
 @api.post("/agent/chat", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
 def agent_chat(body: AgentRequest) -> Response:
     """Ask the analyst agent about a ticker: a markdown report with a stance."""
-    return _submit("analyze", body.model_dump())
+    params = body.model_dump()
+    scope = current_tenant().name if _ctx().settings.agent_cache_scope == "tenant" else "global"
+    return _submit("analyze", params, task_kwargs={**params, "cache_scope": scope})
 
 
 @api.post("/ingest", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
@@ -100,17 +126,19 @@ def ping(query: WaitQuery) -> Response:
 @api.get("/status/<job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
 def get_status(path: JobPath) -> Response:
     """The job record: status, stage, progress, result or error."""
-    job = _ctx().jobs.get(path.job_id)
-    if job is None:
-        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
-    return jsonify(job)
+    return jsonify(_visible_job(path.job_id))
 
 
 @api.get("/jobs", tags=[jobs_tag], responses={200: JobList})
 def list_jobs(query: JobsQuery) -> Response:
-    """Recent jobs, newest first."""
-    jobs = _ctx().jobs.list(status=query.status, job_type=query.type, limit=query.limit)
-    return jsonify({"jobs": jobs, "count": len(jobs)})
+    """The caller's jobs, newest first, a page at a time (`next_cursor` fetches the next). Admins see
+    every tenant's and may filter by `owner`."""
+    tenant = current_tenant()
+    owner = query.owner if tenant.admin else tenant.name
+    jobs, cursor = _ctx().jobs.list(
+        status=query.status, job_type=query.type, limit=query.limit, owner=owner, cursor=query.cursor
+    )
+    return jsonify({"jobs": jobs, "count": len(jobs), "next_cursor": cursor})
 
 
 @api.delete(
@@ -123,9 +151,7 @@ def cancel_job(path: JobPath) -> Response:
     training at its next epoch, an ingest between tickers, an analysis between agent nodes, a prediction
     or chart before its forward pass. A running ping cannot be cancelled (409 not_cancellable)."""
     ctx = _ctx()
-    job = ctx.jobs.get(path.job_id)
-    if job is None:
-        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+    job = _visible_job(path.job_id)
     if job["status"] == "running" and job["type"] not in CANCELLABLE_RUNNING:
         raise ApiError(409, "not_cancellable", f"a running {job['type']} job cannot be cancelled")
     outcome = ctx.jobs.request_cancel(path.job_id)
@@ -150,6 +176,7 @@ def retry_job(path: JobPath) -> Response:
     """Run a failed or cancelled job again under the same id (from the dead-letter list, say): its lost-
     worker count starts again at zero. 409 for a job that is queued, running or succeeded."""
     ctx = _ctx()
+    _visible_job(path.job_id)
     attempt = ctx.jobs.retry(path.job_id)
     if attempt is None:
         raise ApiError(404, "job_not_found", f"no job {path.job_id}")
@@ -158,7 +185,7 @@ def retry_job(path: JobPath) -> Response:
             409, "not_retryable", f"job {path.job_id} is {attempt}: only failed or cancelled jobs retry"
         )
     job = ctx.jobs.get(path.job_id) or {}
-    publish(ctx.submitter.celery, path.job_id, TASKS[job["type"]], attempt, kwargs=job.get("params") or {})
+    publish_record(ctx.submitter.celery, job, attempt)
     return _accepted(job)
 
 
@@ -177,17 +204,21 @@ CHART_ERROR_STATUS = {
 def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
     """The forecast as a chart: last ~120 closes, the 7-day median path and the 80 % band."""
     ctx = _ctx()
-    job, _ = ctx.submitter.submit("chart", {"ticker": path.ticker, "fmt": path.fmt})
-    wait = query.wait if "wait" in request.args else 10.0
-    finished = ctx.jobs.wait_finished(job["id"], wait, ctx.blocking_redis)
+    job, _ = ctx.submitter.submit(
+        "chart", {"ticker": path.ticker, "fmt": path.fmt}, client=client_key(), owner=current_tenant().name
+    )
+    finished = _wait(job["id"], query.wait if "wait" in request.args else 10.0)
     if finished is None or finished["status"] not in FINISHED:
         return _accepted(job)
     if finished["status"] != "succeeded":
         error = finished.get("error") or {}
         code = error.get("code", "chart_failed")
         raise ApiError(CHART_ERROR_STATUS.get(code, 422), code, error.get("message", "chart failed"))
-    result = finished["result"]
-    return Response(base64.b64decode(result["image_base64"]), mimetype=result["mimetype"])
+    # The image is kept under a short-lived key, never in the job record.
+    image = ctx.redis.get(chart_key(job["id"]))
+    if image is None:
+        raise ApiError(404, "chart_expired", "the chart expired: request it again")
+    return Response(image, mimetype=finished["result"]["mimetype"])
 
 
 @ops.get("/health", tags=[ops_tag], responses={200: Health})
@@ -200,7 +231,6 @@ def health() -> Response:
 def ready() -> Response:
     """Redis reachable and at least one worker consuming each queue."""
     ctx = _ctx()
-    auth = "enabled" if ctx.settings.api_key_set else "disabled"
     try:
         ctx.redis.ping()
         workers = live_workers(ctx.redis, QUEUES)
@@ -213,7 +243,6 @@ def ready() -> Response:
         "redis": redis_ok,
         "workers": workers,
         "missing": missing,
-        "auth": auth,
     }
     response = jsonify(body)
     response.status_code = 200 if not missing else 503

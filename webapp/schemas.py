@@ -81,7 +81,9 @@ class WaitQuery(BaseModel):
 class JobsQuery(BaseModel):
     status: JobStatus | None = None
     type: JobType | None = None
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(50, ge=1, le=200)
+    cursor: float | None = Field(None, description="`next_cursor` of the previous page.")
+    owner: str | None = Field(None, max_length=64, description="Admins only: one tenant's jobs.")
 
     @model_validator(mode="before")
     @classmethod
@@ -120,7 +122,10 @@ class JobAccepted(BaseModel):
 
 
 class JobRecord(BaseModel):
-    id: str
+    job_id: str
+    id: str = Field(description="Deprecated alias of job_id (one more release).")
+    owner: str | None = None
+    attempt: int = 1
     type: JobType
     status: JobStatus
     stage: str | None = None
@@ -137,6 +142,7 @@ class JobRecord(BaseModel):
 class JobList(BaseModel):
     jobs: list[JobRecord]
     count: int
+    next_cursor: float | None = None
 
 
 class Health(BaseModel):

@@ -12,10 +12,11 @@ from typing import Any
 import redis
 from celery import Celery
 
+from ml.settings import Settings
 from webapp.errors import ApiError
 from workers.counters import Counters
 from workers.dispatch import publish
-from workers.jobs import JobRegistry
+from workers.jobs import JobRegistry, OverCapacity
 
 TASKS = {
     "train": "stockq.train",
@@ -36,12 +37,21 @@ return 0
 """
 
 
+# Short-lived job types: looked at once, their records go after minutes.
+SHORT_LIVED = frozenset({"ping", "chart"})
+INFLIGHT_RETRY_AFTER_S = 10
+
+
 class Submitter:
-    def __init__(self, celery: Celery, jobs: JobRegistry, client: redis.Redis, retention_s: int) -> None:
+    def __init__(self, celery: Celery, jobs: JobRegistry, client: redis.Redis, settings: Settings) -> None:
         self.celery = celery
         self.jobs = jobs
         self.r = client
-        self.retention_s = retention_s
+        self.retention_s = settings.job_retention_s
+        self.retention = {
+            t: settings.short_job_retention_s if t in SHORT_LIVED else settings.job_retention_s for t in TASKS
+        }
+        self.max_inflight = settings.max_inflight
         self.counters = Counters(client)
         self._release_if = client.register_script(_RELEASE_IF)
 
@@ -51,6 +61,8 @@ class Submitter:
         params: dict[str, Any],
         idempotency_key: str | None = None,
         client: str = "",
+        owner: str = "anonymous",
+        task_kwargs: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """(job record, created). With a key, the same client, key and body return the first job.
 
@@ -59,7 +71,14 @@ class Submitter:
         """
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise ApiError(422, "validation_error", "Idempotency-Key: must be 1-200 characters")
-        job = self.jobs.create(job_type, params, TASKS[job_type])
+        try:
+            job = self.jobs.create(
+                job_type, params, TASKS[job_type], owner=owner, retention_s=self.retention[job_type],
+                max_inflight=self.max_inflight, task_kwargs=task_kwargs,
+            )  # fmt: skip
+        except OverCapacity as exc:
+            raise ApiError(429, "too_many_inflight", f"{exc}: wait for some to finish",
+                           headers={"Retry-After": str(INFLIGHT_RETRY_AFTER_S)}) from None  # fmt: skip
         if idempotency_key is not None:
             redis_key = self._redis_key(client, idempotency_key)
             try:
@@ -71,7 +90,7 @@ class Submitter:
                 self.jobs.delete(job["id"])
                 return existing, False
         try:
-            publish(self.celery, job["id"], TASKS[job_type], job["attempt"], kwargs=params)
+            publish(self.celery, job["id"], TASKS[job_type], job["attempt"], kwargs=task_kwargs or params)
         except Exception:
             # Never leave a `queued` record that no worker will ever see, nor a key bound to it.
             self.jobs.fail(job["id"], "broker_unavailable", "the job could not be queued")

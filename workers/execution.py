@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -63,9 +64,9 @@ def _finite(value: Any) -> Any:
 
 
 def runtime() -> Runtime:
-    from workers import app
+    from workers import settings
 
-    return get_runtime(app.conf.stockq_settings)
+    return get_runtime(settings)
 
 
 @dataclass
@@ -175,12 +176,15 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
     except Paused:
         return "paused", None
     except StockqError as exc:
-        return "failed", (exc.code, exc.message)
+        return "failed", (exc.code, exc.message, {})
     except SoftTimeLimitExceeded:
-        return "failed", ("timeout", "the job ran past its time limit")
-    except Exception as exc:
-        log.exception("job %s failed", ctx.job_id)
-        return "failed", ("internal_error", f"{type(exc).__name__}: {exc}")
+        return "failed", ("timeout", "the job ran past its time limit", {})
+    except Exception:
+        # The client gets an id to quote; the exception text and traceback stay in this log.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("job %s failed (error_id %s)", ctx.job_id, error_id)
+        message = f"the job failed on an internal error (error_id {error_id})"
+        return "failed", ("internal_error", message, {"error_id": error_id})
 
 
 def _record(ctx: JobContext, kind: str, value: Any, seconds: float) -> None:
@@ -190,7 +194,8 @@ def _record(ctx: JobContext, kind: str, value: Any, seconds: float) -> None:
     elif kind == "cancelled":
         done = jobs.mark_cancelled(ctx.job_id, attempt)
     else:
-        done = jobs.fail(ctx.job_id, *value, attempt=attempt)
+        code, message, info = value
+        done = jobs.fail(ctx.job_id, code, message, attempt=attempt, **info)
     if not done:
         log.info("job %s attempt %s: outcome %s dropped (stale or finished)", ctx.job_id, attempt, kind)
         return

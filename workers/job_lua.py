@@ -4,6 +4,9 @@ cancel, a finishing worker, a reaper and a stale delivery can never both win.
 Fencing: every delivery of a job carries the attempt number it was published with, and every script
 that a worker runs compares it with the record's `attempt`; a stale delivery (a zombie worker, the
 broker's backstop redelivery of an attempt the reaper already replaced) changes nothing.
+
+Some scripts also touch keys named after the record's owner (`stockq:jobs:<owner>`, the in-flight set):
+they assume one Redis server, not a cluster.
 """
 
 # KEYS[1] job hash, KEYS[2] its done-list, KEYS[3] lease index; ARGV[1] allowed from-states (comma
@@ -30,6 +33,8 @@ local extra = cjson.decode(ARGV[3])
 for k, v in pairs(extra) do redis.call('HSET', KEYS[1], k, v) end
 if ARGV[2] ~= 'running' then redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 12)) end
 if ARGV[4] == '1' then
+  local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+  redis.call('SREM', 'stockq:inflight:' .. owner, string.sub(KEYS[1], 12))
   redis.call('RPUSH', KEYS[2], '1')
   redis.call('EXPIRE', KEYS[2], 120)
 end
@@ -101,6 +106,7 @@ if ARGV[4] == '1' and lost >= tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'stage', '',
     'error', cjson.encode({code = 'worker_lost', message = message}))
   redis.call('ZADD', KEYS[4], now, id)
+  redis.call('SREM', 'stockq:inflight:' .. (redis.call('HGET', KEYS[1], 'owner') or ''), id)
   redis.call('RPUSH', KEYS[2], '1')
   redis.call('EXPIRE', KEYS[2], 120)
   return 'failed'
@@ -122,5 +128,40 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt, 'lost', 0, '
   'submitted_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'error', 'result', 'finished_at', 'cancel_requested', 'worker')
 redis.call('ZREM', KEYS[2], string.sub(KEYS[1], 12))
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+redis.call('SADD', 'stockq:inflight:' .. owner, string.sub(KEYS[1], 12))
 return tostring(attempt)
+"""
+
+# A new job: its record, the indexes (all jobs, the owner's, expiry) and the owner's in-flight set in one
+# round trip, after trimming up to 100 expired ids from the indexes. KEYS[1] job hash, KEYS[2] index of
+# all jobs, KEYS[3] owner's index, KEYS[4] expiry index, KEYS[5] owner's in-flight set; ARGV[1] id,
+# ARGV[2] now, ARGV[3] retention s, ARGV[4] in-flight cap, ARGV[5] owner, ARGV[6] record as json.
+# Returns 'OK', or 'busy' when the owner already has `cap` unfinished jobs.
+CREATE = """
+local now = tonumber(ARGV[2])
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)) do
+  local sep = string.find(member, '|', 1, true)
+  local owner, old = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  redis.call('ZREM', KEYS[2], old)
+  redis.call('ZREM', 'stockq:jobs:' .. owner, old)
+  redis.call('SREM', 'stockq:inflight:' .. owner, old)
+  redis.call('ZREM', KEYS[4], member)
+end
+local cap = tonumber(ARGV[4])
+if redis.call('SCARD', KEYS[5]) >= cap then
+  -- members whose record is gone (expired unfinished) no longer count
+  for _, old in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if redis.call('EXISTS', 'stockq:job:' .. old) == 0 then redis.call('SREM', KEYS[5], old) end
+  end
+  if redis.call('SCARD', KEYS[5]) >= cap then return 'busy' end
+end
+local record = cjson.decode(ARGV[6])
+for k, v in pairs(record) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[5] .. '|' .. ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
+return 'OK'
 """

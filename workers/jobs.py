@@ -39,11 +39,31 @@ JOB_TYPES = ("train", "predict", "predict_batch", "analyze", "ingest", "ping", "
 # before a cancel could reach it (the API answers 409 not_cancellable).
 CANCELLABLE_RUNNING = frozenset({"train", "predict", "predict_batch", "analyze", "ingest", "chart"})
 
+INDEX = "stockq:jobs"  # job id -> submission time, every job
+EXPIRY_INDEX = "stockq:jobs:expiry"  # "owner|job id" -> when the record expires (trimmed on submit)
 LEASES = "stockq:leases"  # job id -> lease expiry (unix time) of every running job
 DEAD_LETTER = "stockq:deadletter"  # job id -> when it was failed for losing its worker too often
 
 _JSON_FIELDS = ("params", "progress", "result", "error", "attempts", "task_args", "task_kwargs")
 _INT_FIELDS = ("attempt", "lost", "resumed_from_epoch")
+
+
+def chart_key(job_id: str) -> str:
+    """A rendered chart's bytes, kept for minutes beside its job (never inside the record)."""
+    return f"stockq:chart:{job_id}"
+
+
+def owner_index(owner: str) -> str:
+    return f"stockq:jobs:{owner}"
+
+
+def inflight_key(owner: str) -> str:
+    """The owner's queued and running jobs (the in-flight cap counts them)."""
+    return f"stockq:inflight:{owner}"
+
+
+class OverCapacity(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,7 @@ class JobRegistry:
     def __init__(self, client: redis.Redis, retention_s: int) -> None:
         self.r = client
         self.retention_s = retention_s
+        self._create = client.register_script(job_lua.CREATE)
         self._transition = client.register_script(job_lua.TRANSITION)
         self._start = client.register_script(job_lua.START)
         self._renew = client.register_script(job_lua.RENEW)
@@ -79,66 +100,95 @@ class JobRegistry:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create(self, job_type: str, params: dict[str, Any], task: str, job_id: str | None = None) -> dict:
-        """A queued record at attempt 1. `task` (a Celery name) and its keyword arguments are kept so
-        that a requeue can publish the job again."""
-        job_id = job_id or self.new_id()
+    def create(
+        self,
+        job_type: str,
+        params: dict[str, Any],
+        task: str,
+        *,
+        owner: str = "anonymous",
+        retention_s: int | None = None,
+        max_inflight: int = 1_000_000,
+        task_kwargs: dict[str, Any] | None = None,
+    ) -> dict:
+        """A queued record at attempt 1, owned by `owner`. `task` (a Celery name) and its keyword arguments
+        (default: `params`) are kept so that a requeue can publish the job again. Raises OverCapacity
+        when the owner already has `max_inflight` unfinished jobs."""
+        job_id = self.new_id()
         record = {
             "id": job_id,
             "type": job_type,
+            "owner": owner,
             "status": "queued",
             "stage": "",
             "params": json.dumps(params),
             "progress": "{}",
-            "submitted_at": time.time(),
-            "attempt": 1,
-            "lost": 0,
+            "submitted_at": repr(time.time()),
+            "attempt": "1",
+            "lost": "0",
             "attempts": "[]",
             "task": task,
             "task_args": "[]",
-            "task_kwargs": json.dumps(params),
+            "task_kwargs": json.dumps(params if task_kwargs is None else task_kwargs),
         }
-        pipe = self.r.pipeline()
-        pipe.hset(self.key(job_id), mapping=record)
-        pipe.expire(self.key(job_id), self.retention_s)
-        pipe.zadd("stockq:jobs", {job_id: record["submitted_at"]})
-        pipe.execute()
-        return _decode({k.encode(): str(v).encode() for k, v in record.items()})
+        retention = retention_s or self.retention_s
+        res = _text(
+            self._create(
+                keys=[self.key(job_id), INDEX, owner_index(owner), EXPIRY_INDEX, inflight_key(owner)],
+                args=[job_id, record["submitted_at"], retention, max_inflight, owner, json.dumps(record)],
+            )
+        )
+        if res == "busy":
+            raise OverCapacity(f"{owner} already has {max_inflight} queued or running jobs")
+        return _decode({k.encode(): v.encode() for k, v in record.items()})
 
     def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
         pipe = self.r.pipeline()
         pipe.delete(self.key(job_id))
-        pipe.zrem("stockq:jobs", job_id)
+        pipe.zrem(INDEX, job_id)
+        if job is not None:
+            pipe.zrem(owner_index(job["owner"]), job_id)
+            pipe.srem(inflight_key(job["owner"]), job_id)
         pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(self.key(job_id))
         return _decode(raw) if raw else None
 
-    def list(self, status: str | None = None, job_type: str | None = None, limit: int = 50) -> list[dict]:
-        cutoff = time.time() - self.retention_s
-        self.r.zremrangebyscore("stockq:jobs", "-inf", cutoff)
+    def list(
+        self,
+        status: str | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+        *,
+        owner: str | None = None,
+        cursor: float | None = None,
+    ) -> tuple[list[dict], float | None]:
+        """Jobs newest first (of `owner`, or of everyone), and the cursor of the next page (None: last).
+
+        A cursor is the submission time of the last job returned; the next page starts just below it."""
+        index = INDEX if owner is None else owner_index(owner)
+        top: str | float = "+inf" if cursor is None else f"({cursor!r}"
         out: list[dict] = []
-        start = 0
         while len(out) < limit:
-            ids = self.r.zrevrange("stockq:jobs", start, start + 199)
-            if not ids:
-                break
-            start += len(ids)
+            rows = self.r.zrevrangebyscore(index, top, "-inf", start=0, num=200, withscores=True)
+            if not rows:
+                return out, None
             pipe = self.r.pipeline()
-            for job_id in ids:
+            for job_id, _ in rows:
                 pipe.hgetall(self.key(job_id.decode()))
-            for raw in pipe.execute():
+            for (_, score), raw in zip(rows, pipe.execute(), strict=True):
+                top = f"({score!r}"
                 if not raw:
                     continue
                 job = _decode(raw)
-                if (status is None or job["status"] == status) and (
-                    job_type is None or job["type"] == job_type
-                ):
+                wanted = job_type is None or job["type"] == job_type
+                if wanted and (status is None or job["status"] == status):
                     out.append(job)
                     if len(out) >= limit:
-                        break
-        return out
+                        return out, score
+        return out, None
 
     def transition(
         self,
@@ -287,6 +337,7 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         job[field] = float(job[field]) if job.get(field) else None
     for field in _INT_FIELDS:
         job[field] = int(job[field]) if job.get(field) else 0
+    job["job_id"] = job.get("id")
     job["cancel_requested"] = job.get("cancel_requested") == "1"
     job["stage"] = job.get("stage") or None
     return job

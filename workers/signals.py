@@ -35,11 +35,11 @@ def _init_process(**_: Any) -> None:
     # oneDNN's LSTM when torch ran an op in the parent, and CUDA must never be touched before the fork.
     import torch
 
-    from workers import app
+    from workers import app, settings
 
-    torch.set_num_threads(app.conf.stockq_settings.torch_threads)
+    torch.set_num_threads(settings.torch_threads)
     reset_runtime()
-    rt = get_runtime(app.conf.stockq_settings)
+    rt = get_runtime(settings)
     # SIGTERM to this process during a job asks for a checkpoint and a requeue at the next epoch.
     preemption.install(lambda: rt.leases.current is not None)
     # Build the feature store and the registry client now (about 5 s of imports and set-up, no torch
@@ -64,8 +64,9 @@ def _init_process(**_: Any) -> None:
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     global _heartbeat, _reaper
+    from workers import settings
+
     app = sender.app
-    settings = app.conf.stockq_settings
     queues = sorted(app.amqp.queues.consume_from.keys()) if app.amqp.queues.consume_from else []
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     with contextlib.suppress(redis.RedisError):
@@ -92,11 +93,11 @@ def _lost_or_timed_out(sender: Any = None, exception: BaseException | None = Non
     neither, and the job would otherwise wait for its lease to expire."""
     if not args or not isinstance(exception, (TimeLimitExceeded, WorkerLostError)):
         return
-    from workers import app
+    from workers import settings
     from workers.execution import finish_failed
 
     delivery = Delivery(str(args[0]), int((kwargs or {}).get("attempt", 1)))
-    rt = get_runtime(app.conf.stockq_settings)
+    rt = get_runtime(settings)
     if isinstance(exception, WorkerLostError):
         job = rt.jobs.get(delivery.job_id)
         if job is not None and _reaper is not None:

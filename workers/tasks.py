@@ -6,7 +6,6 @@ job record in Redis is the source of truth for clients, and workers/execution.py
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from celery import shared_task
 from ml.errors import Cancelled, FeaturesMissing, ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
 from workers.execution import JobContext, finish_failed, finish_ok, jsonable, run_job, runtime
+from workers.jobs import chart_key
 from workers.runtime import Runtime
 from workers.singleflight import SingleFlight
 
@@ -39,6 +39,7 @@ def _hooks(ctx: JobContext) -> Any:
         should_pause=ctx.should_pause,
         on_resume=ctx.on_resume,
         job_key=ctx.job_id,
+        attempt=ctx.delivery.attempt,
         checkpoint_every_s=ctx.rt.settings.checkpoint_s,
         champion_lock=ctx.champion_lock,
     )
@@ -84,7 +85,8 @@ def _train(ctx: JobContext, ticker: str, strategy: str, epochs: int | None) -> d
         ctx.stage("train_parent")
         summary = train_parent(store=ctx.rt.store, registry=ctx.rt.registry, config=config, hooks=_hooks(ctx))
     else:
-        _ensure_parent(ctx, epochs)
+        if strategy != "scratch":  # scratch takes only the architecture, from the settings
+            _ensure_parent(ctx, epochs)
         ctx.stage("train_child")
         summary = train_child(
             ticker, strategy, store=ctx.rt.store, registry=ctx.rt.registry, config=config, hooks=_hooks(ctx)
@@ -117,9 +119,9 @@ def ingest(job_id: str, tickers: list[str], attempt: int = 1) -> None:
 
 
 def _train_limits() -> tuple[int, int]:
-    from workers import app
+    from workers import settings
 
-    limit = app.conf.stockq_settings.train_time_limit_s
+    limit = settings.train_time_limit_s
     return limit, limit + 60
 
 
@@ -262,9 +264,11 @@ def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
         closes = history.set_index(history["event_timestamp"].dt.tz_convert(None))["close"]
         ctx.stage("render")
         image = forecast_chart(closes, forecast, fmt)
+        # The bytes live beside the record for as long as a chart job does, never inside it.
+        ctx.rt.redis.set(chart_key(ctx.job_id), image, ex=ctx.rt.settings.short_job_retention_s)
         return {
             "mimetype": "image/png" if fmt == "png" else "image/svg+xml",
-            "image_base64": base64.b64encode(image).decode(),
+            "bytes": len(image),
             "as_of": forecast["as_of"],
             "model": forecast["model"],
         }
@@ -273,7 +277,10 @@ def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
 
 
 @shared_task(name="stockq.analyze", acks_late=True, soft_time_limit=300, time_limit=330)
-def analyze(job_id: str, ticker: str, question: str | None = None, attempt: int = 1) -> None:
-    run_job(
-        job_id, attempt, "analyze", lambda ctx: ctx.rt.analyst.analyze(ticker, question, on_stage=ctx.stage)
-    )
+def analyze(
+    job_id: str, ticker: str, question: str | None = None, cache_scope: str = "global", attempt: int = 1
+) -> None:
+    def work(ctx: JobContext) -> Any:
+        return ctx.rt.analyst.analyze(ticker, question, on_stage=ctx.stage, cache_scope=cache_scope)
+
+    run_job(job_id, attempt, "analyze", work)

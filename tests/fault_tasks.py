@@ -1,0 +1,58 @@
+"""Test-only Celery tasks for fault tests: `celery -A tests.fault_tasks worker ...` runs the real app with
+these added. A slow job for every queue (to kill its worker mid-run) and a job that kills its own
+process (a poison job) while a Redis flag is set."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from celery import shared_task
+
+from workers import app
+from workers.celery_app import QUEUES
+from workers.execution import JobContext, run_job
+
+__all__ = ["POISON_FLAG", "app", "slow_task"]
+POISON_FLAG = "stockq:test:poison"
+
+
+def slow_task(queue: str) -> str:
+    return f"stockq.test.slow.{queue}"
+
+
+app.conf.task_routes = {**app.conf.task_routes, **{slow_task(q): {"queue": q} for q in QUEUES},
+                        "stockq.test.poison": {"queue": "inference"}}  # fmt: skip
+
+
+def _slow(job_id: str, seconds: float, attempt: int) -> None:
+    def work(ctx: JobContext) -> dict:
+        for step in range(int(seconds * 10)):
+            time.sleep(0.1)
+            if step % 10 == 0:
+                ctx.stage(f"step{step // 10}")
+        return {"slept": seconds, "attempt": ctx.delivery.attempt}
+
+    run_job(job_id, attempt, "ping", work)
+
+
+def _register_slow(queue: str) -> None:
+    def slow(job_id: str, seconds: float = 5.0, attempt: int = 1) -> None:
+        _slow(job_id, seconds, attempt)
+
+    shared_task(name=slow_task(queue), acks_late=True, soft_time_limit=300, time_limit=330)(slow)
+
+
+for _queue in QUEUES:
+    _register_slow(_queue)
+
+
+@shared_task(name="stockq.test.poison", acks_late=True, soft_time_limit=30, time_limit=40)
+def poison(job_id: str, attempt: int = 1) -> None:
+    def work(ctx: JobContext) -> dict:
+        if ctx.rt.redis.exists(POISON_FLAG):
+            os.kill(os.getpid(), signal.SIGKILL)  # what an OOM kill looks like to the worker
+        return {"survived": True}
+
+    run_job(job_id, attempt, "ping", work)
