@@ -124,3 +124,33 @@ def test_the_final_write_outlasts_a_redis_restart(tmp_path) -> None:
         timer.join()
         for proc in restarted:
             proc.stop()
+
+
+def test_a_queued_job_whose_message_was_lost_is_published_again(client: redis.Redis) -> None:
+    """Taken by a worker that died before starting it, or gone with it between kombu's two steps: the
+    reaper republishes it as attempt + 1; a job whose message still waits in its queue is left alone."""
+    import json
+
+    from workers.heartbeat import Heartbeat
+
+    jobs = JobRegistry(client, 600)
+    vanished, held_by_dead, waiting, held_by_live = (_job(jobs) for _ in range(4))
+    client.lpush("training", json.dumps({"headers": {"id": waiting}, "body": ""}))
+    jobs.mark_received(Delivery(held_by_dead, 1), "gone@host")
+    jobs.mark_received(Delivery(held_by_live, 1), "alive@host")
+    client.set("stockq:worker-child-ready:1", 1)
+    Heartbeat(client, "alive@host", ["training"], "stockq:worker-child-ready:1").stamp()
+    published: list[tuple[str, int]] = []
+    reaper = Reaper(client, jobs, lambda job, a: published.append((job["id"], a)), lease_s=5, max_lost=3,
+                    name="r1")  # fmt: skip
+    assert reaper.recover_queued() == 0  # younger than the grace: their messages may be on their way
+    client.zadd("stockq:queued", {j: 0 for j in (vanished, held_by_dead, waiting, held_by_live)})
+    assert reaper.recover_queued() == 2
+    assert sorted(published) == sorted([(vanished, 2), (held_by_dead, 2)])
+    job = jobs.get(held_by_dead)
+    assert job["attempt"] == 2 and job["status"] == "queued" and job["lost"] == 0
+    assert [(a["worker"], a["outcome"]) for a in job["attempts"]] == [("gone@host", "message_lost")]
+    assert jobs.get(waiting)["attempt"] == 1 and jobs.get(held_by_live)["attempt"] == 1
+    # the late original of a republished job is stale now
+    assert jobs.start(Delivery(vanished, 1), "w", 30) == "stale"
+    assert jobs.start(Delivery(vanished, 2), "w", 30) == "OK"

@@ -23,6 +23,10 @@ TASK_ROUTES = {
 }
 
 
+def queue_of(task: str) -> str:
+    return TASK_ROUTES.get(task, {}).get("queue", "inference")
+
+
 def celery_config(settings: Settings) -> dict[str, object]:
     hard_limit = settings.train_time_limit_s + 60
     return {

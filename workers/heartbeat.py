@@ -77,3 +77,8 @@ def live_workers(client: redis.Redis, queues: tuple[str, ...] | list[str]) -> di
         pipe.zcard(_key(queue))
     counts = pipe.execute()[1::2]
     return dict(zip(queues, (int(c) for c in counts), strict=True))
+
+
+def worker_alive(client: redis.Redis, queue: str, hostname: str) -> bool:
+    stamp = client.zscore(_key(queue), hostname)
+    return stamp is not None and stamp >= time.time() - ALIVE_FOR_S

@@ -32,6 +32,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2])
 local extra = cjson.decode(ARGV[3])
 for k, v in pairs(extra) do redis.call('HSET', KEYS[1], k, v) end
 if ARGV[2] ~= 'running' then redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 12)) end
+redis.call('ZREM', 'stockq:queued', string.sub(KEYS[1], 12))
 if ARGV[4] == '1' then
   local owner = redis.call('HGET', KEYS[1], 'owner') or ''
   redis.call('SREM', 'stockq:inflight:' .. owner, string.sub(KEYS[1], 12))
@@ -52,6 +53,7 @@ local expires = tonumber(ARGV[3]) + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2],
   'lease_expires_at', expires, 'stage', '')
 redis.call('ZADD', KEYS[2], expires, string.sub(KEYS[1], 12))
+redis.call('ZREM', 'stockq:queued', string.sub(KEYS[1], 12))
 return 'OK'
 """
 
@@ -114,6 +116,7 @@ end
 local attempt = tonumber(ARGV[1]) + 1
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt, 'stage', ARGV[6], 'worker', '')
 for k, v in pairs(cjson.decode(ARGV[7])) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('ZADD', 'stockq:queued', now, id)
 return tostring(attempt)
 """
 
@@ -130,6 +133,7 @@ redis.call('HDEL', KEYS[1], 'error', 'result', 'finished_at', 'cancel_requested'
 redis.call('ZREM', KEYS[2], string.sub(KEYS[1], 12))
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
 redis.call('SADD', 'stockq:inflight:' .. owner, string.sub(KEYS[1], 12))
+redis.call('ZADD', 'stockq:queued', ARGV[1], string.sub(KEYS[1], 12))
 return tostring(attempt)
 """
 
@@ -163,5 +167,23 @@ redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[5] .. '|' .. ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('ZADD', 'stockq:queued', now, ARGV[1])
 return 'OK'
+"""
+
+# A queued job whose message was lost on its way (taken by a worker that died before starting it, or
+# gone with it): published again as attempt + 1, not counted against the job. KEYS[1] job hash; ARGV[1]
+# attempt, ARGV[2] now, ARGV[3] who held it ('' = nobody: the message vanished). Returns the attempt.
+REPUBLISH = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
+  return false
+end
+local log = cjson.decode(redis.call('HGET', KEYS[1], 'attempts') or '[]')
+table.insert(log, {attempt = tonumber(ARGV[1]), worker = ARGV[3], started_at = 0,
+  ended_at = tonumber(ARGV[2]), outcome = 'message_lost'})
+local attempt = tonumber(ARGV[1]) + 1
+redis.call('HSET', KEYS[1], 'attempts', cjson.encode(log), 'attempt', attempt)
+redis.call('HDEL', KEYS[1], 'received_by')
+redis.call('ZADD', 'stockq:queued', ARGV[2], string.sub(KEYS[1], 12))
+return tostring(attempt)
 """

@@ -42,6 +42,7 @@ CANCELLABLE_RUNNING = frozenset({"train", "predict", "predict_batch", "analyze",
 INDEX = "stockq:jobs"  # job id -> submission time, every job
 EXPIRY_INDEX = "stockq:jobs:expiry"  # "owner|job id" -> when the record expires (trimmed on submit)
 LEASES = "stockq:leases"  # job id -> lease expiry (unix time) of every running job
+QUEUED = "stockq:queued"  # job id -> when it was (re)queued, every queued job
 DEAD_LETTER = "stockq:deadletter"  # job id -> when it was failed for losing its worker too often
 
 _JSON_FIELDS = ("params", "progress", "result", "error", "attempts", "task_args", "task_kwargs")
@@ -91,6 +92,7 @@ class JobRegistry:
         self._set_if_running = client.register_script(job_lua.SET_IF_RUNNING)
         self._requeue = client.register_script(job_lua.REQUEUE)
         self._retry = client.register_script(job_lua.RETRY)
+        self._republish = client.register_script(job_lua.REPUBLISH)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -254,6 +256,22 @@ class JobRegistry:
         if res is None:
             return None
         return "failed" if res == "failed" else int(res)
+
+    def queued_before(self, cutoff: float, limit: int = 100) -> list[str]:
+        return [i.decode() for i in self.r.zrangebyscore(QUEUED, "-inf", cutoff, start=0, num=limit)]
+
+    def mark_received(self, delivery: Delivery, worker: str) -> None:
+        """A worker's main process took this delivery's message (it may die before starting it)."""
+        self.r.hset(
+            self.key(delivery.job_id), mapping={"received_by": worker, "received_attempt": delivery.attempt}
+        )
+
+    def republish(self, delivery: Delivery, held_by: str) -> int | None:
+        """A queued attempt whose message was lost: the next attempt number to publish, or None."""
+        res = _text(
+            self._republish(keys=[self.key(delivery.job_id)], args=[delivery.attempt, time.time(), held_by])
+        )
+        return None if res is None else int(res)
 
     def retry(self, job_id: str) -> int | str | None:
         """Queue a failed or cancelled job again: its new attempt; else its status (None: missing)."""

@@ -17,7 +17,11 @@ from typing import Any
 
 import redis
 
-from workers.jobs import Delivery, JobRegistry
+from workers.broker_scan import held_task_ids
+from workers.celery_app import QUEUES, queue_of
+from workers.dispatch import task_id
+from workers.heartbeat import worker_alive
+from workers.jobs import QUEUED, Delivery, JobRegistry
 from workers.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -88,7 +92,7 @@ class Reaper:
 
     def __init__(
         self, client: redis.Redis, jobs: JobRegistry, publish: Publish, *, lease_s: float, max_lost: int,
-        name: str,
+        name: str, scan_broker: bool = True,
     ) -> None:  # fmt: skip
         self.r = client
         self.jobs = jobs
@@ -96,6 +100,9 @@ class Reaper:
         self.every_s = max(1.0, lease_s / 6)
         self.max_lost = max_lost
         self.name = name
+        # A job queued this long with no trace of its message is lost (a fresh message is always visible).
+        self.queued_grace_s = max(5.0, lease_s)
+        self.scan_broker = scan_broker
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -109,6 +116,7 @@ class Reaper:
             try:
                 if self._is_active():
                     self.reap_once()
+                    self.recover_queued()
             except redis.RedisError:
                 continue
             except Exception:
@@ -134,6 +142,44 @@ class Reaper:
             if self.give_up(Delivery(job_id, job["attempt"]), job, reaping=True):
                 reaped += 1
         return reaped
+
+    def recover_queued(self) -> int:
+        """Queued jobs whose message is lost: taken by a worker that died before starting it (found by
+        `received_by` and that worker's stopped heartbeat), or gone altogether (in no queue and not
+        unacknowledged; Redis broker only). Published again as attempt + 1; fencing drops a late copy."""
+        now = time.time()
+        candidates = self.jobs.queued_before(now - self.queued_grace_s)
+        if not candidates:
+            return 0
+        held: set[str] | None = None
+        too_long: set[str] = set()
+        recovered = 0
+        for job_id in candidates:
+            job = self.jobs.get(job_id)
+            if job is None or job["status"] != "queued":
+                self.r.zrem(QUEUED, job_id)
+                continue
+            queue = queue_of(job["task"])
+            delivery = Delivery(job_id, job["attempt"])
+            holder = job.get("received_by") if job.get("received_attempt") == str(job["attempt"]) else None
+            if holder:
+                lost = not worker_alive(self.r, queue, holder)
+            elif not self.scan_broker:
+                continue
+            else:
+                if held is None:
+                    held, too_long = held_task_ids(self.r, QUEUES)
+                lost = queue not in too_long and task_id(job_id, job["attempt"]) not in held
+            if not lost:
+                self.r.zadd(QUEUED, {job_id: now})  # looked at: not again before the grace has passed
+                continue
+            attempt = self.jobs.republish(delivery, holder or "")
+            if attempt is not None:
+                log.warning("job %s: message of attempt %s lost; published again as %s", job_id,
+                            delivery.attempt, attempt)  # fmt: skip
+                self.publish({**job, "attempt": attempt}, attempt)
+                recovered += 1
+        return recovered
 
     def give_up(self, delivery: Delivery, job: dict[str, Any], *, reaping: bool) -> bool:
         """Requeue (or dead-letter) one lost attempt; True when this call did it."""

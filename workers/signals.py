@@ -11,6 +11,7 @@ import redis
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.signals import (
     task_failure,
+    task_received,
     worker_process_init,
     worker_ready,
     worker_shutdown,
@@ -83,6 +84,17 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     )
     _reaper.start()
     log.info("consuming %s", ", ".join(queues))
+
+
+@task_received.connect
+def _received(request: Any = None, **_: Any) -> None:
+    """Note who took the message: a worker that dies before starting it leaves the job queued, and the
+    reaper republishes it once that worker's heartbeat stops."""
+    if _reaper is None or request is None or not request.args:
+        return
+    delivery = Delivery(str(request.args[0]), int((request.kwargs or {}).get("attempt", 1)))
+    with contextlib.suppress(redis.RedisError):
+        _reaper.jobs.mark_received(delivery, request.hostname)
 
 
 @task_failure.connect
