@@ -8,7 +8,7 @@ Backend-wide figures (queues, workers, jobs, models, caches) are not here but in
 
 from __future__ import annotations
 
-from flask import Flask, Request
+from flask import Flask, Request, request
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
 
@@ -17,8 +17,6 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 def _endpoint() -> str:
     """The URL template (`/status/<job_id>`), never the raw path, so job ids add no series."""
-    from flask import request
-
     return request.url_rule.rule if request.url_rule else "unmatched"
 
 
