@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REDIS_BASE, fresh_settings
 from workers.counters import JOB_DURATION_BUCKETS, Counters
-from workers.exporter import BackendCollector, ModelAges, WorkerLiveness, task_time_limits
+from workers.exporter import BackendCollector, task_time_limits
+from workers.exporter_sources import ModelAges, WorkerLiveness
 
 QUEUES = ("training", "inference", "agent", "ingest")
 
