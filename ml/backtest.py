@@ -5,9 +5,9 @@ everything the recipe and the baselines learn has its target known by then:
 
     [ train ............ ] purge [ val ] purge | eval: o .. o + step - 1 | next origin ...
 
-with purge = horizon samples, as in ml.train.chronological_split, so no training or validation label
+with purge = horizon samples, as in ml.dataprep.chronological_split, so no training or validation label
 overlaps another split's labels. Each origin fits its own scaler on its training rows, trains a fresh model
-with the project's one loop (ml.train.fit: early stopping on val), calibrates its band with CQR on val,
+with the project's one loop (ml.loop.fit: early stopping on val), calibrates its band with CQR on val,
 and forecasts the eval windows; the baselines learn from every sample known at the origin. The eval
 windows of consecutive origins are adjacent, so the pooled series is every day of the last K * step.
 
@@ -26,32 +26,28 @@ from datetime import date
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ml.baselines import MAX_QR_ROWS, baseline_forecasts
 from ml.calibration import apply_cqr, fit_cqr
 from ml.compare import compare
-from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
-from ml.features import MODEL_FEATURES
-from ml.model import predict_log_returns
-from ml.recipes import ParentModel, Recipe
-from ml.scoring import naive_scale, score
-from ml.train import (
+from ml.dataprep import (
     EVAL_FRACTION,
     MIN_EVAL_SAMPLES,
     MIN_TRAIN_SAMPLES,
     Dataset,
     Split,
-    StopCallback,
-    fit,
     fit_scaler,
     make_tensors,
-    resolve_device,
 )
+from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
+from ml.loop import StopCallback, fit, resolve_device
+from ml.model import predict_log_returns
+from ml.recipes import ParentModel, Recipe
+from ml.scoring import naive_scale, pinball_losses, score
 
 CANDIDATES = ("model_cqr", "model")  # what is served (calibrated) first: the verdict is about it
+WINDOW_LOSSES = ("model_cqr", "zero_ewma")  # the served band, and the random walk a champion must beat
 _ORIGIN_KEYS = ("pinball", "crps", "mae", "mase", "rel_mae_zero", "direction_accuracy", "coverage_80")
 
 
@@ -83,19 +79,6 @@ class BacktestConfig:
                 raise InvalidInput(f"backtest {name} must be an integer in {lo}..{hi}, got {value!r}")
         if not 0.05 <= self.val_fraction <= 0.5:
             raise InvalidInput(f"backtest val_fraction must be in [0.05, 0.5], got {self.val_fraction!r}")
-
-
-def dataset_from_frame(ticker: str, frame: pd.DataFrame, window: int, horizon: int) -> Dataset:
-    """A Dataset from a frame with `close` and MODEL_FEATURES (complete rows, date index), no store."""
-    features = frame[MODEL_FEATURES].to_numpy(dtype=np.float64)
-    log_close = np.log(frame["close"].to_numpy(dtype=np.float64))
-    n_samples = len(frame) - window - horizon + 1
-    if n_samples < 1:
-        raise InsufficientHistory(f"{ticker}: {len(frame)} rows cannot fill one {window}+{horizon} sample")
-    ends = np.arange(n_samples) + window - 1
-    targets = log_close[ends[:, None] + np.arange(1, horizon + 1)[None, :]] - log_close[ends][:, None]
-    windows = sliding_window_view(features, window, axis=0)[:n_samples].transpose(0, 2, 1)
-    return Dataset(ticker, pd.DatetimeIndex(frame.index), features, windows, targets, window)
 
 
 def origin_splits(n_samples: int, horizon: int, config: BacktestConfig) -> list[Split]:
@@ -268,6 +251,7 @@ def walk_forward(
         seed=config.seed,
     )
     metrics = result["metrics"]
+    dates = [data.sample_date(i) for split in splits for i in range(split.test.start, split.test.stop)]
     return {
         "ticker": data.ticker,
         "recipe": recipe.label,
@@ -296,5 +280,10 @@ def walk_forward(
         # (the origins' median early-stopping epoch) and CQR fit on every out-of-sample window here.
         "refit_epochs": int(statistics.median(o["best_epoch"] for o in origins)),
         "serving_calibration": fit_cqr(y, forecasts["model"]),
+        # Per window and horizon, so a later candidate is compared with this model on the same windows.
+        "windows": {
+            "dates": dates,
+            "pinball": {name: pinball_losses(y, forecasts[name]).tolist() for name in WINDOW_LOSSES},
+        },
         "seconds": round(time.perf_counter() - started, 3),
     }

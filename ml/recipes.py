@@ -14,7 +14,10 @@ from datetime import date
 
 from ml.model import ModelSpec, QuantileLSTM
 from ml.scaler import Scaler
-from ml.train import FINE_TUNE_LR_FACTOR
+
+STRATEGIES = ("freeze", "fine_tune", "scratch")
+# Fine-tuning starts from weights that already fit: a full learning rate would mostly undo the transfer.
+FINE_TUNE_LR_FACTOR = 0.1
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,20 @@ class TrainingRun:
         self.set_tags({SHA_TAG: sha, "stockq.registered": f"{name}/{version}"})
         return str(version)
 
+    def log_json(self, value: dict[str, Any], name: str) -> None:
+        """A JSON artifact of this run (e.g. its backtest, so a retried job does not run it again)."""
+        self.client.log_text(self.run_id, json.dumps(value), name)
+
+    def load_json(self, name: str) -> dict[str, Any] | None:
+        if not any(a.path == name for a in self.client.list_artifacts(self.run_id)):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(self.client.download_artifacts(self.run_id, name, tmp))
+            try:
+                return dict(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                raise CorruptModel(f"{name} of run {self.run_id} is unreadable: {exc}") from exc
+
     def log_card(self, card: dict[str, Any]) -> None:
         self.client.log_text(self.run_id, json.dumps(card, indent=1), f"{MODEL_DIR}/{CARD_FILE}")
 
@@ -296,6 +310,11 @@ class ModelRegistry:
             what = f"version {version} of {name}" if version else f"a {CHAMPION} for {name}"
             hint = "train the parent first" if name == PARENT_NAME else "train this child first"
             raise ModelNotFound(f"the registry has no {what}: {hint}") from exc
+
+    def version_tags(self, name: str) -> dict[str, dict[str, str]]:
+        """Every registered version of `name` -> its tags (no artifacts downloaded)."""
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return {str(mv.version): dict(mv.tags) for mv in found}
 
     def champion_version(self, name: str) -> str | None:
         try:

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.backtest import BacktestConfig, dataset_from_frame, origin_splits, parent_cutoff, walk_forward
+from ml.backtest import BacktestConfig, origin_splits, parent_cutoff, walk_forward
 from ml.compare import NO_SKILL
+from ml.dataprep import Dataset, dataset_from_frame
 from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
 from ml.features import MODEL_FEATURES, compute_features, model_rows
 from ml.model import ModelSpec, QuantileLSTM
 from ml.recipes import ParentModel, strategy_recipe
 from ml.scaler import Scaler
-from ml.train import Dataset
 
 WINDOW, HORIZON = 20, 7
 SPEC = ModelSpec(len(MODEL_FEATURES), hidden=8, layers=1, dropout=0.0, window=WINDOW, horizon=HORIZON)
