@@ -11,6 +11,8 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.conftest import REDIS_BASE, fresh_settings
 from workers.counters import JOB_DURATION_BUCKETS, Counters
@@ -104,7 +106,7 @@ def test_queues_jobs_counters_and_redis_memory(client: redis.Redis) -> None:
 
 
 def test_redis_down_reads_zero_and_nothing_else(tmp_path: Path) -> None:
-    dead = redis.Redis(port=1, socket_connect_timeout=0.2)
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     found = scrape(BackendCollector(dead, WorkerLiveness(dead, QUEUES, 600), None, {}))
     assert found == {("stockq_redis_up", ()): 0}
 
