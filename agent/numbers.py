@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from agent.state import ReportDraft, Stance
+from ml.compare import NO_SKILL
 
 # A 7-day median move under a tenth of the 80% band's half-width is indistinguishable from noise.
 NEUTRAL_EDGE = 0.1
@@ -27,18 +28,45 @@ def _clip01(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def model_quality(test: dict[str, Any]) -> float:
-    """0..1 from the held-out backtest: direction hit rate, 80% band calibration, skill over persistence."""
+def card_evaluation(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's evaluation in one shape: the walk-forward's calibrated band (a served model), else the
+    single holdout's test metrics (a model registered before walk-forward, or by a plain library call)."""
+    backtest = card.get("backtest") or {}
+    served = (backtest.get("metrics") or {}).get("model_cqr")
+    if served is not None:
+        return {
+            "evaluation": "walk_forward",
+            "direction_accuracy": served.get("direction_accuracy"),
+            "coverage_80": served.get("coverage_80"),
+            "mase_persistence": served.get("rel_mae_zero"),  # relative MAE against the zero-return forecast
+            "skill": card.get("verdict") or backtest.get("verdict"),
+        }
+    test = card.get("test") or {}
+    return {
+        "evaluation": "holdout",
+        "direction_accuracy": test.get("direction_accuracy_mean"),
+        "coverage_80": test.get("coverage_80_mean"),
+        "mase_persistence": test.get("mase_persistence_mean"),
+        "skill": None,
+    }
+
+
+def model_quality(ev: dict[str, Any]) -> float:
+    """0..1 from the backtest: direction hit rate, 80% band calibration, and skill over the best baseline
+    where it is measurable (a walk-forward card), else the relative MAE of a single holdout."""
     parts = []
-    if test.get("direction_accuracy_mean") is not None:
+    if ev.get("direction_accuracy") is not None:
         # 60% right on direction is as good as daily equity models get.
-        parts.append(_clip01((test["direction_accuracy_mean"] - 0.5) / 0.1))
-    if test.get("coverage_80_mean") is not None:
+        parts.append(_clip01((ev["direction_accuracy"] - 0.5) / 0.1))
+    if ev.get("coverage_80") is not None:
         # A nominal 80% band that covers 60% (or 100%) of outcomes says nothing about risk.
-        parts.append(_clip01(1.0 - abs(test["coverage_80_mean"] - 0.8) / 0.2))
-    if test.get("mase_persistence_mean") is not None:
+        parts.append(_clip01(1.0 - abs(ev["coverage_80"] - 0.8) / 0.2))
+    if ev.get("skill") is not None:
+        # Only the lower end of the interval counts: a 90% interval from +5% up earns full marks.
+        parts.append(_clip01(ev["skill"]["lo"] / 0.05) if ev["skill"]["measurable"] else 0.0)
+    elif ev.get("mase_persistence") is not None:
         # 10% better than "tomorrow = today" earns full marks; 10% worse earns none.
-        parts.append(_clip01((1.1 - test["mase_persistence_mean"]) / 0.2))
+        parts.append(_clip01((1.1 - ev["mase_persistence"]) / 0.2))
     return sum(parts) / len(parts) if parts else 0.0
 
 
@@ -46,12 +74,18 @@ def confidence_cap(quality: float) -> float:
     return CONFIDENCE_FLOOR + (1.0 - CONFIDENCE_FLOOR) * quality
 
 
-def _backtest_verdict(test: dict[str, Any]) -> str:
-    words = []
-    mase = test.get("mase_persistence_mean")
-    if mase is not None:
-        words.append("beats persistence" if mase < 1.0 else "no better than persistence")
-    coverage = test.get("coverage_80_mean")
+def skill_text(ev: dict[str, Any]) -> str:
+    """Skill as the card states it, with its interval; a holdout has none, so it claims none."""
+    if ev.get("skill") is not None:
+        return str(ev["skill"]["text"])
+    if ev.get("mase_persistence") is not None:
+        return f"{NO_SKILL} shown: a single holdout, no interval"
+    return "no backtest"
+
+
+def _backtest_verdict(ev: dict[str, Any]) -> str:
+    words = [skill_text(ev)]
+    coverage = ev.get("coverage_80")
     if coverage is not None:
         if coverage < 0.75:
             words.append("80% band too narrow")
@@ -59,7 +93,7 @@ def _backtest_verdict(test: dict[str, Any]) -> str:
             words.append("80% band too wide")
         else:
             words.append("80% band well calibrated")
-    return ", ".join(words) or "no backtest metrics"
+    return ", ".join(words)
 
 
 def _trend(snapshot: dict[str, float | None]) -> str:
@@ -119,8 +153,8 @@ def _point(step: dict[str, Any]) -> dict[str, Any]:
 def performance_facts(
     forecast: dict[str, Any], snapshot: dict[str, float | None], card: dict[str, Any]
 ) -> dict[str, Any]:
-    test = card.get("test") or {}
-    quality = model_quality(test)
+    ev = card_evaluation(card)
+    quality = model_quality(ev)
     stance, confidence, edge = stance_from_numbers(forecast, quality)
     rsi = snapshot.get("rsi_14")
     macd_hist = snapshot.get("macd_hist_rel")
@@ -142,11 +176,13 @@ def performance_facts(
         "return_5d_pct": None if ret_5d is None else pct(ret_5d),
         "volatility_20d_pct": None if vol_20 is None else vol_20 * 100,
         "backtest": {
-            "direction_accuracy": test.get("direction_accuracy_mean"),
-            "coverage_80": test.get("coverage_80_mean"),
-            "mase_persistence": test.get("mase_persistence_mean"),
+            "evaluation": ev["evaluation"],
+            "direction_accuracy": ev["direction_accuracy"],
+            "coverage_80": ev["coverage_80"],
+            "mase_persistence": ev["mase_persistence"],
+            "skill": skill_text(ev),
             "quality": quality,
-            "verdict": _backtest_verdict(test),
+            "verdict": _backtest_verdict(ev),
         },
         "confidence_cap": confidence_cap(quality),
         "stance": stance,

@@ -45,10 +45,11 @@ def _share(value: float | None) -> str:
 
 def backtest_line(facts: dict[str, Any]) -> str:
     bt = facts["backtest"]
+    where = "walk-forward" if bt.get("evaluation") == "walk_forward" else "held-out"
     return (
-        f"direction accuracy {_share(bt['direction_accuracy'])}, "
+        f"{bt.get('skill', 'no backtest')} ({where}); direction accuracy {_share(bt['direction_accuracy'])}, "
         f"80% band coverage {_share(bt['coverage_80'])}, "
-        f"MASE vs persistence {fmt(bt['mase_persistence'])} ({bt['verdict']})"
+        f"MAE relative to the zero-return forecast {fmt(bt['mase_persistence'])}"
     )
 
 
@@ -79,7 +80,7 @@ def render_report(
         f"## Summary\n\n{draft.summary}",
         f"## Forecast\n\nLast close {facts['last_close']:.2f} on {facts['as_of']}; "
         f"80% band from p10 to p90.\n\n{forecast_table(forecast)}\n\n"
-        f"Backtest on held-out data: {backtest_line(facts)}.",
+        f"Backtest: {backtest_line(facts)}.",
         f"## Technicals\n\n{draft.technicals}\n\n{technicals_table(facts)}",
         f"## News\n\n{draft.news}" + (f"\n\n{news_list(news)}" if news else ""),
         f"## Risks\n\n{draft.risks}",

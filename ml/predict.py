@@ -1,4 +1,11 @@
-"""Inference core: champion model + one online window -> dated 7-day quantile forecasts of the close."""
+"""Inference core: champion model + one online window -> dated 7-day quantile forecasts of the close.
+
+Every band is served calibrated: the card's CQR correction (fit on the walk-forward's out-of-sample
+windows, ml.calibration) is applied to the model's raw quantiles. A parent serving another ticker than its
+own (no child yet) learnt ^GSPC's volatility: its band is rescaled around the median so that the day-1
+band is as wide as that ticker's own RiskMetrics 80 % band today (the parent's shape across horizons kept),
+and the result says `fallback: parent`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,14 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import stats
 
 from ml.calendar import next_sessions
+from ml.calibration import apply_cqr
 from ml.errors import InsufficientHistory, InvalidInput, ModelNotFound, StockqError
-from ml.model import predict_log_returns
+from ml.model import QUANTILES, predict_log_returns
 from ml.registry import LoadedModel, ModelRegistry
-from ml.tickers import PARENT_NAME, child_name, validate_ticker
+from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
 
 if TYPE_CHECKING:
     from ml.feature_store import FeatureStore, OnlineWindow
@@ -71,7 +80,26 @@ def resolve_model(ticker: str, model: str, get_model: GetModel) -> LoadedModel:
     return parent
 
 
-def _result(window: OnlineWindow, loaded: LoadedModel, quantiles: np.ndarray) -> dict[str, Any]:
+def served_band(window: OnlineWindow, loaded: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(horizon, 3) raw quantiles -> the band users get, and how it was made."""
+    calibration = loaded.card.get("calibration")
+    q = apply_cqr(raw[None], calibration)[0] if calibration else np.asarray(raw, np.float64)
+    info: dict[str, Any] = {"calibration": calibration["method"] if calibration else None}
+    if loaded.kind == "parent" and window.ticker != INDEX_TICKER:
+        from ml.baselines import ewma_volatility  # statsmodels, for the parent fallback only
+
+        daily = window.window[:, window.feature_names.index("log_ret_1d")]
+        z = stats.norm.ppf(QUANTILES)
+        wanted = (z[-1] - z[0]) * float(ewma_volatility(daily)[-1])
+        width = float(q[0, -1] - q[0, 0])
+        scale = wanted / width if width > 0 else 1.0
+        q = q[:, 1:2] + (q - q[:, 1:2]) * scale
+        info |= {"fallback": "parent", "volatility_scale": scale}
+    return q, info
+
+
+def _result(window: OnlineWindow, loaded: LoadedModel, raw: np.ndarray) -> dict[str, Any]:
+    quantiles, band = served_band(window, loaded, raw)
     forecast = forecast_from_returns(window.last_close, window.as_of, quantiles)
     return {
         "ticker": window.ticker,
@@ -84,6 +112,8 @@ def _result(window: OnlineWindow, loaded: LoadedModel, quantiles: np.ndarray) ->
             "kind": loaded.kind,
             "strategy": loaded.strategy,
         },
+        "band": band,
+        **({"fallback": band["fallback"]} if "fallback" in band else {}),
         "forecast": forecast,
         "next_day": forecast[0],
         "seven_day": forecast[6],

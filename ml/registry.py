@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ml.cards import CARD_FILE, CHAMPION, MODEL_DIR
 from ml.errors import Cancelled, CorruptModel, InvalidInput, ModelNotFound
 from ml.model import ModelSpec, QuantileLSTM
 from ml.scaler import Scaler
@@ -39,12 +40,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-CHAMPION = "champion"
 EXPERIMENT = "stockq"
-MODEL_DIR = "model"
 WEIGHTS_FILE = "state_dict.pt"
 SCALER_FILE = "scaler.json"
-CARD_FILE = "model_card.json"
 SHA_TAG = "stockq.weights_sha256"
 JOB_TAG = "stockq.job_key"
 DECISION_TAG = "stockq.decision"

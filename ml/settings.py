@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # Train on only the last N calendar days of history (None: all of it).
     train_history_days: int | None = None
     auto_train_epochs: int = 5
+    # The walk-forward evaluation every training runs before its refit on all the data (K + 1 models per
+    # training, so its own, smaller epochs): origins every `backtest_step` trading days.
+    backtest_origins: int = Field(8, ge=1, le=100)
+    backtest_step: int = Field(21, ge=1)
+    backtest_epochs: int = Field(20, ge=1, le=500)
+    backtest_bootstrap_reps: int = Field(1000, ge=50)
     # How long a crashed auto-training can block the next request for the same ticker.
     singleflight_ttl_s: float = 120.0
 

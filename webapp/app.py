@@ -15,6 +15,7 @@ from ml.settings import Settings, configure_process_env
 from webapp.auth import install_auth
 from webapp.errors import ApiError, register_error_handlers, validation_error_response
 from webapp.metrics import install_metrics
+from webapp.models_routes import models
 from webapp.ratelimit import install_rate_limit
 from webapp.routes import api, ops
 from webapp.submit import Submitter
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_check_json_body)
     app.register_api(api)
     app.register_api(ops)
+    app.register_api(models)
 
     @app.get("/openapi.json")
     def openapi() -> Response:

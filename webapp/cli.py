@@ -231,6 +231,47 @@ def jobs(status_: str | None, type_: str | None, limit: int) -> None:
 
 
 @main.command()
+@click.argument("name", required=False)
+@click.option("--version", type=int, default=None, help="a registered version (default: the champion)")
+@click.option("--json", "as_json", is_flag=True, help="print the whole card")
+def models(name: str | None, version: int | None, as_json: bool) -> None:
+    """List registered models, or show one model's card: skill against the best baseline with its
+    interval ("no measurable skill" when it includes zero), calibration, and the champion decision."""
+    api = Api(Settings())
+    if name is None:
+        table = Table("model", "champion", "trained until", "kind")
+        for m in api.call("GET", "/models")["models"]:
+            table.add_row(m["name"], m["champion_version"] or "—", m["trained_until"] or "—", m["kind"] or "")
+        console.print(table)
+        return
+    card = api.call("GET", f"/models/{name}", params={} if version is None else {"version": version})
+    if as_json:
+        console.print_json(json.dumps(card))
+        return
+    console.print(
+        f"[bold]{card['name']} v{card['version']}[/bold]" + (" (champion)" if card["champion"] else "")
+    )
+    console.print(f"trained until {card.get('trained_until', 'n/a')}, evaluated by {card.get('evaluation')}")
+    verdict = card.get("verdict")
+    if verdict is None:
+        console.print("skill: no measurable skill shown (a single holdout, no interval)")
+    else:
+        bt = card["backtest"]
+        console.print(
+            f"{len(bt['origins'])} walk-forward origins from {bt['first_origin']}, {bt['n_windows']} windows"
+        )
+        console.print(f"skill: {verdict['text']}")
+        coverage = card["coverage"]
+        console.print(f"80% band coverage {coverage['before']:.1%} raw, {coverage['after']:.1%} calibrated")
+        table = Table("forecaster", "pinball", "coverage 80")
+        for label, m in bt["metrics"].items():
+            table.add_row(label, f"{m['pinball']:.5f}", f"{m['coverage_80']:.1%}")
+        console.print(table)
+    decision = card.get("decision") or {}
+    console.print(f"decision: {decision.get('text') or card.get('champion_decision', 'n/a')}")
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to serve /metrics on")
 @click.option("--port", type=int, default=None, help="default: STOCKQ_EXPORTER_PORT (9808)")
 def exporter(host: str, port: int | None) -> None:
