@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick bench lint install clean alerts prometheus-tools
+.PHONY: demo test test-quick bench lint install clean alerts prometheus-tools fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ alerts: $(STAMP)
 test: $(STAMP) prometheus-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# schemathesis, every check, against a live gunicorn (exceptions only in tests/schemathesis.toml).
+fuzz: $(STAMP)
+	STOCKQ_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -q -s tests/test_fuzz_api.py
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
 from ml.settings import Settings, configure_process_env
@@ -16,8 +16,10 @@ from webapp.auth import install_auth
 from webapp.errors import ApiError, register_error_handlers, validation_error_response
 from webapp.metrics import install_metrics
 from webapp.models_routes import models
+from webapp.openapi import JobIdConverter, install_docs
 from webapp.ratelimit import install_rate_limit
 from webapp.routes import api, ops
+from webapp.schemas import ErrorBody
 from webapp.submit import Submitter
 from workers.celery_app import create_celery
 from workers.jobs import JobRegistry
@@ -74,10 +76,15 @@ def create_app(settings: Settings | None = None) -> Flask:
             title="stockq", version="0.1.0", description="Stock forecasting jobs over Celery and Redis"
         ),
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
-        doc_ui=False,
+        # Swagger UI at /docs/swagger (the /docs page lists it), assets from the flask-openapi3-swagger wheel.
+        doc_ui=True,
+        doc_prefix="/docs",
+        doc_url="/openapi.json",
         validation_error_status=422,
+        validation_error_model=ErrorBody,
         validation_error_callback=validation_error_response,
     )
+    app.url_map.converters["job_id"] = JobIdConverter
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     # Short timeouts: with Redis down the API answers 503 within 2 s instead of hanging.
@@ -103,9 +110,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(api)
     app.register_api(ops)
     app.register_api(models)
-
-    @app.get("/openapi.json")
-    def openapi() -> Response:
-        return Response(json.dumps(app.api_doc), mimetype="application/json")
-
+    install_docs(app)  # last: the document covers every route registered above
     return app

@@ -123,7 +123,7 @@ def ping(query: WaitQuery) -> Response:
     return _submit("ping", {}, query.wait)
 
 
-@api.get("/status/<job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
+@api.get("/status/<job_id:job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
 def get_status(path: JobPath) -> Response:
     """The job record: status, stage, progress, result or error."""
     return jsonify(_visible_job(path.job_id))
@@ -142,7 +142,7 @@ def list_jobs(query: JobsQuery) -> Response:
 
 
 @api.delete(
-    "/jobs/<job_id>",
+    "/jobs/<job_id:job_id>",
     tags=[jobs_tag],
     responses={200: JobRecord, 202: JobRecord, 404: ErrorBody, 409: ErrorBody},
 )
@@ -168,7 +168,7 @@ def cancel_job(path: JobPath) -> Response:
 
 
 @api.post(
-    "/jobs/<job_id>/retry",
+    "/jobs/<job_id:job_id>/retry",
     tags=[jobs_tag],
     responses={202: JobAccepted, 404: ErrorBody, 409: ErrorBody},
 )
@@ -189,6 +189,7 @@ def retry_job(path: JobPath) -> Response:
     return _accepted(job)
 
 
+CHART_TYPES = ("image/png", "image/svg+xml")
 # How a failed chart job answers: nothing to draw is "not found"; a bug is a 500.
 CHART_ERROR_STATUS = {
     "model_not_found": 404,
@@ -200,7 +201,19 @@ CHART_ERROR_STATUS = {
 }
 
 
-@api.get("/forecast/<ticker>.<fmt>", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
+@api.get(
+    "/forecast/<ticker>.<fmt>",
+    tags=[jobs_tag],
+    responses={
+        200: {
+            "description": "The chart.",
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in CHART_TYPES},
+        },
+        202: JobAccepted,
+        # A failed chart job answers its error code's status (CHART_ERROR_STATUS).
+        **dict.fromkeys((404, 409, 422, 500, 503), ErrorBody),
+    },
+)
 def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
     """The forecast as a chart: last ~120 closes, the 7-day median path and the 80 % band."""
     ctx = _ctx()

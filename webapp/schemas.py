@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,15 +15,34 @@ ModelChoice = Literal["auto", "child", "parent"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobType = Literal["train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart"]
 MAX_BATCH = 100
+# validate_ticker's rule as the API takes it (either case, upper-cased on the way in; never a leading dot),
+# published in the schema: a generated client or a fuzzer knows exactly what is accepted.
+TICKER_PATTERN = r"^[A-Za-z0-9^=-][A-Za-z0-9^.=-]{0,11}$"
+_TICKER_RE = re.compile(TICKER_PATTERN)
+Ticker = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=12,
+        pattern=TICKER_PATTERN,
+        description="A-Z a-z 0-9 ^ . = - (1-12, no leading dot), case-insensitive.",
+    ),
+]
 
 
 def _ticker(value: object) -> str:
     from ml.errors import InvalidTicker
 
     try:
-        return validate_ticker(value)
+        ticker = validate_ticker(value)
     except InvalidTicker as exc:
         raise ValueError(exc.message) from None
+    # validate_ticker strips and upper-cases: padding, or a letter that upper() maps into ASCII (`ı`), would
+    # pass it though the schema refuses them.
+    if not _TICKER_RE.fullmatch(str(value)):
+        shown = str(value) if len(str(value)) <= 20 else str(value)[:20] + "…"
+        raise ValueError(f"invalid ticker {shown!r}: expected 1-12 characters of A-Z a-z 0-9 ^ . = -")
+    return ticker
 
 
 def _unique_tickers(value: object) -> object:
@@ -36,11 +56,12 @@ def _unique_tickers(value: object) -> object:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No whitespace stripping: every limit in the schema is what the server checks, on the bytes sent.
+    model_config = ConfigDict(extra="forbid")
 
 
 class TrainRequest(_Request):
-    ticker: str = Field(description="Ticker to train; ^GSPC trains the parent model.", examples=["AAPL"])
+    ticker: Ticker = Field(description="Ticker to train; ^GSPC trains the parent model.", examples=["AAPL"])
     strategy: Strategy = "fine_tune"
     epochs: int | None = Field(None, ge=1, le=500, strict=True)
 
@@ -48,28 +69,28 @@ class TrainRequest(_Request):
 
 
 class PredictRequest(_Request):
-    ticker: str = Field(examples=["AAPL"])
+    ticker: Ticker = Field(examples=["AAPL"])
     model: ModelChoice = "auto"
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
 
 
 class BatchPredictRequest(_Request):
-    tickers: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    tickers: list[Ticker] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra={"uniqueItems": True})
     model: ModelChoice = "auto"
 
     _check_tickers = field_validator("tickers", mode="before")(_unique_tickers)
 
 
 class AgentRequest(_Request):
-    ticker: str = Field(examples=["AAPL"])
+    ticker: Ticker = Field(examples=["AAPL"])
     question: str | None = Field(None, max_length=500)  # agent.service.MAX_QUESTION_CHARS
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
 
 
 class IngestRequest(_Request):
-    tickers: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    tickers: list[Ticker] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra={"uniqueItems": True})
 
     _check_tickers = field_validator("tickers", mode="before")(_unique_tickers)
 
@@ -100,19 +121,23 @@ class JobPath(BaseModel):
 
 
 class ChartPath(BaseModel):
-    ticker: str
+    ticker: Ticker
     fmt: Literal["png", "svg"]
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: str = Field(examples=["validation_error"])
     message: str
+    error_id: str | None = Field(None, description="Names the failure in the server's log (500s).")
 
 
 class ErrorBody(BaseModel):
+    """The one error body, for every 4xx and 5xx."""
+
     error: ErrorDetail
+
 
 
 class JobAccepted(BaseModel):
@@ -154,4 +179,3 @@ class Readiness(BaseModel):
     redis: bool
     workers: dict[str, int]
     missing: list[str]
-    auth: Literal["enabled", "disabled"]

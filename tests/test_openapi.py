@@ -1,0 +1,75 @@
+"""The OpenAPI document and /docs, in process (the live fuzz run is tests/test_fuzz_api.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import make_settings
+from webapp import create_app
+from webapp.schemas import TICKER_PATTERN
+
+KEY = "docs-secret-0123456789abcdef"
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> FlaskClient:
+    return create_app(make_settings(tmp_path, 12, 13, api_keys=f"docs:{KEY}")).test_client()
+
+
+def test_the_document_is_public_and_documents_every_status_with_one_error_body(
+    client: FlaskClient,
+) -> None:
+    doc = client.get("/openapi.json").get_json()
+    assert "ValidationErrorModel" not in str(doc)
+    ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}
+    for path in ("/health", "/ready", "/metrics", "/openapi.json"):
+        assert "200" in ops["get", path]["responses"] and "security" not in ops["get", path], path
+    assert set(ops["get", "/metrics"]["responses"]["200"]["content"]) == {"text/plain"}
+    train = ops["post", "/train"]
+    assert set(train["responses"]) == {"202", "400", "401", "413", "415", "422", "429", "503"}
+    assert train["security"] == [{"bearer": []}]
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for status, response in train["responses"].items():
+        if status != "202":
+            assert response["content"]["application/json"]["schema"] == error_body, status
+    assert {"404", "409"} <= set(ops["delete", "/jobs/{job_id}"]["responses"])
+    assert "422" not in ops["get", "/health"]["responses"]  # nothing there is validated
+    chart = ops["get", "/forecast/{ticker}.{fmt}"]["responses"]["200"]["content"]
+    assert set(chart) == {"image/png", "image/svg+xml"}
+    ticker = doc["components"]["schemas"]["TrainRequest"]["properties"]["ticker"]
+    assert (ticker["pattern"], ticker["minLength"], ticker["maxLength"]) == (TICKER_PATTERN, 1, 12)
+    record = doc["components"]["schemas"]["JobRecord"]["properties"]
+    assert "job_id" in record and "Deprecated" in record["id"]["description"]
+
+
+def test_the_schema_s_ticker_rule_is_the_server_s(client: FlaskClient) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for ticker in (" AAPL", "AAPL\n", "ı", ".A", "A" * 13, ""):
+        assert re.search(TICKER_PATTERN, ticker) is None or ticker.endswith("\n"), ticker
+        r = client.post("/train", json={"ticker": ticker}, headers=auth)
+        assert r.status_code == 422, (ticker, r.get_json())
+    assert client.post("/train", json={"ticker": "brk.b"}, headers=auth).status_code == 202
+
+
+def test_options_on_the_ping_path_advertises_only_its_own_method(client: FlaskClient) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    allow = client.options("/jobs/ping", headers=auth).headers["Allow"]
+    assert "DELETE" not in allow and "POST" in allow
+    assert "DELETE" in client.options("/jobs/0123abcd", headers=auth).headers["Allow"]
+
+
+def test_swagger_ui_is_served_from_the_app_without_a_cdn(client: FlaskClient) -> None:
+    page = client.get("/docs/swagger")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and not [a for a in assets if "//" in a], assets  # every asset relative: from this app
+    for asset in assets:
+        r = client.get("/docs/" + asset)
+        assert r.status_code == 200 and len(r.data) > 1000, asset
+    assert "openapi.json" in html
+    assert client.get("/docs/").status_code == 200  # the index, public like the rest of /docs
