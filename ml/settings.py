@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # Training checkpoints into its MLflow run at most this often (0: after every epoch).
     checkpoint_s: float = Field(0.0, ge=0)
 
+    # API and worker logs: `json` lines carry each job's id, attempt, tenant, ticker and task as fields.
+    log_format: Literal["text", "json"] = "text"
+
     mlflow_tracking_uri: str | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STOCKQ_MLFLOW_TRACKING_URI")
     )

@@ -3,6 +3,7 @@ worker, SIGTERM, a poison job. Every job ends once, resumed from its checkpoint 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +22,6 @@ from tests.fault_tasks import POISON_FLAG, slow_task
 from tests.procs import Proc, start_worker, wait_until
 from tests.test_backbone_e2e import submit, wait_job
 from webapp import create_app
-from workers import app as celery_app
-from workers.dispatch import publish
 from workers.jobs import JobRegistry
 
 pytestmark = pytest.mark.slow
@@ -33,6 +32,7 @@ WORKER_ENV = {
     # long enough epochs to be killed in the middle of one, short enough to finish quickly
     "STOCKQ_TRAIN_HISTORY_DAYS": "2500",
     "STOCKQ_DEFAULT_EPOCHS": "6",
+    "STOCKQ_LOG_FORMAT": "json",
 }
 
 
@@ -76,6 +76,20 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         workers.stop_all()
 
 
+def send(env: dict, job_id: str, task: str, queue: str, **kwargs: Any) -> None:
+    """Publish a test-only task on the stack's broker (the API's Celery app knows no route for it)."""
+    celery = env["client"].application.extensions["stockq"].submitter.celery
+    celery.send_task(task, args=[job_id], kwargs={**kwargs, "attempt": 1}, queue=queue, task_id=job_id)
+
+
+def json_line(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def pool_pid(main_pid: int) -> int:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(main_pid)], capture_output=True, text=True).stdout
     return int(out.split()[0])
@@ -116,6 +130,12 @@ def test_killed_pool_process_mid_epoch_resumes_from_its_checkpoint(env: dict) ->
     assert_trained_once(env, done, "AAPL")
     assert done["attempt"] == 2 and done["attempts"][0]["outcome"] == "worker_lost"
     assert done["resumed_from_epoch"] >= 2 and done["result"]["resumed_from_epoch"] >= 2
+    # every line the job logged carries it (JSON lines; the banner and tracebacks are not JSON)
+    proc = env["workers"].procs[env["workers"].name_of(done["worker"])][0]
+    tagged = [r for r in map(json_line, proc.log.read_text().splitlines()) if r and r.get("job_id") == job_id]
+    assert {(r["attempt"], r["tenant"], r["ticker"], r["task"]) for r in tagged} >= {
+        (2, "anonymous", "AAPL", "stockq.train")
+    }
 
 
 def test_sigterm_preempts_at_the_epoch_boundary_and_another_worker_resumes(env: dict) -> None:
@@ -138,7 +158,7 @@ def test_sigterm_preempts_at_the_epoch_boundary_and_another_worker_resumes(env: 
 def test_a_whole_dead_worker_s_job_runs_again_on_another_worker_within_60s(env: dict, queue: str) -> None:
     jobs: JobRegistry = env["jobs"]
     job = jobs.create("ping", {"seconds": 8}, slow_task(queue))
-    publish(celery_app, job["id"], slow_task(queue), 1, kwargs={"seconds": 8})
+    send(env, job["id"], slow_task(queue), queue, seconds=8)
     first = wait_until(lambda: (j := jobs.get(job["id"]))["status"] == "running" and j, 60, "job to run")
     name = env["workers"].name_of(first["worker"])
     env["workers"].kill(name)  # main process and pool: nothing of that worker is left to report
@@ -160,8 +180,8 @@ def test_a_whole_dead_worker_s_job_runs_again_on_another_worker_within_60s(env: 
 def test_a_job_that_kills_its_worker_every_time_is_dead_lettered_then_retried(env: dict) -> None:
     client, jobs, r = env["client"], env["jobs"], env["redis"]
     r.set(POISON_FLAG, 1)
-    job = jobs.create("ping", {}, "stockq.test.poison")
-    publish(celery_app, job["id"], "stockq.test.poison", 1)
+    job = jobs.create("ping", {}, "stockq.test.poison", task_kwargs={})
+    send(env, job["id"], "stockq.test.poison", "inference")
     failed = wait_until(lambda: (j := jobs.get(job["id"]))["status"] == "failed" and j, 120, "dead letter")
     assert failed["error"]["code"] == "worker_lost" and failed["lost"] == 3
     assert [a["outcome"] for a in failed["attempts"]] == ["worker_lost"] * 3

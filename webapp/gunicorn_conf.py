@@ -29,6 +29,14 @@ def on_starting(server: Any) -> None:
         directory.mkdir(parents=True, exist_ok=True)
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    """Each API process logs in the configured format (STOCKQ_LOG_FORMAT)."""
+    from ml.settings import Settings
+    from workers import logs
+
+    logs.configure(Settings().log_format)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     if _multiproc_dir() is None:
         return

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ml.errors import Cancelled, Paused, StockqError
-from workers import preemption
+from workers import logs, preemption
 from workers.counters import JOB_DURATION_BUCKETS
 from workers.dispatch import publish
 from workers.jobs import Delivery
@@ -76,6 +76,7 @@ class JobContext:
     job_type: str
     keeper: LeaseKeeper
     worker: str
+    _epoch_started: float = field(default_factory=time.monotonic)
 
     @property
     def job_id(self) -> str:
@@ -86,6 +87,7 @@ class JobContext:
         if self.should_stop():
             raise Cancelled(f"cancelled before stage {stage}")
         self.rt.jobs.set_fields(self.delivery, stage=stage)
+        self._epoch_started = time.monotonic()
 
     def should_stop(self) -> bool:
         return self.rt.jobs.cancel_requested(self.job_id)
@@ -95,10 +97,12 @@ class JobContext:
         is being shut down."""
         return self.keeper.lost.is_set() or preemption.requested(self.rt.redis, self.worker)
 
-    def on_epoch(
-        self, epoch: int, epochs: int, train_loss: float, val_loss: float, seconds: float = 0.0
-    ) -> None:
-        progress = {"epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss}
+    def on_epoch(self, epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+        now = time.monotonic()
+        # Wall time since the previous epoch (or since the training stage began): what an operator waits.
+        seconds, self._epoch_started = now - self._epoch_started, now
+        progress = {"epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss,
+                    "epoch_seconds": seconds}  # fmt: skip
         self.rt.jobs.set_fields(self.delivery, progress=jsonable(progress))
 
     def on_resume(self, epoch: int) -> None:
@@ -146,7 +150,10 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
         log.info("job %s attempt %s not started (%s): dropped", job_id, attempt, state)
         return
     started = time.monotonic()
-    with rt.leases.hold(delivery) as keeper:
+    owner = rt.redis.hget(rt.jobs.key(job_id), "owner")
+    tags = {"job_id": job_id, "attempt": attempt, "tenant": owner.decode() if owner else None,
+            "ticker": current_task.request.kwargs.get("ticker"), "task": current_task.name}  # fmt: skip
+    with logs.job_context(**tags), rt.leases.hold(delivery) as keeper:
         ctx = JobContext(rt, delivery, job_type, keeper, worker)
         kind, value = _outcome(ctx, work)
         if kind == "paused":
@@ -213,6 +220,7 @@ def _paused(ctx: JobContext) -> None:
     ctx.hand_off(
         job.get("task", ""), stage="preempted", kwargs=job.get("task_kwargs") or {}, outcome="preempted"
     )
+    ctx.rt.counters.incr("stockq_job_requeues_total", ctx.job_type)
     log.info("job %s preempted: checkpointed and requeued", ctx.job_id)
 
 

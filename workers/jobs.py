@@ -46,7 +46,7 @@ QUEUED = "stockq:queued"  # job id -> when it was (re)queued, every queued job
 DEAD_LETTER = "stockq:deadletter"  # job id -> when it was failed for losing its worker too often
 
 _JSON_FIELDS = ("params", "progress", "result", "error", "attempts", "task_args", "task_kwargs")
-_INT_FIELDS = ("attempt", "lost", "resumed_from_epoch")
+_INT_FIELDS = ("attempt", "lost", "resumed_from_epoch", "executions")
 
 
 def chart_key(job_id: str) -> str:

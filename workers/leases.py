@@ -19,6 +19,7 @@ import redis
 
 from workers.broker_scan import held_task_ids
 from workers.celery_app import QUEUES, queue_of
+from workers.counters import Counters
 from workers.dispatch import task_id
 from workers.heartbeat import worker_alive
 from workers.jobs import QUEUED, Delivery, JobRegistry
@@ -178,6 +179,7 @@ class Reaper:
                 log.warning("job %s: message of attempt %s lost; published again as %s", job_id,
                             delivery.attempt, attempt)  # fmt: skip
                 self.publish({**job, "attempt": attempt}, attempt)
+                Counters(self.r).incr("stockq_job_requeues_total", job["type"])
                 recovered += 1
         return recovered
 
@@ -193,5 +195,6 @@ class Reaper:
             log.warning("job %s failed: worker lost %s times (dead-lettered)", delivery.job_id, self.max_lost)
         else:
             log.warning("job %s lost its worker; requeued as attempt %s", delivery.job_id, res)
+            Counters(self.r).incr("stockq_job_requeues_total", job["type"])
             self.publish(job, int(res))
         return True

@@ -12,11 +12,15 @@ from collections import OrderedDict
 from typing import Any
 
 from ml.errors import ModelNotFound
+from workers.counters import Counters
 
 
 class ModelCache:
-    def __init__(self, registry: Any, size: int = 16, alias_check_s: float = 5.0) -> None:
+    def __init__(
+        self, registry: Any, size: int = 16, alias_check_s: float = 5.0, counters: Counters | None = None
+    ) -> None:
         self.registry = registry
+        self.counters = counters
         self.size = size
         self.alias_check_s = alias_check_s
         self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
@@ -42,9 +46,14 @@ class ModelCache:
             return None
         key = (name, version)
         with self._lock:
-            if key in self._models:
+            hit = key in self._models
+            if hit:
                 self._models.move_to_end(key)
-                return self._models[key]
+                found = self._models[key]
+        if self.counters is not None:
+            self.counters.incr("stockq_model_cache_hits_total" if hit else "stockq_model_cache_misses_total")
+        if hit:
+            return found
         try:
             model = self.registry.load(name, version)
         except ModelNotFound:

@@ -67,7 +67,9 @@ class Runtime:
 
     @cached_property
     def models(self) -> ModelCache:
-        return ModelCache(self.registry, self.settings.model_cache_size, self.settings.model_alias_check_s)
+        return ModelCache(
+            self.registry, self.settings.model_cache_size, self.settings.model_alias_check_s, self.counters
+        )
 
     @cached_property
     def analyst(self) -> Any:

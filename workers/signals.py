@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.signals import (
+    setup_logging,
     task_failure,
     task_received,
     worker_process_init,
@@ -18,7 +19,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from workers import preemption
+from workers import logs, preemption
 from workers.dispatch import publish_record
 from workers.heartbeat import Heartbeat, child_ready_key
 from workers.jobs import Delivery, JobRegistry
@@ -28,6 +29,14 @@ from workers.runtime import get_runtime, reset_runtime
 log = logging.getLogger(__name__)
 _heartbeat: Heartbeat | None = None
 _reaper: Reaper | None = None
+
+
+@setup_logging.connect
+def _logging(loglevel: Any = None, **_: Any) -> None:
+    """Our handler instead of Celery's: text or JSON lines, each tagged with the job it belongs to."""
+    from workers import settings
+
+    logs.configure(settings.log_format, loglevel or logging.INFO)
 
 
 @worker_process_init.connect

@@ -281,6 +281,11 @@ def analyze(
     job_id: str, ticker: str, question: str | None = None, cache_scope: str = "global", attempt: int = 1
 ) -> None:
     def work(ctx: JobContext) -> Any:
-        return ctx.rt.analyst.analyze(ticker, question, on_stage=ctx.stage, cache_scope=cache_scope)
+        report = ctx.rt.analyst.analyze(ticker, question, on_stage=ctx.stage, cache_scope=cache_scope)
+        hit = bool(report.get("cached"))
+        ctx.rt.counters.incr(
+            "stockq_semantic_cache_hits_total" if hit else "stockq_semantic_cache_misses_total"
+        )
+        return report
 
     run_job(job_id, attempt, "analyze", work)
