@@ -1,72 +1,70 @@
-"""Transfer-learning benchmark (not a test): does a ^GSPC parent help children with a scarce history?
+"""Transfer-learning benchmark on the walk-forward (not a test): does a ^GSPC parent help the children?
 
-For each ticker, trains `scratch` (the baseline), `freeze` and `fine_tune` children on the last
---history-days of bundled data, on CPU, and reports epochs and wall time to reach the scratch model's best
-validation loss, test MASE against persistence, direction accuracy and 80 % interval coverage. The parent
-only sees ^GSPC data from before the children's period, so the transfer cannot leak their test returns.
-It also times the pipeline's epochs against a plain PyTorch loop over the same tensors.
+For every bundled ticker (20 large caps) and 3 seeds, runs the walk-forward backtest (ml.backtest: K
+origins every `step` trading days over the last --history-days, purged, a fresh model per origin, CQR on
+each origin's validation windows) of `scratch`, `freeze` and `fine_tune`, with the baselines (zero-return +
+RiskMetrics, empirical quantiles, linear quantile regression, the parent as is) on the same windows.
+One parent is trained on ^GSPC up to the children's common cutoff (the day before the first origin minus
+the purge: it never saw an evaluation window), and its cost is part of the total.
 
-    python -m bench.transfer                       # defaults: 10 tickers, ~5 minutes on 2 CPU cores
-    python -m bench.transfer --tickers AAPL,KO --child-epochs 30 --parent-epochs 4   # quicker
+Reports, per strategy: skill over the best baseline (1 - pinball / best baseline's pinball, from the
+calibrated band) with a 90 % interval, the share of ticker x seed runs with measurable skill, 80 % coverage
+before and after calibration (and the share of tickers within 75-85 % after); paired differences between
+strategies on the same windows (1 - pinball_a / pinball_b) with 90 % intervals and win rates; wall time.
+Intervals resample tickers (a ticker's 3 seeds stay together); all tickers share one evaluation period,
+so they are not independent draws of the future: read the intervals as across-ticker spread.
 
+    python -m bench.transfer                                   # ~10-20 min on 2 CPU cores (2 processes)
+    python -m bench.transfer --tickers AAPL,KO,XOM --seeds 1   # quicker
+
+Small settings so it finishes on 2 cores: hidden 32, 1 layer, at most 8 epochs per origin, 5 origins.
 Writes var/bench/transfer.json (under STOCKQ_VAR_DIR). Needs no Redis: only the offline store is used.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from ml.data.bundled import BundledSource
+from ml.backtest import BacktestConfig, origin_splits, parent_cutoff, walk_forward
+from ml.data.bundled import BundledSource, bundled_tickers
+from ml.dataprep import load_dataset
 from ml.feature_store import FeatureStore
 from ml.features import MODEL_FEATURES, compute_features
-from ml.model import ModelSpec, QuantileLSTM, pinball_loss
+from ml.model import ModelSpec
+from ml.recipes import STRATEGIES, ParentModel, strategy_recipe
 from ml.registry import ModelRegistry
 from ml.settings import Settings, configure_process_env
-from ml.tickers import INDEX_TICKER
-from ml.train import (
-    Tensors,
-    TrainConfig,
-    fit,
-    prepare,
-    resolve_device,
-    train_child,
-    train_parent,
-    val_loss,
-)
+from ml.tickers import INDEX_TICKER, PARENT_NAME
+from ml.train import TrainConfig, train_parent
 
-DEFAULT_TICKERS = "AAPL,JPM,KO,XOM,PFE,MSFT,WMT,GE,HD,UNH"
-ORDER = ("scratch", "freeze", "fine_tune")  # scratch first: its best val loss is the others' target
+PAIRS = (("freeze", "scratch"), ("fine_tune", "scratch"), ("fine_tune", "freeze"))
+_state: dict[str, Any] = {}  # per worker process: store, parent, arguments
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--tickers", default=DEFAULT_TICKERS, help="comma-separated bundled tickers (>= 5 advised)"
-    )
-    p.add_argument("--history-days", type=int, default=730, help="children's history, calendar days")
-    p.add_argument("--parent-epochs", type=int, default=10)
-    p.add_argument(
-        "--child-epochs", type=int, default=80, help="upper bound; early stopping usually ends sooner"
-    )
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--overhead-epochs", type=int, default=8, help="epochs per timing run (>= 2)")
-    p.add_argument("--overhead-rounds", type=int, default=3, help="alternating pipeline/plain timing runs")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 = what a worker uses)")
+    p.add_argument("--tickers", default="", help="comma-separated bundled tickers (default: all 20)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--history-days", type=int, default=1100, help="children's history, calendar days")
+    p.add_argument("--origins", type=int, default=5)
+    p.add_argument("--step", type=int, default=21)
+    p.add_argument("--epochs", type=int, default=8, help="per origin; early stopping usually ends sooner")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--parent-epochs", type=int, default=6)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--bootstrap-reps", type=int, default=300)
+    p.add_argument("--processes", type=int, default=2, help="worker processes (1 torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default var/bench/transfer.json)")
     return p.parse_args()
 
@@ -78,241 +76,209 @@ def ingest_offline(store: FeatureStore, tickers: list[str]) -> None:
         store.write(ticker, compute_features(source.fetch(ticker)), source="bundled")
 
 
-def gaps(stamps: list[float]) -> list[float]:
-    return [b - a for a, b in itertools.pairwise(stamps)]
+def _init(store_dir: str, tracking: tuple[str, str], args: argparse.Namespace) -> None:
+    import torch
 
-
-def plain_epochs(tensors: Tensors, spec: ModelSpec, config: TrainConfig) -> list[float]:
-    """The same model, tensors, batches and update rule as `ml.train.fit`, and nothing else."""
-    torch.manual_seed(config.seed)
-    model = QuantileLSTM(spec)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    stamps = []
-    for _ in range(config.epochs):
-        model.train()
-        for idx in torch.randperm(len(tensors.x_train), generator=gen).split(config.batch_size):
-            loss = pinball_loss(model(tensors.x_train[idx]), tensors.y_train[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-        val_loss(model, tensors.x_val, tensors.y_val, None)
-        stamps.append(time.perf_counter())
-    return gaps(stamps)
-
-
-def pipeline_epochs(
-    tensors: Tensors, spec: ModelSpec, config: TrainConfig, registry: ModelRegistry
-) -> list[float]:
-    """The pipeline's loop as train_child runs it: callbacks, cancel check, MLflow metric logging."""
-    torch.manual_seed(config.seed)
-    model = QuantileLSTM(spec)
-    stamps: list[float] = []
-    with registry.training_run("bench-overhead", {"epochs": config.epochs}, {}) as run:
-        fit(
-            model,
-            tensors,
-            epochs=config.epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            patience=config.epochs,  # never stop early: both loops run the same epochs
-            seed=config.seed,
-            on_epoch=lambda *_: stamps.append(time.perf_counter()),
-            should_stop=lambda: False,
-            log_epoch=run.log_epoch,
-        )
-    return gaps(stamps)
-
-
-def overhead(
-    store: FeatureStore, registry: ModelRegistry, ticker: str, config: TrainConfig, rounds: int
-) -> dict[str, Any]:
-    """Per-epoch seconds, pipeline against plain loop, over the same tensors. The two alternate so both
-    see the same load on a shared machine; each side's first epoch (one-off allocations) is left out."""
-    spec = ModelSpec(
-        len(MODEL_FEATURES), config.hidden, config.layers, config.dropout, config.window, config.horizon
+    torch.set_num_threads(1)
+    settings = Settings()
+    _state["store"] = FeatureStore(Path(store_dir), settings.feast_connection_string, window=settings.window)
+    loaded = ModelRegistry(*tracking).load(PARENT_NAME)
+    until = loaded.card["trained_until"]
+    _state["parent"] = ParentModel(
+        loaded.model, loaded.scaler, _date(until), f"{PARENT_NAME} v{loaded.version}"
     )
-    tensors = prepare(store, ticker, config, spec, torch.device("cpu")).tensors
-    plain: list[float] = []
-    pipeline: list[float] = []
-    for _ in range(rounds):
-        plain += plain_epochs(tensors, spec, config)
-        pipeline += pipeline_epochs(tensors, spec, config, registry)
+    _state["args"] = args
+
+
+def _date(value: str) -> Any:
+    from datetime import date
+
+    return date.fromisoformat(value)
+
+
+def _config(args: argparse.Namespace, seed: int) -> BacktestConfig:
+    return BacktestConfig(
+        origins=args.origins, step=args.step, epochs=args.epochs, patience=args.patience, seed=seed,
+        bootstrap_reps=args.bootstrap_reps,
+    )  # fmt: skip
+
+
+def _child_data(store: FeatureStore, ticker: str, args: argparse.Namespace, spec: ModelSpec) -> Any:
+    return load_dataset(store, ticker, TrainConfig(history_days=args.history_days, window=spec.window), spec)
+
+
+def run_one(task: tuple[str, int, str]) -> dict[str, Any]:
+    ticker, seed, strategy = task
+    args, parent = _state["args"], _state["parent"]
+    spec = parent.model.spec
+    data = _child_data(_state["store"], ticker, args, spec)
+    recipe = strategy_recipe(strategy, spec, args.lr, None if strategy == "scratch" else parent)
+    bt = walk_forward(data, recipe, _config(args, 1337 + seed), device="cpu")
+    m = bt["metrics"]
+    verdict = bt["verdict"]
     return {
         "ticker": ticker,
-        "pipeline_epoch_s": statistics.median(pipeline),
-        "plain_epoch_s": statistics.median(plain),
-        "ratio": statistics.median(pipeline) / statistics.median(plain),
+        "seed": seed,
+        "strategy": strategy,
+        "pinball": m["model_cqr"]["pinball"],
+        "baseline_pinball": {k: v["pinball"] for k, v in m.items() if k not in ("model", "model_cqr")},
+        "best_baseline": verdict["best_baseline"],
+        "skill": verdict["skill"],
+        "skill_lo": verdict["lo"],
+        "skill_hi": verdict["hi"],
+        "measurable": verdict["measurable"],
+        "skill_vs_zero": bt["skill"]["model_cqr"]["zero_ewma"]["skill"],
+        "coverage_before": bt["coverage"]["before"],
+        "coverage_after": bt["coverage"]["after"],
+        "refit_epochs": bt["refit_epochs"],
+        "n_windows": bt["n_windows"],
+        "first_origin": bt["first_origin"],
+        "seconds": bt["seconds"],
     }
 
 
-def reach(history: list[dict[str, float]], target: float) -> tuple[int | None, float | None]:
-    """First epoch whose val loss is at or below `target`, and the training seconds spent until then."""
-    spent = 0.0
-    for row in history:
-        spent += row["seconds"]
-        if row["val_loss"] <= target:
-            return int(row["epoch"]), round(spent, 3)
-    return None, None
+def _ticker_bootstrap(values: dict[str, list[float]], reps: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean over all runs and a 90 % percentile interval, resampling tickers (their seeds together)."""
+    tickers = sorted(values)
+    rng = np.random.default_rng(seed)
+    means = [
+        float(np.mean([v for t in rng.choice(tickers, len(tickers)) for v in values[t]])) for _ in range(reps)
+    ]
+    flat = [v for t in tickers for v in values[t]]
+    return {"mean": float(np.mean(flat)), "lo": float(np.quantile(means, 0.05)),
+            "hi": float(np.quantile(means, 0.95))}  # fmt: skip
 
 
-def bench_ticker(
-    ticker: str, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, args: argparse.Namespace
-) -> dict[str, Any]:
-    runs = {s: train_child(ticker, s, store=store, registry=registry, config=config) for s in ORDER}
-    target = runs["scratch"]["best_val_loss"]
-    rows = []
-    for strategy in ORDER:
-        summary = runs[strategy]
-        epochs, wall = reach(summary["history"], target)
-        test = summary["test"]
-        rows.append(
-            {
-                "ticker": ticker,
-                "strategy": strategy,
-                "epochs_run": summary["epochs_run"],
-                "best_val_loss": summary["best_val_loss"],
-                "epochs_to_scratch_best": epochs,
-                "seconds_to_scratch_best": wall,
-                "train_seconds": round(sum(h["seconds"] for h in summary["history"]), 3),
-                "total_seconds": summary["seconds"],
-                "test_mase_persistence": test["mase_persistence_mean"],
-                "test_direction_accuracy": test["direction_accuracy_mean"],
-                "test_coverage_80": test["coverage_80_mean"],
-                "test_n": test["n"],
-            }
-        )
-    timing = overhead(
-        store, registry, ticker, replace(config, epochs=args.overhead_epochs), args.overhead_rounds
-    )
-    return {"rows": rows, "overhead": timing}
-
-
-def savings(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per strategy: mean test metrics; for transfer ones also how often they reached scratch's best val
-    loss, the time saved getting there, and their whole training time relative to scratch's."""
-    scratch = {r["ticker"]: r for r in rows if r["strategy"] == "scratch"}
-    out: dict[str, Any] = {}
-    for strategy in ORDER:
-        mine = [r for r in rows if r["strategy"] == strategy]
-        out[strategy] = {
-            "mean_test_mase": statistics.fmean(r["test_mase_persistence"] for r in mine),
-            "mean_direction_accuracy": statistics.fmean(r["test_direction_accuracy"] for r in mine),
-            "mean_coverage_80": statistics.fmean(r["test_coverage_80"] for r in mine),
-            # Feature loading, MLflow run, test evaluation, registration: paid once per training.
-            "median_fixed_seconds": statistics.median(r["total_seconds"] - r["train_seconds"] for r in mine),
-        }
-        if strategy == "scratch":
-            continue
-        reached = [r for r in mine if r["seconds_to_scratch_best"] is not None]
-        saved = [
-            1 - r["seconds_to_scratch_best"] / scratch[r["ticker"]]["seconds_to_scratch_best"]
-            for r in reached
-            if scratch[r["ticker"]]["seconds_to_scratch_best"]
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    by = {(r["ticker"], r["seed"], r["strategy"]): r for r in rows}
+    tickers = sorted({r["ticker"] for r in rows})
+    out: dict[str, Any] = {"strategies": {}, "paired": {}}
+    for s in STRATEGIES:
+        mine = [r for r in rows if r["strategy"] == s]
+        per_ticker_cov = [
+            statistics.fmean(r["coverage_after"] for r in mine if r["ticker"] == t) for t in tickers
         ]
-        out[strategy] |= {
-            "reached": f"{len(reached)}/{len(mine)}",
-            "median_time_saved": statistics.median(saved) if saved else None,
-            # All epochs until early stopping, against scratch's: the time a user actually waits.
-            "train_time_vs_scratch": sum(r["train_seconds"] for r in mine)
-            / sum(r["train_seconds"] for r in scratch.values()),
+        out["strategies"][s] = {
+            "skill_vs_best_baseline": _ticker_bootstrap(
+                {t: [r["skill"] for r in mine if r["ticker"] == t] for t in tickers}
+            ),
+            "skill_vs_zero_ewma": _ticker_bootstrap(
+                {t: [r["skill_vs_zero"] for r in mine if r["ticker"] == t] for t in tickers}
+            ),
+            "measurable_share": statistics.fmean(r["measurable"] for r in mine),
+            "best_baseline_counts": {
+                b: sum(r["best_baseline"] == b for r in mine)
+                for b in sorted({r["best_baseline"] for r in mine})
+            },
+            "coverage_before": statistics.fmean(r["coverage_before"] for r in mine),
+            "coverage_after": statistics.fmean(r["coverage_after"] for r in mine),
+            "tickers_in_75_85_after": sum(0.75 <= c <= 0.85 for c in per_ticker_cov) / len(tickers),
+            "backtest_seconds": round(sum(r["seconds"] for r in mine), 1),
+        }
+    for a, b in PAIRS:
+        diffs = {
+            t: [
+                1 - by[(t, seed, a)]["pinball"] / by[(t, seed, b)]["pinball"]
+                for (tt, seed, s) in by
+                if tt == t and s == a
+            ]
+            for t in tickers
+        }
+        flat = [d for ds in diffs.values() for d in ds]
+        out["paired"][f"{a}_vs_{b}"] = {
+            **_ticker_bootstrap(diffs),
+            "win_rate": float(np.mean(np.array(flat) > 0)),
         }
     return out
-
-
-def show(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    def fmt(value: object, spec: str = ".3f") -> str:
-        return "—" if value is None else format(value, spec) if isinstance(value, float) else str(value)
-
-    console = Console(width=max(Console().width, 120))
-    table = Table(title=f"Transfer benchmark ({report['config']['history_days']} days of child history, CPU)")
-    for col in ["ticker", "strategy", "epochs", "ep→scratch", "s→scratch", "train s"]:
-        table.add_column(col)
-    for col in ["best val", "test MASE", "dir acc", "cov 80"]:
-        table.add_column(col, justify="right")
-    for r in report["rows"]:
-        table.add_row(
-            r["ticker"],
-            r["strategy"],
-            str(r["epochs_run"]),
-            fmt(r["epochs_to_scratch_best"]),
-            fmt(r["seconds_to_scratch_best"], ".2f"),
-            fmt(r["train_seconds"], ".2f"),
-            fmt(r["best_val_loss"], ".4f"),
-            fmt(r["test_mase_persistence"]),
-            fmt(r["test_direction_accuracy"]),
-            fmt(r["test_coverage_80"]),
-        )
-    console.print(table)
-    overhead = Table(title="Per-epoch time: pipeline vs plain PyTorch loop (same tensors, scratch model)")
-    for col in ["ticker", "pipeline s/epoch", "plain s/epoch", "ratio"]:
-        overhead.add_column(col, justify="right")
-    for o in report["overhead"]:
-        overhead.add_row(
-            o["ticker"], f"{o['pipeline_epoch_s']:.4f}", f"{o['plain_epoch_s']:.4f}", f"{o['ratio']:.3f}"
-        )
-    console.print(overhead)
-    console.print_json(json.dumps({"summary": report["summary"], "parent": report["parent"]}))
 
 
 def main() -> None:
     args = parse_args()
     settings = Settings()
     configure_process_env(settings)
-    torch.set_num_threads(args.threads)
-    tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()]
+    tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] or [
+        t for t in bundled_tickers() if t != INDEX_TICKER
+    ]
     out = args.out or settings.var_path / "bench" / "transfer.json"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stockq-bench-") as tmp:
-        store = FeatureStore(Path(tmp) / "store", settings.feast_connection_string, window=settings.window)
+        store_dir = Path(tmp) / "store"
+        store = FeatureStore(store_dir, settings.feast_connection_string, window=settings.window)
         ingest_offline(store, [INDEX_TICKER, *tickers])
-        registry = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (Path(tmp) / "artifacts").as_uri())
-        last = store.training_frame(tickers[0]).index[-1].date()
-        cutoff = last - timedelta(days=args.history_days)
-        base = TrainConfig(
-            epochs=args.child_epochs,
-            hidden=args.hidden,
-            layers=args.layers,
-            batch_size=args.batch_size,
-            patience=args.patience,
-            seed=args.seed,
-            history_days=args.history_days,
-            device="cpu",
+        tracking = (f"sqlite:///{tmp}/mlflow.db", (Path(tmp) / "artifacts").as_uri())
+        registry = ModelRegistry(*tracking)
+        spec = ModelSpec(
+            len(MODEL_FEATURES), args.hidden, args.layers, 0.1, settings.window, settings.horizon
         )
-        parent_config = replace(base, epochs=args.parent_epochs, history_days=None, until=cutoff)
+        cutoff = min(
+            parent_cutoff(d, origin_splits(len(d.targets), spec.horizon, _config(args, 0)))
+            for d in (_child_data(store, t, args, spec) for t in tickers)
+        )
+        parent_config = TrainConfig(
+            epochs=args.parent_epochs, hidden=args.hidden, layers=args.layers, patience=args.patience,
+            until=cutoff, device="cpu",
+        )  # fmt: skip
         parent = train_parent(store=store, registry=registry, config=parent_config)
-        results = [bench_ticker(t, store, registry, base, args) for t in tickers]
-    rows = [r for res in results for r in res["rows"]]
-    overheads = [res["overhead"] for res in results]
+        tasks = [(t, seed, s) for t in tickers for seed in range(args.seeds) for s in STRATEGIES]
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.processes, initializer=_init, initargs=(str(store_dir), tracking, args)) as pool:
+            rows = []
+            for row in pool.imap_unordered(run_one, tasks):
+                rows.append(row)
+                print(f"{len(rows)}/{len(tasks)} {row['ticker']} seed {row['seed']} {row['strategy']}: "
+                      f"skill {row['skill']:+.3%} [{row['skill_lo']:+.3%}, {row['skill_hi']:+.3%}] "
+                      f"cov {row['coverage_before']:.2f}->{row['coverage_after']:.2f} {row['seconds']:.1f}s",
+                      flush=True)  # fmt: skip
+    wall = time.perf_counter() - started
     report = {
-        "config": {
-            **vars(args),
-            "out": str(out),
-            "device": str(resolve_device("cpu")),
-            "parent_until": str(cutoff),
-        },
+        "config": {**vars(args), "out": str(out), "tickers": tickers, "parent_until": cutoff.isoformat()},
         "parent": {
+            "trained_until": parent["trained_until"],
             "epochs_run": parent["epochs_run"],
-            "train_seconds": round(sum(h["seconds"] for h in parent["history"]), 2),
-            "test_mase_persistence": parent["test"]["mase_persistence_mean"],
-            "test_n": parent["test"]["n"],
+            "seconds": parent["seconds"],
         },
-        "rows": rows,
-        "overhead": overheads,
-        "summary": {
-            **savings(rows),
-            "median_overhead_ratio": statistics.median(o["ratio"] for o in overheads),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-        },
+        "rows": sorted(rows, key=lambda r: (r["ticker"], r["seed"], r["strategy"])),
+        "summary": {**summarise(rows), "wall_seconds": round(wall, 1)},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
     show(report)
     print(f"wrote {out}")
+
+
+def show(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def iv(x: dict[str, float]) -> str:
+        return f"{x['mean']:+.2%} [{x['lo']:+.2%}, {x['hi']:+.2%}]"
+
+    console = Console(width=max(Console().width, 140))
+    summary = report["summary"]
+    table = Table(title=f"Walk-forward transfer benchmark ({len(report['config']['tickers'])} tickers x "
+                        f"{report['config']['seeds']} seeds, CPU)")  # fmt: skip
+    for col in ("strategy", "skill vs best baseline (90 %)", "vs zero+EWMA", "measurable", "cov raw",
+                "cov CQR", "tickers 75-85 %", "backtest s"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for s, v in summary["strategies"].items():
+        table.add_row(
+            s,
+            iv(v["skill_vs_best_baseline"]),
+            iv(v["skill_vs_zero_ewma"]),
+            f"{v['measurable_share']:.0%}",
+            f"{v['coverage_before']:.3f}",
+            f"{v['coverage_after']:.3f}",
+            f"{v['tickers_in_75_85_after']:.0%}",
+            f"{v['backtest_seconds']:.0f}",
+        )
+    console.print(table)
+    paired = Table(title="Paired differences on the same windows: 1 - pinball_a / pinball_b")
+    for col in ("pair", "mean [90 %]", "win rate"):
+        paired.add_column(col, justify="right")
+    for pair, v in summary["paired"].items():
+        paired.add_row(pair, iv(v), f"{v['win_rate']:.0%}")
+    console.print(paired)
+    console.print(f"parent: {report['parent']}; wall {summary['wall_seconds']} s")
 
 
 if __name__ == "__main__":
