@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STOCKQ_", extra="ignore", populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Caches that may be evicted (prediction cache, Feast online store) can live on their own Redis with an
+    # LRU policy, so the broker's Redis can refuse writes (noeviction) instead of dropping jobs. None: the
+    # broker's Redis.
+    cache_redis_url: str | None = None
     # Feast's online store lives on its own Redis DB so it never collides with Celery's keys.
     feast_redis_db: int = 1
     var_dir: Path = Path("./var")
@@ -67,6 +71,11 @@ class Settings(BaseSettings):
     backtest_bootstrap_reps: int = Field(1000, ge=50)
     # How long a crashed auto-training can block the next request for the same ticker.
     singleflight_ttl_s: float = 120.0
+    # `celery beat` (workers/scheduled.py, one active beat through a Redis lock): a 5-field crontab in UTC
+    # or a number of seconds; empty disables it. Ingest + materialize the known tickers after the US close
+    # (weekdays), then retrain the children whose stored data moved past what they were trained until.
+    schedule_ingest: str = "30 22 * * 1-5"
+    schedule_retrain: str = "0 2 * * *"
 
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = 30.0
@@ -118,9 +127,13 @@ class Settings(BaseSettings):
         return (self.var_path / "mlartifacts").as_uri()
 
     @property
+    def cache_url(self) -> str:
+        return self.cache_redis_url or self.redis_url
+
+    @property
     def feast_connection_string(self) -> str:
         """Feast's Redis online store wants `host:port,db=N[,password=...][,ssl=true]`."""
-        url = urlparse(self.redis_url)
+        url = urlparse(self.cache_url)
         parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={self.feast_redis_db}"]
         if url.password:
             parts.append(f"password={url.password}")
@@ -130,7 +143,7 @@ class Settings(BaseSettings):
 
     @property
     def feast_redis_url(self) -> str:
-        url = urlparse(self.redis_url)
+        url = urlparse(self.cache_url)
         return url._replace(path=f"/{self.feast_redis_db}").geturl()
 
 

@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import jsonschema
 import pytest
@@ -366,8 +367,11 @@ def test_stockq_env_reaches_settings(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert settings.redis_url == "redis://redis:6379/0"
-    assert settings.feast_redis_url == "redis://redis:6379/1"
+    # The broker's Redis and the evicting cache Redis, both behind the one password.
+    assert settings.redis_url == "redis://:<REDIS_PASSWORD>@redis:6379/0"
+    assert settings.cache_url == "redis://:<REDIS_PASSWORD>@redis-cache:6379/0"
+    assert settings.feast_redis_url == "redis://:<REDIS_PASSWORD>@redis-cache:6379/1"
+    assert settings.feast_connection_string == "redis-cache:6379,db=1,password=<REDIS_PASSWORD>"
     assert str(settings.var_dir) == "/var/lib/stockq"
     assert settings.tracking_uri == "http://mlflow:5000"
     assert settings.qdrant_url == "http://qdrant:6333"
@@ -379,9 +383,9 @@ def test_stockq_env_reaches_settings(
 
 def test_env_urls_point_at_services(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
     env = {k: resolve(v) for k, v in compose["x-stockq-env"].items() if v is not None}
-    for key in ("STOCKQ_REDIS_URL", "MLFLOW_TRACKING_URI", "QDRANT_URL"):
-        host = re.match(r"\w+://([\w-]+):\d+", env[key])
-        assert host and host.group(1) in services, f"{key}={env[key]} names no service"
+    for key in ("STOCKQ_REDIS_URL", "STOCKQ_CACHE_REDIS_URL", "MLFLOW_TRACKING_URI", "QDRANT_URL"):
+        url = urlparse(env[key])
+        assert url.hostname in services and url.port, f"{key}={env[key]} names no service"
     assert "--port=5000" in argv(services["mlflow"]["command"])
     allowed = flag_value([resolve(a) for a in argv(services["mlflow"]["command"])], "--allowed-hosts")
     assert allowed and "mlflow:5000" in allowed.split(",")
@@ -394,19 +398,49 @@ def test_variables_have_defaults_or_are_required() -> None:
     bare = [name for name, op, _ in found if not op]
     assert not bare, f"${{VAR}} without a default or :? message: {bare}"
     required = {name for name, op, _ in found if op in {"?", ":?"}}
-    assert required == {"STOCKQ_API_KEYS", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"}
+    assert required == {"STOCKQ_API_KEYS", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD", "REDIS_PASSWORD"}
     example = (COMPOSE_DIR / ".env.example").read_text(encoding="utf-8")
     defined = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, flags=re.MULTILINE))
     assert required <= defined, f"compose/.env.example lacks {sorted(required - defined)}"
 
 
+def _redis_args(service: dict[str, Any]) -> list[str]:
+    """redis-server's arguments from `sh -c 'exec redis-server ...'`, variables at their defaults."""
+    shell, flag, script = argv(service["command"])
+    assert (shell, flag) == ("sh", "-c")
+    args = shlex.split(resolve(script.replace("$${", "${")))
+    assert args[:2] == ["exec", "redis-server"]
+    return args[2:]
+
+
 def test_redis_persists_queued_jobs(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
     redis_service = services["redis"]
-    args = argv(redis_service["command"])
+    args = _redis_args(redis_service)
     assert flag_value(args, "--appendonly") == "yes"
     assert "redis-data:/data" in redis_service["volumes"]
     assert redis_service["restart"] == "unless-stopped"
     assert "redis-cli" in redis_service["healthcheck"]["test"]
+    # Full: refuse writes rather than evict queued jobs, below the container limit (AOF rewrite headroom).
+    assert flag_value(args, "--maxmemory-policy") == "noeviction"
+    assert _bytes(flag_value(args, "--maxmemory")) <= 0.8 * _bytes(redis_service["mem_limit"])
+    assert flag_value(args, "--requirepass") == "$REDIS_PASSWORD"
+    assert resolve(environment(redis_service)["REDISCLI_AUTH"]) == "<REDIS_PASSWORD>"
+
+
+def test_cache_redis_evicts_and_keeps_nothing(services: dict[str, dict[str, Any]]) -> None:
+    cache = services["redis-cache"]
+    args = _redis_args(cache)
+    assert flag_value(args, "--maxmemory-policy") == "allkeys-lru"
+    assert flag_value(args, "--appendonly") == "no" and flag_value(args, "--save") == ""
+    assert _bytes(flag_value(args, "--maxmemory")) <= 0.8 * _bytes(cache["mem_limit"])
+    assert "volumes" not in cache
+    assert resolve(environment(services["redis-exporter"])["REDIS_PASSWORD"]) == "<REDIS_PASSWORD>"
+
+
+def _bytes(size: str | None) -> float:
+    match = re.fullmatch(r"(\d+)\s*([kmg])b?", (size or "").lower())
+    assert match, size
+    return int(match.group(1)) * 1024 ** "kmg".index(match.group(2)) * 1024
 
 
 def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
@@ -654,8 +688,42 @@ def manifests() -> list[dict[str, Any]]:
     return docs
 
 
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod template's spec of a workload (KEDA's ScaledJob included), else None."""
+    if doc["kind"] == "ScaledJob":
+        return doc["spec"]["jobTargetRef"]["template"]["spec"]
+    if doc["kind"] in {"Deployment", "StatefulSet", "Job"}:
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return doc["spec"]["template"]["spec"]["containers"]
+    spec = pod_spec(doc)
+    return [] if spec is None else spec["containers"]
+
+
+def container_env(doc: dict[str, Any], container: dict[str, Any], configs: dict[str, dict[str, str]]) -> dict:
+    """What a container's process sees: its ConfigMaps, then its own values with `$(VAR)` expanded
+    (Secret values stand as <KEY>; an optional reference to a missing key sets nothing)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configs[source["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        ref = item.get("valueFrom", {})
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\(([A-Z_]+)\)", lambda m: env[m.group(1)], item["value"])
+        elif "secretKeyRef" in ref:
+            env[item["name"]] = f"<{ref['secretKeyRef']['key']}>"
+        elif "configMapKeyRef" in ref:
+            found = configs[ref["configMapKeyRef"]["name"]].get(ref["configMapKeyRef"]["key"])
+            assert found is not None or ref["configMapKeyRef"].get("optional"), item
+            if found is not None:
+                env[item["name"]] = found
+    return env
+
+
+def config_maps(manifests: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: d.get("data", {}) for d in manifests if d["kind"] == "ConfigMap"}
 
 
 def test_k8s_manifests_parse_and_are_wellformed(manifests: list[dict[str, Any]]) -> None:
@@ -673,58 +741,56 @@ def test_k8s_manifests_parse_and_are_wellformed(manifests: list[dict[str, Any]])
 def test_k8s_workers_consume_every_queue(manifests: list[dict[str, Any]]) -> None:
     consumed: set[str] = set()
     for doc in manifests:
-        if doc["kind"] == "Deployment":
-            for container in _containers(doc):
-                consumed |= celery_queues(container.get("command")) or set()
+        for container in _containers(doc):
+            consumed |= celery_queues(container.get("command")) or set()
     assert consumed == EXPECTED_QUEUES
 
 
-def test_k8s_gpu_training_worker_and_autoscaler(manifests: list[dict[str, Any]]) -> None:
+def test_k8s_gpu_training_is_one_job_per_message(manifests: list[dict[str, Any]]) -> None:
     gpu = [
         doc
         for doc in manifests
-        if doc["kind"] == "Deployment"
-        and any(
+        if any(
             int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) >= 1
             for c in _containers(doc)
         )
     ]
-    assert [d["metadata"]["name"] for d in gpu] == ["worker-training-gpu"]
-    (container,) = _containers(gpu[0])
+    assert [(d["kind"], d["metadata"]["name"]) for d in gpu] == [("ScaledJob", "worker-training-gpu")]
+    (job,) = gpu
+    (container,) = _containers(job)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert celery_queues(container["command"]) == {"training"}
-    assert container["image"].startswith("stockq-gpu")
-
-    (hpa,) = [d for d in manifests if d["kind"] == "HorizontalPodAutoscaler"]
-    assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": "worker-training-gpu",
-    }
-    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["metric"]["name"] == "stockq_queue_length"
-    assert metric["external"]["metric"]["selector"]["matchLabels"] == {"queue": "training"}
-    assert "ScaledObject" in (K8S_DIR / "worker-training-gpu.yaml").read_text(encoding="utf-8")
+    # The one-shot app: the pod takes one message, runs it and exits (no scale-in under a training).
+    assert argv(container["command"])[:3] == ["celery", "-A", "workers.oneshot"]
+    assert flag_value(container["command"], "-c", "--concurrency") == "1"
+    assert container["image"].startswith("stockq-gpu:")
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    assert job["spec"]["scalingStrategy"]["strategy"] == "accurate"
+    (trigger,) = job["spec"]["triggers"]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"] == "training" and trigger["metadata"]["listLength"] == "1"
+    # No autoscaler of the old kind is left to remove pods that are still training.
+    assert not [d for d in manifests if d["kind"] == "HorizontalPodAutoscaler"]
+    assert not [d for d in manifests if d["kind"] == "Deployment" and "training" in d["metadata"]["name"]]
 
 
 def test_k8s_config_reaches_settings(
     manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (config,) = [
-        d for d in manifests if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "stockq-config"
-    ]
     for key in list(os.environ):
         if key.startswith("STOCKQ_") or key in {"MLFLOW_TRACKING_URI", "QDRANT_URL"}:
             monkeypatch.delenv(key)
-    for key, value in config["data"].items():
+    (worker,) = [d for d in manifests if d["metadata"]["name"] == "worker-cpu" and d["kind"] == "Deployment"]
+    for key, value in container_env(worker, _containers(worker)[0], config_maps(manifests)).items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert settings.redis_url == config["data"]["STOCKQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert settings.redis_url == "redis://:<REDIS_PASSWORD>@redis:6379/0"
+    assert settings.feast_connection_string == "redis-cache:6379,db=1,password=<REDIS_PASSWORD>"
     assert settings.tracking_uri == "http://mlflow:5000"
     assert settings.qdrant_url == "http://qdrant:6333"
     services = {d["metadata"]["name"] for d in manifests if d["kind"] == "Service"}
-    assert {"redis", "mlflow", "qdrant", "api", "flower", "exporter", "alertmanager"} <= services
+    expected = {"redis", "redis-cache", "mlflow", "qdrant", "api", "flower", "exporter", "alertmanager"}
+    assert expected <= services
     # Every workload mounting the shared var dir uses the one ReadWriteMany claim.
     (claim,) = [
         d for d in manifests if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "stockq-var"

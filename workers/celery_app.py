@@ -88,7 +88,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("stockq", include=["workers.tasks"])
+    app = Celery("stockq", include=["workers.tasks", "workers.scheduled"])
     # The settings stay out of app.conf: `celery inspect conf` and Flower print the whole config, and
     # Celery masks values only by key name. Tasks read them from `workers.settings`.
     app.conf.update(celery_config(settings))

@@ -41,8 +41,15 @@ class Runtime:
         return Counters(self.redis)
 
     @cached_property
+    def cache_redis(self) -> redis.Redis:
+        """The evicting Redis of the caches (the broker's own when no separate one is configured)."""
+        if self.settings.cache_url == self.settings.redis_url:
+            return self.redis
+        return redis.Redis.from_url(self.settings.cache_url, socket_connect_timeout=2, socket_timeout=10)
+
+    @cached_property
     def prediction_cache(self) -> PredictionCache:
-        return PredictionCache(self.redis, self.counters, self.settings.prediction_cache_ttl_s)
+        return PredictionCache(self.cache_redis, self.counters, self.settings.prediction_cache_ttl_s)
 
     @cached_property
     def store(self) -> Any:
