@@ -24,6 +24,9 @@ FAST_TRAINING = {
     "STOCKQ_TRAIN_HISTORY_DAYS": "700",
     "STOCKQ_DEFAULT_EPOCHS": "2",
     "STOCKQ_AUTO_TRAIN_EPOCHS": "2",
+    # The walk-forward every worker training runs first: 2 origins (the least that tests 16 windows).
+    "STOCKQ_BACKTEST_ORIGINS": "2",
+    "STOCKQ_BACKTEST_BOOTSTRAP_REPS": "100",
 }
 
 
