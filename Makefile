@@ -40,7 +40,7 @@ fuzz: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-BENCHES ?= features transfer queue inference agent chaos redis_memory
+BENCHES ?= features transfer queue inference agent chaos redis_memory metrics_cost
 
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done

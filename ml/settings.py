@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     flower_port: int = 5555
+    mlflow_ui_port: int = 5000
     # `user:password` for Flower under `stockq up` (unset: generated once into the var dir).
     flower_auth: SecretStr | None = None
     # Per tenant (API key name, else client address) and endpoint class; empty disables one. flask-limiter

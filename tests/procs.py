@@ -62,6 +62,16 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every: flo
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is no zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
 class Proc:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log

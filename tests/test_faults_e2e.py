@@ -65,7 +65,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     workers = Workers(settings)
     try:
         for name, queue in (("train1", "training"), ("train2", "training"), ("inf1", "inference"),
-                            ("inf2", "inference")):  # fmt: skip
+                            ("inf2", "inference"), ("agent1", "agent"), ("agent2", "agent")):  # fmt: skip
             workers.start(name, queue)
         client = create_app(settings).test_client()
         r = redis.Redis.from_url(settings.redis_url)
@@ -154,7 +154,7 @@ def test_sigterm_preempts_at_the_epoch_boundary_and_another_worker_resumes(env: 
     env["workers"].start(name, "training")
 
 
-@pytest.mark.parametrize("queue", ["training", "inference"])
+@pytest.mark.parametrize("queue", ["training", "inference", "agent"])
 def test_a_whole_dead_worker_s_job_runs_again_on_another_worker_within_60s(env: dict, queue: str) -> None:
     jobs: JobRegistry = env["jobs"]
     job = jobs.create("ping", {"seconds": 8}, slow_task(queue))

@@ -20,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from tests.procs import FAST_TRAINING, free_port, wait_until
+from tests.procs import FAST_TRAINING, alive, free_port, wait_until
 from webapp.stack import WORKER_GROUPS
 
 pytestmark = pytest.mark.slow
@@ -46,21 +46,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
 @dataclass
 class Up:
     proc: subprocess.Popen
     log: Path
     base: str
     flower_port: int
+    exporter_port: int
+    mlflow_port: int
     redis: redis.Redis
     var: Path
 
@@ -77,6 +70,7 @@ class Up:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     tmp = tmp_path_factory.mktemp("up")
     redis_port, api_port, flower_port = free_port(), free_port(), free_port()
+    exporter_port, mlflow_port = free_port(), free_port()
     env = {
         **os.environ,
         **FAST_TRAINING,
@@ -84,15 +78,19 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         "STOCKQ_VAR_DIR": str(tmp / "var"),  # fresh: no MLflow store, no features, no Redis data
         "STOCKQ_API_PORT": str(api_port),
         "STOCKQ_FLOWER_PORT": str(flower_port),
+        "STOCKQ_EXPORTER_PORT": str(exporter_port),
+        "STOCKQ_MLFLOW_UI_PORT": str(mlflow_port),
         "STOCKQ_API_KEYS": "one:up-test-secret-1-0123456789,two:up-test-secret-2-0123456789",
         "STOCKQ_DATA_SOURCE": "bundled",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     log = tmp / "up.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "stockq"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(BIN / "stockq"), "up", "--mlflow-ui", "--log-format", "json"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     client = redis.Redis(port=redis_port, decode_responses=True)
-    stack = Up(proc, log, f"http://127.0.0.1:{api_port}", flower_port, client, tmp / "var")
+    stack = Up(proc, log, f"http://127.0.0.1:{api_port}", flower_port, exporter_port, mlflow_port, client,
+               tmp / "var")  # fmt: skip
     try:
         wait_until(stack.ready, 180, "stockq up to be ready", every=0.2)
         yield stack
@@ -122,7 +120,28 @@ def test_up_serves_with_auth_and_durable_redis(up: Up) -> None:
     assert requests.post(f"{up.base}/train", json={"ticker": "AAPL"}, timeout=5).status_code == 401
     r = requests.post(f"{up.base}/jobs/ping?wait=5", headers=AUTH, timeout=10)
     assert r.status_code == 200 and r.json()["result"] == {"pong": True}
-    assert requests.get(f"http://127.0.0.1:{up.flower_port}/healthcheck", timeout=5).text == "OK"
+    flower = f"http://127.0.0.1:{up.flower_port}"
+    assert requests.get(f"{flower}/healthcheck", timeout=5).text == "OK"
+    # Flower asks for the generated login (0600 file, printed once); its /metrics stays open for Prometheus.
+    auth_file = up.var / "flower-auth"
+    assert auth_file.stat().st_mode & 0o777 == 0o600 and auth_file.read_text() in up.log.read_text()
+    user, password = auth_file.read_text().split(":", 1)
+    assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
+    assert requests.get(f"{flower}/api/workers", auth=(user, password), timeout=10).status_code == 200
+    assert requests.get(f"{flower}/metrics", timeout=10).status_code == 200
+    # the exporter and the MLflow UI it printed the addresses of
+    exported = requests.get(f"http://127.0.0.1:{up.exporter_port}/metrics", timeout=10).text
+    assert "stockq_worker_up{" in exported
+
+    def mlflow_ui() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{up.mlflow_port}/", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(mlflow_ui, 60, "mlflow ui", every=0.5)
+    for port in (up.exporter_port, up.mlflow_port, up.flower_port):
+        assert f"127.0.0.1:{port}" in up.log.read_text()
     # It started its own Redis, appending every write to a file under the var dir, fsynced each second.
     assert up.redis.config_get("appendonly") == {"appendonly": "yes"}
     assert up.redis.config_get("appendfsync") == {"appendfsync": "everysec"}

@@ -11,20 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import wait_until
+from tests.procs import alive, wait_until
 from webapp.supervisor import RestartPolicy, Supervisor
 
 QUICK = RestartPolicy(first_delay_s=0.01, max_delay_s=0.05)  # the real rule, with short backoffs
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:

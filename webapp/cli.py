@@ -90,16 +90,27 @@ def main() -> None:
 
 
 @main.command()
-def up() -> None:
-    """Run Redis (if needed), the API, workers for every queue and Flower until Ctrl-C."""
-    import logging
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines of the API and workers (default: STOCKQ_LOG_FORMAT, else text).",
+)
+@click.option("--mlflow-ui", is_flag=True, help="Also serve `mlflow ui` on loopback against the same store.")
+@click.option("--beat", is_flag=True, help="Also run the scheduler (daily ingest, nightly retrain).")
+def up(log_format: str | None, mlflow_ui: bool, beat: bool) -> None:
+    """Run Redis (if needed), the API, workers for every queue, Flower and the exporter until Ctrl-C."""
+    import os
 
     from webapp.stack import Stack
+    from workers import logs
 
-    # The supervisor says on stderr which child died, when it comes back and which one it gave up on.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format:
+        os.environ["STOCKQ_LOG_FORMAT"] = log_format  # the children read it too
     settings = Settings()
-    stack = Stack(settings, settings.var_path / "logs")
+    # The supervisor says on stderr which child died, when it comes back and which one it gave up on.
+    logs.configure(settings.log_format)
+    stack = Stack(settings, settings.var_path / "logs", mlflow_ui=mlflow_ui, beat=beat)
 
     def _stop(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -107,8 +118,12 @@ def up() -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         stack.start()
-        console.print(f"API      http://127.0.0.1:{settings.api_port}  (logs in {stack.log_dir})")
-        console.print(f"Flower   http://127.0.0.1:{settings.flower_port}")
+        for name, url in stack.urls().items():
+            console.print(f"{name:<9}{url}")
+        console.print(f"logs     {stack.log_dir}")
+        if stack.generated_flower_auth is not None:
+            console.print(f"Flower login (shown once, kept in {stack.generated_flower_auth}): "
+                          f"{stack.generated_flower_auth.read_text()}")  # fmt: skip
         if stack.wait_ready():
             console.print("[green]ready[/green]: every queue has a worker")
         stack.supervise()

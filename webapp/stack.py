@@ -4,6 +4,8 @@ serving; stopping the stack stops all of them."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,9 @@ from webapp.supervisor import Supervisor
 WORKER_GROUPS = {"training": 1, "inference": 2, "ingest": 1, "agent": 1}
 
 
+FLOWER_AUTH_FILE = "flower-auth"
+
+
 def gunicorn_argv(port: int) -> list[str]:
     """The API server: threads, so a request waiting on a job (`?wait=`, charts) blocks no other."""
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -39,11 +44,21 @@ def worker_argv(queues: str, concurrency: int, name: str) -> list[str]:
             "--loglevel", "INFO"]  # fmt: skip
 
 
+def beat_argv() -> list[str]:
+    """celery beat with redbeat's Redis-locked scheduler: the schedules of workers/scheduled.py, sent once
+    however many beats run."""
+    celery = str(Path(sys.executable).parent / "celery")
+    return [celery, "-A", "workers", "beat", "-S", "redbeat.RedBeatScheduler", "--loglevel", "INFO"]
+
+
 @dataclass
 class Stack:
     settings: Settings
     log_dir: Path
+    mlflow_ui: bool = False
+    beat: bool = False
     supervisor: Supervisor = field(init=False)
+    generated_flower_auth: Path | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.log_dir)
@@ -95,8 +110,43 @@ class Stack:
         for queues, concurrency in WORKER_GROUPS.items():
             name = queues.split(",")[0]
             spawn(f"worker-{name}", worker_argv(queues, concurrency, name))
+        # Flower asks for basic auth (its /metrics and /healthcheck stay open for Prometheus and probes); the
+        # credentials travel in the environment, never on a command line that `ps` shows.
         spawn("flower", [str(bin_dir / "celery"), "-A", "workers", "flower",
-                         f"--port={self.settings.flower_port}", "--address=127.0.0.1"])  # fmt: skip
+                         f"--port={self.settings.flower_port}", "--address=127.0.0.1"],
+              env={"FLOWER_BASIC_AUTH": self.flower_credentials()})  # fmt: skip
+        spawn("exporter", [str(bin_dir / "stockq"), "exporter", "--port", str(self.settings.exporter_port)])
+        if self.mlflow_ui:
+            store, port = self.settings.tracking_uri, str(self.settings.mlflow_ui_port)
+            spawn("mlflow-ui", [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", store,
+                                "--host", "127.0.0.1", "--port", port])  # fmt: skip
+        if self.beat:
+            # Redis-locked: a beat of another host's stack on the same Redis only waits for the lock.
+            spawn("beat", beat_argv())
+
+    def flower_credentials(self) -> str:
+        """STOCKQ_FLOWER_AUTH, else `admin:<random>` generated once into the var dir (mode 0600)."""
+        if self.settings.flower_auth is not None:
+            return self.settings.flower_auth.get_secret_value()
+        path = self.settings.var_path / FLOWER_AUTH_FILE
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"admin:{secrets.token_urlsafe(18)}")
+            self.generated_flower_auth = path
+        return path.read_text().strip()
+
+    def urls(self) -> dict[str, str]:
+        """What `stockq up` serves, to print (Flower's login: STOCKQ_FLOWER_AUTH, else the file)."""
+        s = self.settings
+        found = {
+            "API": f"http://127.0.0.1:{s.api_port}  (docs /docs)",
+            "Flower": f"http://127.0.0.1:{s.flower_port}  (basic auth: {s.var_path / FLOWER_AUTH_FILE})",
+            "Exporter": f"http://127.0.0.1:{s.exporter_port}/metrics",
+        }
+        if self.mlflow_ui:
+            found["MLflow"] = f"http://127.0.0.1:{s.mlflow_ui_port}"
+        return found
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
         """True once `/ready` answers 200; False after `timeout_s` or when the API was given up."""
