@@ -77,8 +77,9 @@ def beat_config(s: Settings) -> dict[str, Any]:
     return {
         "beat_schedule": beat_schedule,
         "beat_max_loop_interval": BEAT_MAX_INTERVAL_S,
-        # The lock and the schedule live on the broker's Redis: never evicted, seen by every beat.
-        "redbeat_redis_url": s.redis_url,
+        # The lock and the schedule live on the broker's Redis (redbeat's default, broker_url): never
+        # evicted, seen by every beat. Not named here: Celery censors broker_url in `inspect conf` and
+        # Flower, but would print a `redbeat_redis_url` carrying the password in clear.
         "redbeat_redis_options": {"socket_timeout": 5, "socket_connect_timeout": 2},
         "redbeat_key_prefix": "stockq:redbeat:",
         "redbeat_lock_timeout": 5 * BEAT_MAX_INTERVAL_S,
