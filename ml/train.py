@@ -87,7 +87,7 @@ class _Job:
 def train_parent(
     *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks | None = None
 ) -> dict[str, Any]:
-    """Train the shared parent on ^GSPC, register it and promote it if it is not worse than the champion."""
+    """Train the shared parent on ^GSPC, register it, and let the champion rule (ml.promotion) decide."""
     job = _Job(PARENT_NAME, "parent", INDEX_TICKER, None, None)
     return _train(job, store=store, registry=registry, config=config, hooks=hooks or TrainHooks())
 
