@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +24,16 @@ from webapp.stack import beat_argv
 from workers.celery_app import create_celery
 from workers.dispatch import publish
 from workers.jobs import JobRegistry, owner_index
-from workers.scheduled import OWNER, beat_config, ingest_batches, parse_schedule, stale_children
+from workers.runtime import Runtime
+from workers.scheduled import (
+    OWNER,
+    beat_config,
+    ingest_batches,
+    parse_schedule,
+    schedule_ingests,
+    schedule_retrains,
+    stale_children,
+)
 
 BEAT_WINDOW_S = 10
 
@@ -140,3 +150,51 @@ def test_oneshot_worker_runs_one_task_and_exits(tmp_path: Path, private_redis: i
     assert statuses == ["queued", "succeeded"]
     # The message it did not take is still waiting for the next pod, not held unacked by a dead one.
     assert client.llen("inference") == 1 and client.hlen("unacked") == 0
+
+
+def _register_child(client: Any, source: Path, ticker: str, trained_until: str) -> None:
+    """A champion version carrying the tags ml.registration writes (no weights: only tags are read)."""
+    name = f"stockq-child-{ticker}"
+    client.create_registered_model(name)
+    tags = {"kind": "child", "ticker": ticker, "trained_until": trained_until}
+    version = client.create_model_version(name, source=str(source), tags=tags)
+    client.set_registered_model_alias(name, "champion", version.version)
+
+
+@pytest.mark.slow
+def test_planners_submit_scheduler_jobs(
+    tmp_path: Path, private_redis: int, feature_env: tuple[Settings, Any]
+) -> None:
+    """Against a real MLflow registry and the ingested feature store: AAPL's champion is older than its
+    stored data, MSFT's is current, so only AAPL is retrained, and once while that job is pending."""
+    from mlflow import MlflowClient
+
+    from ml.mlflow_store import ensure_tracking_store
+
+    base, store = feature_env
+    settings = base.model_copy(update={
+        "redis_url": f"redis://127.0.0.1:{private_redis}/0", "cache_redis_url": base.redis_url,
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    })  # fmt: skip
+    ensure_tracking_store(settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    latest = store.stored_daily("MSFT")["event_timestamp"].max().date().isoformat()
+    (tmp_path / "model").mkdir()
+    _register_child(client, tmp_path / "model", "AAPL", "2000-01-03")
+    _register_child(client, tmp_path / "model", "MSFT", latest)
+    client.create_registered_model("stockq-parent")  # no child: never retrained by the scheduler
+
+    rt, celery = Runtime(settings), create_celery(settings)
+    (retrain,) = schedule_retrains(rt, celery)
+    assert schedule_retrains(rt, celery) == []  # AAPL's retrain is still queued
+    (ingest,) = schedule_ingests(rt, celery)
+    records = {job_id: rt.jobs.get(job_id) for job_id in (retrain, ingest)}
+    assert records[retrain]["params"] == {"ticker": "AAPL", "strategy": "fine_tune", "epochs": None}
+    assert records[ingest]["params"] == {"tickers": ["^GSPC", "AAPL", "MSFT"]}
+    for record in records.values():
+        assert record["owner"] == OWNER and record["status"] == "queued" and record["attempt"] == 1
+    broker = redis.Redis.from_url(settings.redis_url)
+    queued = {
+        q: [json.loads(m)["headers"]["id"] for m in broker.lrange(q, 0, -1)] for q in ("training", "ingest")
+    }
+    assert queued == {"training": [retrain], "ingest": [ingest]}

@@ -34,6 +34,7 @@ from tests.test_compose import (
     pod_spec,
     resolve,
 )
+from webapp.stack import beat_argv
 from workers import app
 from workers.celery_app import queue_of
 
@@ -462,8 +463,9 @@ def test_one_redbeat_beat_in_compose_and_k8s(
     beat = _named(manifests, "Deployment", "beat")
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["type"] == "Recreate"
     (container,) = _containers(beat)
+    local = [Path(beat_argv()[0]).name, *beat_argv()[1:6]]  # `stockq up --beat`
     for args in (argv(container["command"]), argv(services["beat"]["command"])):
-        assert args[:4] == ["celery", "-A", "workers", "beat"]
+        assert args[:6] == local
         # The Redis-locked scheduler: a second beat waits for the lock instead of double-scheduling.
         assert flag_value(args, "-S", "--scheduler") == "redbeat.RedBeatScheduler"
         assert "--enable-remote-control" in args

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Celery, shared_task
 from celery.schedules import crontab, schedule
 
 from ml.settings import Settings
@@ -89,11 +89,11 @@ def beat_config(s: Settings) -> dict[str, Any]:
 app.conf.update(beat_config(settings))
 
 
-def submit(rt: Runtime, job_type: str, task: str, params: dict[str, Any]) -> str:
+def submit(rt: Runtime, celery: Celery, job_type: str, task: str, params: dict[str, Any]) -> str:
     """A queued job owned by the scheduler, published like the API's (workers/dispatch.py)."""
     job = rt.jobs.create(job_type, params, task, owner=OWNER)
     try:
-        publish(app, job["id"], task, job["attempt"], kwargs=params)
+        publish(celery, job["id"], task, job["attempt"], kwargs=params)
     except Exception:
         rt.jobs.fail(job["id"], "broker_unavailable", "the job could not be queued")
         raise
@@ -142,23 +142,28 @@ def _pending_retrains(rt: Runtime) -> set[str]:
     return {json.loads(params)["ticker"] for kind, params in pipe.execute() if kind == b"train" and params}
 
 
-@shared_task(name=PLAN_INGEST, soft_time_limit=60, time_limit=90)
-def plan_ingest() -> list[str]:
-    rt = runtime()
-    jobs = [
-        submit(rt, "ingest", "stockq.ingest", {"tickers": batch}) for batch in ingest_batches(champions(rt))
-    ]
+def schedule_ingests(rt: Runtime, celery: Celery) -> list[str]:
+    batches = ingest_batches(champions(rt))
+    jobs = [submit(rt, celery, "ingest", "stockq.ingest", {"tickers": batch}) for batch in batches]
     log.info("scheduled %d ingest job(s): %s", len(jobs), jobs)
     return jobs
 
 
-@shared_task(name=PLAN_RETRAIN, soft_time_limit=120, time_limit=150)
-def plan_retrain() -> list[str]:
-    rt = runtime()
+def schedule_retrains(rt: Runtime, celery: Celery) -> list[str]:
     trained = champions(rt)
     pending = _pending_retrains(rt)
     stale = stale_children(trained, {t: _stored_until(rt, t) for t in trained if t not in pending})
     params = [{"ticker": t, "strategy": "fine_tune", "epochs": None} for t in stale]
-    jobs = [submit(rt, "train", "stockq.train", p) for p in params]
+    jobs = [submit(rt, celery, "train", "stockq.train", p) for p in params]
     log.info("scheduled %d retrain(s) for %s (still pending: %s)", len(jobs), stale, sorted(pending))
     return jobs
+
+
+@shared_task(name=PLAN_INGEST, soft_time_limit=60, time_limit=90)
+def plan_ingest() -> list[str]:
+    return schedule_ingests(runtime(), app)
+
+
+@shared_task(name=PLAN_RETRAIN, soft_time_limit=120, time_limit=150)
+def plan_retrain() -> list[str]:
+    return schedule_retrains(runtime(), app)
