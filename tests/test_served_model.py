@@ -3,6 +3,7 @@ calibrated band, and the parent fallback (real bundled data, Feast offline store
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -16,12 +17,13 @@ from ml.backtest import BacktestConfig, origin_splits, parent_cutoff
 from ml.baselines import BASELINES, ewma_volatility
 from ml.calibration import apply_cqr
 from ml.dataprep import load_dataset
+from ml.errors import Paused
 from ml.feature_store import FeatureStore
 from ml.model import predict_log_returns
 from ml.predict import predict
 from ml.registry import ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
-from ml.train import TrainConfig, train_child, train_parent
+from ml.train import BACKTEST_FILE, TrainConfig, TrainHooks, train_child, train_parent
 from tests.conftest import flush_db, make_settings
 from webapp import create_app
 
@@ -154,3 +156,29 @@ def test_model_cards_over_the_api(served: Served, tmp_path: Path) -> None:
         missing = client.get(path)
         assert missing.status_code == 404
         assert missing.get_json()["error"]["code"] == "model_not_found"
+
+
+def test_a_paused_walk_forward_training_resumes_without_running_its_backtest_again(
+    feature_env: tuple[object, FeatureStore], tmp_path: Path
+) -> None:
+    store = feature_env[1]
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri())
+    config = replace(CONFIG, epochs=3, backtest=replace(BACKTEST, epochs=3, patience=3))
+    pauses = iter([True])
+    first = TrainHooks(job_key="job-1", should_pause=lambda: next(pauses, False))
+    with pytest.raises(Paused):
+        train_child("MSFT", "scratch", store=store, registry=registry, config=config, hooks=first)
+    runs = registry.client.search_runs([registry.experiment_id()])
+    assert len(runs) == 1
+    stored = json.loads(
+        Path(
+            registry.client.download_artifacts(runs[0].info.run_id, BACKTEST_FILE, str(tmp_path))
+        ).read_text()
+    )
+    resumed: list[int] = []
+    hooks = TrainHooks(job_key="job-1", on_resume=resumed.append)
+    summary = train_child("MSFT", "scratch", store=store, registry=registry, config=config, hooks=hooks)
+    assert summary["run_id"] == runs[0].info.run_id and resumed == [1]
+    # Its own wall time, read back from the run: the backtest did not run a second time.
+    assert summary["backtest_seconds"] == stored["seconds"]
+    assert summary["epochs_run"] == stored["refit_epochs"] and summary["resumed_from_epoch"] == 1
