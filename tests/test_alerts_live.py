@@ -210,10 +210,6 @@ def _job(stack: Stack, path: str, body: dict[str, Any], timeout_s: float = 240) 
     return job
 
 
-# Panels whose figures come from a data-contract field the workers do not write yet.
-AWAITED = {"Training epoch time per running job": "progress.epoch_seconds of running trainings"}
-
-
 def test_every_dashboard_panel_shows_data_after_a_workload(stack: Stack) -> None:
     """After ingest, train, predict and analyze, each query of the provisioned dashboard returns data."""
     started = time.time()
@@ -237,9 +233,7 @@ def test_every_dashboard_panel_shows_data_after_a_workload(stack: Stack) -> None
             if not _query(stack, target["expr"].replace("$__rate_interval", "30s"), started):
                 empty.append(panel["title"])
     assert len(dashboard["panels"]) >= 20
-    assert set(empty) <= set(AWAITED), f"panels without data: {sorted(set(empty))}"
-    if empty:
-        pytest.xfail(f"awaiting the workers' {', '.join(AWAITED[t] for t in set(empty))}")
+    assert empty == [], f"panels without data: {sorted(set(empty))}"
 
 
 def _query(stack: Stack, expr: str, since: float) -> list[Any]:

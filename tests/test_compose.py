@@ -552,7 +552,7 @@ def test_key_alerts_exist_with_their_windows(alert_rules: list[dict[str, Any]]) 
         "StockqHigh5xxRatio": ({"stockq_http_request_total"}, "5m"),
         "StockqHighLatencyP99": ({"stockq_http_request_duration_seconds_bucket"}, "10m"),
         "StockqWorkerDown": ({"stockq_worker_up"}, "2m"),
-        "StockqQueueNoWorkers": ({"stockq_workers"}, "2m"),
+        "StockqQueueNoWorkers": ({"stockq_workers", "stockq_queue_length"}, "2m"),
         "StockqNoWorkersOnline": ({"stockq_worker_up", "up"}, "2m"),
         "StockqQueueBacklog": ({"stockq_queue_oldest_age_seconds"}, "5m"),
         "StockqJobFailureRatio": ({"stockq_jobs_finished_total"}, "10m"),
