@@ -15,6 +15,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("FEAST_USAGE", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Feast points PROMETHEUS_MULTIPROC_DIR at a temp dir of its own on import, and prometheus_client picks
+# in-memory or file-backed values on its own import: importing Feast first keeps one consistent mode in a
+# test process that holds Feast and an API app together (a real API process never imports Feast).
+import feast.metrics  # noqa: F401
+
 from ml.settings import Settings
 
 REDIS_BASE = os.environ.get("STOCKQ_TEST_REDIS", "redis://127.0.0.1:6379")

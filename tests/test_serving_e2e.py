@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from tests.conftest import fresh_settings
 from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_worker, wait_until
 from tests.test_backbone_e2e import submit, wait_job
 from webapp import create_app
+from workers.counters import Counters
 
 pytestmark = pytest.mark.slow
 
@@ -60,11 +60,6 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             proc.stop()
 
 
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
 def child_runs(registry: ModelRegistry, ticker: str) -> int:
     runs = registry.client.search_runs([registry.experiment_id()], max_results=1000)
     return sum(1 for r in runs if r.data.params.get("ticker") == ticker)
@@ -75,14 +70,20 @@ def test_warm_second_prediction_is_a_cache_hit_with_the_same_numbers(serving: di
     assert (
         wait_job(client, submit(client, "/train", {"ticker": "AAPL", "epochs": 2}))["status"] == "succeeded"
     )
-    before = client.get("/metrics").get_data(as_text=True)
+    counters = Counters(redis.Redis.from_url(serving["settings"].redis_url))  # the exporter serves these
+    before = (
+        counters.read("redis_cache_hit_total").get("", 0),
+        counters.read("redis_cache_miss_total").get("", 0),
+    )
     first = wait_job(client, submit(client, "/predict-child", {"ticker": "AAPL"}))["result"]
     second = wait_job(client, submit(client, "/predict-child", {"ticker": "AAPL"}))["result"]
-    after = client.get("/metrics").get_data(as_text=True)
+    after = (
+        counters.read("redis_cache_hit_total").get("", 0),
+        counters.read("redis_cache_miss_total").get("", 0),
+    )
     assert first["cached"] is False and second["cached"] is True
     assert second["forecast"] == first["forecast"] and second["model"] == first["model"]
-    assert metric(after, "redis_cache_hit_total") == metric(before, "redis_cache_hit_total") + 1
-    assert metric(after, "redis_cache_miss_total") >= metric(before, "redis_cache_miss_total") + 1
+    assert after[0] == before[0] + 1 and after[1] >= before[1] + 1
 
 
 def test_agent_chat_reports_from_the_real_forecast_and_caches_paraphrases(serving: dict) -> None:

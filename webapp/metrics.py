@@ -8,6 +8,8 @@ Backend-wide figures (queues, workers, jobs, models, caches) are not here but in
 
 from __future__ import annotations
 
+import re
+
 from flask import Flask, Request, request
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
@@ -15,9 +17,13 @@ from prometheus_flask_exporter import PrometheusMetrics
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
 def _endpoint() -> str:
-    """The URL template (`/status/<job_id>`), never the raw path, so job ids add no series."""
-    return request.url_rule.rule if request.url_rule else "unmatched"
+    """The URL template (`/status/<job_id>`, converters left out), never the raw path, so job ids add no
+    series."""
+    return _CONVERTER.sub(r"<\1>", request.url_rule.rule) if request.url_rule else "unmatched"
 
 
 def view(req: Request) -> str:

@@ -20,7 +20,9 @@ class ModelPath(BaseModel):
 
 
 class VersionQuery(BaseModel):
-    version: int | None = Field(None, ge=1, description="A registered version (default: the champion).")
+    version: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="A registered version (default: the champion)."
+    )
 
 
 class ModelSummary(BaseModel):
