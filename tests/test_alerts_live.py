@@ -158,7 +158,7 @@ def test_worker_down_fires_is_delivered_and_resolves(stack: Stack) -> None:
     # so only the per-worker alert fires (a queue without workers would hold it back in Alertmanager).
     with ThreadPoolExecutor(2) as pool:
         node, _ = pool.map(lambda name: stack.worker("ingest", name), ["ingest-a", "ingest-b"])
-    wait_until(lambda: stack.firing("StockqQueueNoWorkers", queue="training"), 60, "unconsumed queues alert")
+    wait_until(lambda: stack.firing("StockqQueueNoWorkers", queue="agent"), 60, "unconsumed queues alert")
     assert not stack.firing("StockqWorkerDown")
 
     stack.workers.pop("ingest-a").kill()
