@@ -139,7 +139,6 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-
 class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus
