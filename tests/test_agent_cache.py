@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,12 @@ def test_a_folder_held_by_another_process_degrades_to_misses(
     finally:
         holder.close()
         blocked.close()
+
+
+def test_an_answer_written_for_one_tenant_is_never_served_to_another(cache: SemanticCache) -> None:
+    question = "What is the 7-day forecast for AAPL?"
+    alice, bob = replace(KEY, scope="alice"), replace(KEY, scope="bob")
+    cache.store(alice, question, RESPONSE)
+    assert cache.lookup(bob, question) is None
+    assert cache.lookup(KEY, question) is None  # nor to the shared (global) scope
+    assert cache.lookup(alice, question).response == RESPONSE
