@@ -137,11 +137,12 @@ class Stack:
         return path.read_text().strip()
 
     def urls(self) -> dict[str, str]:
-        """What `stockq up` serves, to print (Flower's login: STOCKQ_FLOWER_AUTH, else the file)."""
+        """What `stockq up` serves, to print."""
         s = self.settings
+        login = "STOCKQ_FLOWER_AUTH" if s.flower_auth is not None else str(s.var_path / FLOWER_AUTH_FILE)
         found = {
             "API": f"http://127.0.0.1:{s.api_port}  (docs /docs)",
-            "Flower": f"http://127.0.0.1:{s.flower_port}  (basic auth: {s.var_path / FLOWER_AUTH_FILE})",
+            "Flower": f"http://127.0.0.1:{s.flower_port}  (basic auth: {login})",
             "Exporter": f"http://127.0.0.1:{s.exporter_port}/metrics",
         }
         if self.mlflow_ui:

@@ -93,7 +93,7 @@ class Reaper:
 
     def __init__(
         self, client: redis.Redis, jobs: JobRegistry, publish: Publish, *, lease_s: float, max_lost: int,
-        name: str, scan_broker: bool = True,
+        name: str,
     ) -> None:  # fmt: skip
         self.r = client
         self.jobs = jobs
@@ -103,7 +103,6 @@ class Reaper:
         self.name = name
         # A job queued this long with no trace of its message is lost (a fresh message is always visible).
         self.queued_grace_s = max(5.0, lease_s)
-        self.scan_broker = scan_broker
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -147,7 +146,7 @@ class Reaper:
     def recover_queued(self) -> int:
         """Queued jobs whose message is lost: taken by a worker that died before starting it (found by
         `received_by` and that worker's stopped heartbeat), or gone altogether (in no queue and not
-        unacknowledged; Redis broker only). Published again as attempt + 1; fencing drops a late copy."""
+        unacknowledged in the Redis broker). Published again as attempt + 1; fencing drops a late copy."""
         now = time.time()
         candidates = self.jobs.queued_before(now - self.queued_grace_s)
         if not candidates:
@@ -165,10 +164,8 @@ class Reaper:
             holder = job.get("received_by") if job.get("received_attempt") == str(job["attempt"]) else None
             if holder:
                 lost = not worker_alive(self.r, queue, holder)
-            elif not self.scan_broker:
-                continue
             else:
-                if held is None:
+                if held is None:  # read the broker once per pass, and only when needed
                     held, too_long = held_task_ids(self.r, QUEUES)
                 lost = queue not in too_long and task_id(job_id, job["attempt"]) not in held
             if not lost:
