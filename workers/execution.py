@@ -25,7 +25,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from ml.errors import Cancelled, Paused, StockqError
 from workers import logs, preemption
 from workers.counters import JOB_DURATION_BUCKETS
-from workers.dispatch import publish
+from workers.dispatch import publish, publish_record
 from workers.jobs import Delivery
 from workers.leases import LeaseKeeper
 from workers.runtime import Runtime, get_runtime
@@ -146,6 +146,9 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
     delivery = Delivery(job_id, attempt)
     worker = current_task.request.hostname or "unknown"
     state = rt.jobs.start(delivery, worker, rt.settings.lease_s)
+    if state == "running" and _redelivered_by_amqp(rt):
+        _take_over(rt, delivery)
+        return
     if state != "OK":
         log.info("job %s attempt %s not started (%s): dropped", job_id, attempt, state)
         return
@@ -167,6 +170,27 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
             # Not acknowledged: the message comes back, and the lease (no longer renewed) lets the reaper
             # requeue the job; the outcome is never silently lost.
             raise Reject(f"outcome of job {job_id} not recorded: {exc}", requeue=True) from exc
+
+
+def _redelivered_by_amqp(rt: Runtime) -> bool:
+    # RabbitMQ gives an unacknowledged message back the moment its consumer's connection closes: the
+    # attempt that held it died with its host (or was cut off, and its fence stops it). Redis gives one
+    # back only after the visibility timeout, long after the reaper requeued the job.
+    return rt.settings.broker_is_amqp and bool(current_task.request.delivery_info.get("redelivered"))
+
+
+def _take_over(rt: Runtime, delivery: Delivery) -> None:
+    """Requeue a job whose running attempt lost its worker now, not at lease expiry (attempt + 1)."""
+    res = rt.jobs.requeue(
+        delivery, outcome="worker_lost", lost=True, max_lost=rt.settings.max_attempts, stage="requeued"
+    )
+    job = rt.jobs.get(delivery.job_id)
+    if isinstance(res, int) and job is not None:
+        from workers import app
+
+        log.warning("job %s: redelivered by the broker; requeued as attempt %s", delivery.job_id, res)
+        rt.counters.incr("stockq_job_requeues_total", job["type"])
+        publish_record(app, job, res)
 
 
 def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, Any]:
