@@ -20,7 +20,8 @@ from ml.settings import Settings
 from webapp.errors import ApiError
 
 log = logging.getLogger(__name__)
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
+# "/" is the console page (webapp/console.py): it carries no data, every call it makes sends the key.
+PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/openapi.json"})
 PUBLIC_PREFIXES = ("/docs", "/static/")
 MIN_KEY_LENGTH = 16
 # Values shipped in examples and docs (compose/.env.example, the k8s Secret): never accepted as keys.
