@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STOCKQ_", extra="ignore", populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Celery's broker. None: Redis at `redis_url`. `amqp://...` puts the queues on RabbitMQ (quorum queues,
+    # redelivery the moment a consumer's connection drops); Redis stays the job registry, locks and caches.
+    broker_url: str | None = None
     # Caches that may be evicted (prediction cache, Feast online store) can live on their own Redis with an
     # LRU policy, so the broker's Redis can refuse writes (noeviction) instead of dropping jobs. None: the
     # broker's Redis.
@@ -33,6 +36,11 @@ class Settings(BaseSettings):
     api_port: int = 8000
     flower_port: int = 5555
     mlflow_ui_port: int = 5000
+    # Where a browser reaches Flower and the MLflow UI: the console (GET /) links each job's task and run
+    # there. None: the console's own host at flower_port / mlflow_ui_port (as `stockq up` serves them);
+    # empty: no links.
+    flower_ui_url: str | None = None
+    mlflow_ui_url: str | None = None
     # `user:password` for Flower under `stockq up` (unset: generated once into the var dir).
     flower_auth: SecretStr | None = None
     # Per tenant (API key name, else client address) and endpoint class; empty disables one. flask-limiter
@@ -126,6 +134,14 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return (self.var_path / "mlartifacts").as_uri()
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        return urlparse(self.broker).scheme in ("amqp", "amqps", "pyamqp")
 
     @property
     def cache_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -23,6 +24,9 @@ import feast.metrics  # noqa: F401
 from ml.settings import Settings
 
 REDIS_BASE = os.environ.get("STOCKQ_TEST_REDIS", "redis://127.0.0.1:6379")
+# The Celery broker of the end-to-end suites: `redis` (Redis at REDIS_BASE) or `amqp` (RabbitMQ on this
+# machine, one vhost per suite). `pytest --broker amqp` or STOCKQ_TEST_BROKER=amqp.
+TEST_BROKER = os.environ.get("STOCKQ_TEST_BROKER", "redis")
 BASE_TICKERS = ["^GSPC", "AAPL", "MSFT"]
 
 # Redis DB numbers per suite, so suites never see each other's keys:
@@ -30,9 +34,31 @@ BASE_TICKERS = ["^GSPC", "AAPL", "MSFT"]
 #   10/11 backbone (Celery broker / Feast online) tests, 12/13 serving tests, 14/15 session feature env.
 
 
-def make_settings(var_dir: Path, db: int, feast_db: int, **overrides: object) -> Settings:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--broker", choices=("redis", "amqp"), help="Celery broker of the end-to-end suites")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global TEST_BROKER
+    TEST_BROKER = config.getoption("--broker") or TEST_BROKER
+    os.environ["STOCKQ_TEST_BROKER"] = TEST_BROKER  # for helpers that read it on their own
+
+
+def broker_url_for(db: int, fresh: bool) -> str | None:
+    """None (Redis: the broker is `redis_url`) or the AMQP URL of this suite's vhost, emptied when `fresh`."""
+    if TEST_BROKER != "amqp":
+        return None
+    from tests import rabbit
+
+    vhost = f"stockq-test-{urlparse(REDIS_BASE).port or 6379}-{db}"
+    return rabbit.fresh_vhost(vhost) if fresh else rabbit.url(vhost)
+
+
+def make_settings(var_dir: Path, db: int, feast_db: int, *, fresh_broker: bool = False,
+                  **overrides: object) -> Settings:  # fmt: skip
     values: dict[str, object] = {
         "redis_url": f"{REDIS_BASE}/{db}",
+        "broker_url": broker_url_for(db, fresh_broker),
         "feast_redis_db": feast_db,
         "var_dir": var_dir,
         "data_source": "bundled",
@@ -52,7 +78,7 @@ def flush_db(url: str) -> None:
 
 def fresh_settings(var_dir: Path, db: int, feast_db: int, **overrides: object) -> Settings:
     """make_settings with both of its Redis DBs emptied: a suite starts from nothing."""
-    settings = make_settings(var_dir, db, feast_db, **overrides)
+    settings = make_settings(var_dir, db, feast_db, fresh_broker=True, **overrides)
     flush_db(settings.redis_url)
     flush_db(settings.feast_redis_url)
     return settings

@@ -42,6 +42,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "PYTHONUNBUFFERED": "1",
     }
+    if settings.broker_url:
+        env["STOCKQ_BROKER_URL"] = settings.broker_url
     env.update(extra)
     return env
 

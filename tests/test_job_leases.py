@@ -131,6 +131,8 @@ def test_a_queued_job_whose_message_was_lost_is_published_again(client: redis.Re
     reaper republishes it as attempt + 1; a job whose message still waits in its queue is left alone."""
     import json
 
+    from workers.broker_scan import held_task_ids
+    from workers.celery_app import QUEUES
     from workers.heartbeat import Heartbeat
 
     jobs = JobRegistry(client, 600)
@@ -142,7 +144,7 @@ def test_a_queued_job_whose_message_was_lost_is_published_again(client: redis.Re
     Heartbeat(client, "alive@host", ["training"], "stockq:worker-child-ready:1").stamp()
     published: list[tuple[str, int]] = []
     reaper = Reaper(client, jobs, lambda job, a: published.append((job["id"], a)), lease_s=5, max_lost=3,
-                    name="r1")  # fmt: skip
+                    name="r1", held=lambda: held_task_ids(client, QUEUES))  # fmt: skip
     assert reaper.recover_queued() == 0  # younger than the grace: their messages may be on their way
     client.zadd("stockq:queued", {j: 0 for j in (vanished, held_by_dead, waiting, held_by_live)})
     assert reaper.recover_queued() == 2

@@ -472,6 +472,6 @@ def test_one_redbeat_beat_in_compose_and_k8s(
     for args in (argv(container["command"]), argv(services["beat"]["command"])):
         assert args[:6] == local
         # The Redis-locked scheduler: a second beat waits for the lock instead of double-scheduling.
-        assert flag_value(args, "-S", "--scheduler") == "redbeat.RedBeatScheduler"
+        assert flag_value(args, "-S", "--scheduler") == "workers.scheduled.RedBeat"
         assert "--enable-remote-control" in args
     assert "deploy" not in services["beat"]

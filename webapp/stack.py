@@ -48,7 +48,7 @@ def beat_argv() -> list[str]:
     """celery beat with redbeat's Redis-locked scheduler: the schedules of workers/scheduled.py, sent once
     however many beats run."""
     celery = str(Path(sys.executable).parent / "celery")
-    return [celery, "-A", "workers", "beat", "-S", "redbeat.RedBeatScheduler", "--loglevel", "INFO"]
+    return [celery, "-A", "workers", "beat", "-S", "workers.scheduled.RedBeat", "--loglevel", "INFO"]
 
 
 @dataclass

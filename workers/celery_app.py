@@ -1,9 +1,9 @@
-"""The Celery application: Redis broker and result backend, safe and reliable settings."""
+"""The Celery application: a Redis or RabbitMQ broker (Redis for results), safe and reliable settings."""
 
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from ml.settings import Settings
 
@@ -27,10 +27,82 @@ def queue_of(task: str) -> str:
     return TASK_ROUTES.get(task, {}).get("queue", "inference")
 
 
+# RabbitMQ only: a message delivered this many times without an ack (its consumer died or rejected it
+# each time) is dead-lettered here instead of looping; the reaper fails its job as `worker_lost`.
+DEAD_LETTER_EXCHANGE = "stockq.dlx"
+DEAD_LETTER_QUEUE = "stockq.deadletter"
+
+
+def amqp_queues(settings: Settings) -> list[Queue]:
+    """Quorum queues (replicated, and they count deliveries), each dead-lettering past the limit.
+
+    A worker's own crash is counted by our job records (a lost pool process or host is an attempt); the
+    broker's limit catches a message that never reaches that bookkeeping, such as one whose outcome Redis
+    kept refusing, so it sits just above the attempts a job may use.
+    """
+    args = {
+        "x-queue-type": "quorum",
+        # RabbitMQ closes the channel of a consumer that holds a message unacked longer than this (30 min
+        # by default, less than a training may take). Honoured per queue from RabbitMQ 3.12; older servers
+        # need `consumer_timeout` in rabbitmq.conf.
+        "x-consumer-timeout": (settings.train_time_limit_s + 60 + 300) * 1000,
+        "x-delivery-limit": settings.max_attempts + 1,
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+    }
+    return [Queue(q, Exchange(q, type="direct"), routing_key=q, queue_arguments=args) for q in QUEUES]
+
+
+def dead_letter_queue() -> Queue:
+    return Queue(
+        DEAD_LETTER_QUEUE,
+        Exchange(DEAD_LETTER_EXCHANGE, type="direct"),
+        routing_key=DEAD_LETTER_QUEUE,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def _amqp_options(settings: Settings) -> dict[str, object]:
+    return {
+        "task_queues": amqp_queues(settings),
+        "broker_transport_options": {
+            # A publish returns once RabbitMQ has the message (on disk, in the quorum), else it raises:
+            # the API never answers 202 for a job the broker did not take.
+            "confirm_publish": True,
+        },
+        # RabbitMQ notices a vanished host (no FIN, no RST: a pulled cable) by missed heartbeats, and only
+        # then redelivers its messages: 10 s beats bring that to ~20-30 s, under the job lease.
+        "broker_heartbeat": 10,
+        # Quorum queues have no global QoS; Celery then applies the prefetch limit per consumer.
+        "worker_detect_quorum_queues": True,
+    }
+
+
+def _redis_options(hard_limit: int) -> dict[str, object]:
+    return {
+        "task_queues": [Queue(q) for q in QUEUES],
+        "broker_transport_options": {
+            # A message unacked for longer than this is redelivered, so it must outlast the longest
+            # hard time limit. Only a backstop: job leases bring a dead worker's job back within
+            # `lease_s`, and the late redelivery of a replaced attempt is dropped by its fence.
+            "visibility_timeout": hard_limit + 300,
+            # How often the surviving workers look for such expired messages (default: every 10 s,
+            # slowed further by the throttle); checked often, a lost task is requeued soon after expiry.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 0.5,
+            # kombu's own Redis sockets default to no timeout: a hung Redis would hang a publish.
+            "socket_timeout": 2,
+            "socket_connect_timeout": 1,
+        },
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, object]:
     hard_limit = settings.train_time_limit_s + 60
+    broker = _amqp_options(settings) if settings.broker_is_amqp else _redis_options(hard_limit)
     return {
-        "broker_url": settings.redis_url,
+        **broker,
+        "broker_url": settings.broker,
         "result_backend": settings.redis_url,
         # JSON only: a pickle payload lets anyone who can write to Redis run code on the workers.
         "task_serializer": "json",
@@ -47,19 +119,6 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # Defaults; each task sets its own limits (training gets the longest).
         "task_soft_time_limit": 300,
         "task_time_limit": 330,
-        "broker_transport_options": {
-            # A message unacked for longer than this is redelivered, so it must outlast the longest
-            # hard time limit. Only a backstop: job leases bring a dead worker's job back within
-            # `lease_s`, and the late redelivery of a replaced attempt is dropped by its fence.
-            "visibility_timeout": hard_limit + 300,
-            # How often the surviving workers look for such expired messages (default: every 10 s,
-            # slowed further by the throttle); checked often, a lost task is requeued soon after expiry.
-            "unacked_restore_interval": 5,
-            "unacked_restore_throttle": 0.5,
-            # kombu's own Redis sockets default to no timeout: a hung Redis would hang a publish.
-            "socket_timeout": 2,
-            "socket_connect_timeout": 1,
-        },
         "result_backend_transport_options": {"visibility_timeout": hard_limit + 300},
         # Flower and our metrics need task events.
         "task_track_started": True,
@@ -74,7 +133,6 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # A child that imports torch on a cold disk can take longer than Celery's default 4 s to
         # report in; it would be killed and restarted in a loop.
         "worker_proc_alive_timeout": 60,
-        "task_queues": [Queue(q) for q in QUEUES],
         "task_default_queue": "inference",
         "task_routes": TASK_ROUTES,
         # Fail fast instead of hanging when Redis is unreachable while publishing: the API answers 503

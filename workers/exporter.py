@@ -12,11 +12,12 @@ Worker liveness and model ages are read by workers/exporter_sources.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -63,8 +64,11 @@ class BackendCollector(Collector):
         liveness: WorkerLiveness,
         models: ModelAges | None,
         limits: dict[str, float],
+        amqp_depths: Callable[[], dict[str, int]] | None = None,
     ) -> None:
+        """`amqp_depths`: queue lengths read from RabbitMQ (None: the queues are lists in `client`)."""
         self.r = client
+        self.amqp_depths = amqp_depths
         self.counters = Counters(client)
         self.liveness = liveness
         self.models = models
@@ -89,6 +93,16 @@ class BackendCollector(Collector):
                 gauge.add_metric([name], age)
             yield gauge
 
+    @staticmethod
+    def _from_amqp(depths: Callable[[], dict[str, int]]) -> Iterator[Metric]:
+        # Unacknowledged counts are not in AMQP's reply to a declare (only the management API has them).
+        try:
+            lengths = depths()
+        except Exception as exc:  # an unreachable RabbitMQ leaves the queue gauges out, not the scrape
+            log.warning("rabbitmq unreadable: %s", exc)
+            return
+        yield _gauge("stockq_queue_length", "Messages waiting per queue", "queue", sorted(lengths.items()))
+
     def _from_redis(self) -> Iterator[Metric]:
         now = time.time()
         pipe = self.r.pipeline()
@@ -98,18 +112,20 @@ class BackendCollector(Collector):
         pipe.zcard(DEAD_LETTER)
         pipe.info("memory")
         *lengths, unacked, deadletter, memory = pipe.execute()
-        yield _gauge(
-            "stockq_queue_length", "Messages waiting per queue", "queue", zip(QUEUES, lengths, strict=True)
-        )
-        unacked_per = Tally({q: 0 for q in QUEUES})
-        for raw in unacked:
-            try:
-                unacked_per[json.loads(raw)[2]] += 1
-            except (ValueError, IndexError, TypeError):
-                continue
-        yield _gauge(
-            "stockq_queue_unacked", "Messages delivered, not yet acked", "queue", unacked_per.items()
-        )
+        if self.amqp_depths is not None:
+            yield from self._from_amqp(self.amqp_depths)
+        else:
+            waiting = zip(QUEUES, lengths, strict=True)
+            yield _gauge("stockq_queue_length", "Messages waiting per queue", "queue", waiting)
+            unacked_per = Tally({q: 0 for q in QUEUES})
+            for raw in unacked:
+                try:
+                    unacked_per[json.loads(raw)[2]] += 1
+                except (ValueError, IndexError, TypeError):
+                    continue
+            yield _gauge(
+                "stockq_queue_unacked", "Messages delivered, not yet acked", "queue", unacked_per.items()
+            )
         yield GaugeMetricFamily(
             "stockq_deadletter_size", "Jobs failed for good (worker lost)", value=deadletter
         )
@@ -249,16 +265,23 @@ def task_time_limits() -> dict[str, float]:
     }
 
 
-def serve(redis_url: str, tracking_uri: str, host: str, port: int, retention_s: float = 600.0) -> None:
+def serve(redis_url: str, tracking_uri: str, host: str, port: int, retention_s: float = 600.0,
+          amqp_url: str | None = None) -> None:  # fmt: skip
     """Serve /metrics on host:port until killed. In between, poll the heartbeats every second (so a
-    clean stop is told from a crash between two scrapes) and the registry every 30 s."""
+    clean stop is told from a crash between two scrapes) and the registry every 30 s. `amqp_url`: the
+    RabbitMQ broker, when the queues live there."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
     liveness = WorkerLiveness(client, QUEUES, retention_s)
     models = ModelAges(tracking_uri)
     registry = CollectorRegistry()
-    registry.register(BackendCollector(client, liveness, models, task_time_limits()))
+    depths = None
+    if amqp_url:
+        from workers.broker_amqp import queue_depths
+
+        depths = functools.partial(queue_depths, amqp_url, QUEUES)
+    registry.register(BackendCollector(client, liveness, models, task_time_limits(), depths))
     start_http_server(port, addr=host, registry=registry)
     log.info("stockq exporter on http://%s:%d/metrics", host, port)
     while True:

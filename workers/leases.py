@@ -17,8 +17,7 @@ from typing import Any
 
 import redis
 
-from workers.broker_scan import held_task_ids
-from workers.celery_app import QUEUES, queue_of
+from workers.celery_app import queue_of
 from workers.counters import Counters
 from workers.dispatch import task_id
 from workers.heartbeat import worker_alive
@@ -85,6 +84,7 @@ class LeaseKeeper:
 
 
 Publish = Callable[[dict[str, Any], int], None]
+HeldMessages = Callable[[], tuple[set[str], set[str]]]
 
 
 class Reaper:
@@ -93,11 +93,16 @@ class Reaper:
 
     def __init__(
         self, client: redis.Redis, jobs: JobRegistry, publish: Publish, *, lease_s: float, max_lost: int,
-        name: str,
+        name: str, held: HeldMessages | None = None, dead_letters: Callable[[], int] | None = None,
     ) -> None:  # fmt: skip
+        """`held`: what the broker holds, where it can be read (a Redis broker); without it only a dead
+        receiver tells a lost message (RabbitMQ needs no more: it redelivers a dead consumer's message).
+        `dead_letters`: drains the broker's dead-letter queue into the job records (RabbitMQ)."""
         self.r = client
         self.jobs = jobs
         self.publish = publish
+        self.held = held
+        self.dead_letters = dead_letters
         self.every_s = max(1.0, lease_s / 6)
         self.max_lost = max_lost
         self.name = name
@@ -117,6 +122,8 @@ class Reaper:
                 if self._is_active():
                     self.reap_once()
                     self.recover_queued()
+                    if self.dead_letters is not None:
+                        self.dead_letters()
             except redis.RedisError:
                 continue
             except Exception:
@@ -164,9 +171,11 @@ class Reaper:
             holder = job.get("received_by") if job.get("received_attempt") == str(job["attempt"]) else None
             if holder:
                 lost = not worker_alive(self.r, queue, holder)
+            elif self.held is None:
+                lost = False
             else:
                 if held is None:  # read the broker once per pass, and only when needed
-                    held, too_long = held_task_ids(self.r, QUEUES)
+                    held, too_long = self.held()
                 lost = queue not in too_long and task_id(job_id, job["attempt"]) not in held
             if not lost:
                 self.r.zadd(QUEUED, {job_id: now})  # looked at: not again before the grace has passed

@@ -1,4 +1,4 @@
-"""Scheduled work: `celery -A workers beat -S redbeat.RedBeatScheduler` fires two planning tasks, and they
+"""Scheduled work: `celery -A workers beat -S workers.scheduled.RedBeat` fires two planning tasks, and they
 submit ordinary jobs (owner `scheduler`) through workers/dispatch.py, so a scheduled ingest or retrain
 gets a record, a lease, fencing and retries like any job a client submits.
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import Celery, shared_task
 from celery.schedules import crontab, schedule
+from redbeat import RedBeatScheduler
 
 from ml.settings import Settings
 from ml.tickers import CHILD_PREFIX, INDEX_TICKER
@@ -77,9 +78,6 @@ def beat_config(s: Settings) -> dict[str, Any]:
     return {
         "beat_schedule": beat_schedule,
         "beat_max_loop_interval": BEAT_MAX_INTERVAL_S,
-        # The lock and the schedule live on the broker's Redis (redbeat's default, broker_url): never
-        # evicted, seen by every beat. Not named here: Celery censors broker_url in `inspect conf` and
-        # Flower, but would print a `redbeat_redis_url` carrying the password in clear.
         "redbeat_redis_options": {"socket_timeout": 5, "socket_connect_timeout": 2},
         "redbeat_key_prefix": "stockq:redbeat:",
         "redbeat_lock_timeout": 5 * BEAT_MAX_INTERVAL_S,
@@ -87,6 +85,16 @@ def beat_config(s: Settings) -> dict[str, Any]:
 
 
 app.conf.update(beat_config(settings))
+
+
+class RedBeat(RedBeatScheduler):
+    """redbeat with its lock and schedule on the job registry's Redis (never evicted, seen by every beat,
+    whichever the broker). Set here, in the beat process only: workers answer `inspect conf` and Flower
+    with their whole config, and Celery would print a `redbeat_redis_url` carrying the password."""
+
+    def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
+        app.conf.redbeat_redis_url = settings.redis_url
+        super().__init__(app, *args, **kwargs)
 
 
 def submit(rt: Runtime, celery: Celery, job_type: str, task: str, params: dict[str, Any]) -> str:

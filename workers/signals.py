@@ -20,6 +20,8 @@ from celery.signals import (
 )
 
 from workers import logs, preemption
+from workers.broker_scan import held_task_ids
+from workers.celery_app import QUEUES
 from workers.dispatch import publish_record
 from workers.heartbeat import Heartbeat, child_ready_key
 from workers.jobs import Delivery, JobRegistry
@@ -83,16 +85,27 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
         preemption.clear_draining(client, sender.hostname)  # a restarted worker under the same name
     _heartbeat = Heartbeat(client, sender.hostname, queues, child_ready_key(os.getpid()))
     _heartbeat.start()
+    jobs = JobRegistry(client, settings.job_retention_s)
     _reaper = Reaper(
         client,
-        JobRegistry(client, settings.job_retention_s),
+        jobs,
         lambda job, attempt: publish_record(app, job, attempt),
         lease_s=settings.lease_s,
         max_lost=settings.max_attempts,
         name=sender.hostname,
+        **_broker_checks(settings, jobs),
     )
     _reaper.start()
     log.info("consuming %s", ", ".join(queues))
+
+
+def _broker_checks(settings: Any, jobs: JobRegistry) -> dict[str, Any]:
+    if settings.broker_is_amqp:
+        from workers.broker_amqp import DeadLetters
+
+        return {"dead_letters": DeadLetters(settings.broker, jobs)}
+    broker = redis.Redis.from_url(settings.broker, socket_connect_timeout=2, socket_timeout=5)
+    return {"held": lambda: held_task_ids(broker, QUEUES)}
 
 
 @task_received.connect
