@@ -9,6 +9,7 @@ import signal
 import time
 
 from celery import shared_task
+from celery.exceptions import Reject
 
 from workers import app
 from workers.celery_app import QUEUES
@@ -23,7 +24,8 @@ def slow_task(queue: str) -> str:
 
 
 app.conf.task_routes = {**app.conf.task_routes, **{slow_task(q): {"queue": q} for q in QUEUES},
-                        "stockq.test.poison": {"queue": "inference"}}  # fmt: skip
+                        "stockq.test.poison": {"queue": "inference"},
+                        "stockq.test.refused": {"queue": "inference"}}  # fmt: skip
 
 
 def _slow(job_id: str, seconds: float, attempt: int) -> None:
@@ -56,3 +58,10 @@ def poison(job_id: str, attempt: int = 1) -> None:
         return {"survived": True}
 
     run_job(job_id, attempt, "ping", work)
+
+
+@shared_task(name="stockq.test.refused", acks_late=True, soft_time_limit=10, time_limit=20)
+def refused(job_id: str, attempt: int = 1) -> None:
+    """Handed back to the broker before our bookkeeping sees it, every time (what a worker that crashes
+    on receipt looks like to RabbitMQ): only the broker's delivery limit ends the loop."""
+    raise Reject(f"job {job_id} refused", requeue=True)
