@@ -85,3 +85,19 @@ def test_a_message_never_acked_is_dead_lettered_and_its_job_failed(env: dict) ->
     with Connection(env["settings"].broker) as conn:
         left = conn.default_channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).message_count
     assert left == 0
+
+
+def test_predictions_are_served_before_batches_queued_earlier(tmp_path: Any) -> None:
+    # Its own vhost with no consumer: what a busy inference pool would take next, in order.
+    broker = rabbit.fresh_vhost(f"stockq-test-amqp-{DB}-priority")
+    celery = create_celery(make_settings(tmp_path, DB, DB + 1, broker_url=broker))
+    for n in range(3):
+        celery.send_task("stockq.predict_batch", args=[f"batch{n}"], kwargs={"attempt": 1})
+    celery.send_task("stockq.chart", args=["chart"], kwargs={"attempt": 1})
+    celery.send_task("stockq.predict", args=["predict"], kwargs={"attempt": 1})
+    order = []
+    with Connection(broker) as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get("inference", no_ack=True)) is not None:
+            order.append(message.headers["task"])
+    assert order == ["stockq.predict", *["stockq.predict_batch"] * 3, "stockq.chart"]

@@ -34,13 +34,24 @@ DEAD_LETTER_QUEUE = "stockq.deadletter"
 
 
 def amqp_queues(settings: Settings) -> list[Queue]:
-    """Quorum queues (replicated, and they count deliveries), each dead-lettering past the limit.
+    """Quorum queues (replicated, and they count deliveries), each dead-lettering past the limit;
+    inference is the exception (`_amqp_args`).
 
     A worker's own crash is counted by our job records (a lost pool process or host is an attempt); the
     broker's limit catches a message that never reaches that bookkeeping, such as one whose outcome Redis
     kept refusing, so it sits just above the attempts a job may use.
     """
-    args = {
+    return [Queue(q, Exchange(q, type="direct"), routing_key=q, queue_arguments=_amqp_args(settings, q))
+            for q in QUEUES]  # fmt: skip
+
+
+def _amqp_args(settings: Settings, queue: str) -> dict[str, object]:
+    if queue == "inference":
+        # A classic queue, for priorities: quorum queues take none before RabbitMQ 4.0 (the declare is
+        # refused). Inference jobs are short, and a pool or host lost mid-job is still counted per attempt
+        # by our records, so the delivery limit is not missed.
+        return {"x-max-priority": max(PRIORITIES.values())}
+    return {
         "x-queue-type": "quorum",
         # RabbitMQ closes the channel of a consumer that holds a message unacked longer than this (30 min
         # by default, less than a training may take). Honoured per queue from RabbitMQ 3.12; older servers
@@ -50,7 +61,6 @@ def amqp_queues(settings: Settings) -> list[Queue]:
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
         "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
     }
-    return [Queue(q, Exchange(q, type="direct"), routing_key=q, queue_arguments=args) for q in QUEUES]
 
 
 def dead_letter_queue() -> Queue:
@@ -62,9 +72,16 @@ def dead_letter_queue() -> Queue:
     )
 
 
+# RabbitMQ only: someone waits on a prediction; a batch or a chart may wait behind it on the same workers.
+# (Not on Redis: kombu keeps each priority in a list of its own, and the exporter and KEDA read one.)
+PRIORITIES = {"stockq.predict": 9, "stockq.ping": 9, "stockq.predict_batch": 0, "stockq.chart": 0}
+
+
 def _amqp_options(settings: Settings) -> dict[str, object]:
+    routes = {task: {**route, "priority": PRIORITIES.get(task, 0)} for task, route in TASK_ROUTES.items()}
     return {
         "task_queues": amqp_queues(settings),
+        "task_routes": routes,
         "broker_transport_options": {
             # A publish returns once RabbitMQ has the message (on disk, in the quorum), else it raises:
             # the API never answers 202 for a job the broker did not take.
@@ -101,7 +118,6 @@ def celery_config(settings: Settings) -> dict[str, object]:
     hard_limit = settings.train_time_limit_s + 60
     broker = _amqp_options(settings) if settings.broker_is_amqp else _redis_options(hard_limit)
     return {
-        **broker,
         "broker_url": settings.broker,
         "result_backend": settings.redis_url,
         # JSON only: a pickle payload lets anyone who can write to Redis run code on the workers.
@@ -142,6 +158,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "redis_socket_connect_timeout": 2,
         "redis_socket_timeout": 10,
         "worker_hijack_root_logger": False,
+        **broker,
     }
 
 
