@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick bench lint install clean alerts prometheus-tools fuzz
+.PHONY: demo test test-quick bench lint install clean alerts prometheus-tools chromium-tools fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,7 +29,14 @@ prometheus-tools:
 alerts: $(STAMP)
 	$(BIN)/python compose/alertgen.py grafana
 
-test: $(STAMP) prometheus-tools
+# Chromium and its driver for the console's browser test (Debian packages, never a browser download);
+# without root it skips.
+chromium-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver; } || \
+	  echo "chromium/chromedriver missing and not installable: the console browser test skips"
+
+test: $(STAMP) prometheus-tools chromium-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

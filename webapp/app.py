@@ -13,6 +13,7 @@ from flask_openapi3 import Info, OpenAPI
 
 from ml.settings import Settings, configure_process_env
 from webapp.auth import install_auth
+from webapp.console import console
 from webapp.errors import ApiError, register_error_handlers, validation_error_response
 from webapp.metrics import install_metrics
 from webapp.models_routes import models
@@ -110,5 +111,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(api)
     app.register_api(ops)
     app.register_api(models)
+    app.register_api(console)
     install_docs(app)  # last: the document covers every route registered above
     return app

@@ -1,0 +1,90 @@
+"""The job console at `/`: one server-rendered page for people, served by the API itself.
+
+The page and its assets (webapp/static, public like /docs) carry no tenant data: the browser asks the API
+for everything with the key the user entered (kept in sessionStorage), so a tenant sees only what the API
+shows that key. The one call of the console's own, `GET /console/jobs/<id>`, adds what only the server
+can make for a job: its analyst report as sanitised HTML and its links into Flower and MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import nh3
+from flask import Response, current_app, jsonify, render_template, request
+from flask_openapi3 import APIBlueprint, Tag
+from markdown_it import MarkdownIt
+from pydantic import BaseModel, Field
+
+from webapp.routes import _visible_job
+from webapp.schemas import ErrorBody, JobPath
+from workers.dispatch import task_id
+
+console_tag = Tag(name="console", description="What the browser console at / needs beyond the jobs API")
+console = APIBlueprint("console", __name__, abp_responses={"401": ErrorBody, "503": ErrorBody})
+# CommonMark with tables; raw HTML in the markdown is escaped, and nh3 (ammonia) cleans what is rendered.
+_markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+class JobView(BaseModel):
+    job_id: str
+    report_html: str | None = Field(
+        None, description="The analyst's markdown report, rendered and sanitised."
+    )
+    flower_url: str | None = Field(None, description="The job's current delivery in Flower.")
+    mlflow_url: str | None = Field(None, description="The training's run, or the serving model's version.")
+
+
+def render_markdown(text: str) -> str:
+    return nh3.clean(_markdown.render(text), link_rel="noopener noreferrer")
+
+
+def _ui_base(configured: str | None, port: int) -> str | None:
+    """A browser-facing base URL: as configured (empty: none), else this host at `port`, where `stockq up`
+    serves Flower and the MLflow UI."""
+    if configured is not None:
+        return configured.rstrip("/") or None
+    host = urlsplit(request.host_url).hostname or "127.0.0.1"
+    return f"{request.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _bases() -> tuple[str | None, str | None]:
+    s = current_app.extensions["stockq"].settings
+    return _ui_base(s.flower_ui_url, s.flower_port), _ui_base(s.mlflow_ui_url, s.mlflow_ui_port)
+
+
+def _mlflow_link(base: str, result: Any) -> str | None:
+    if not isinstance(result, dict):
+        return None
+    if result.get("run_id"):  # a training: its run (MLflow's UI finds the experiment itself)
+        return f"{base}/#/runs/{quote(str(result['run_id']))}"
+    model = result.get("model") or (result.get("forecast") or {}).get("model")
+    if isinstance(model, dict) and model.get("name") and model.get("version"):
+        return f"{base}/#/models/{quote(str(model['name']))}/versions/{quote(str(model['version']))}"
+    return None
+
+
+@console.get("/", doc_ui=False)
+def page() -> str:
+    """The console page (HTML; not part of the API document)."""
+    flower, mlflow = _bases()
+    return render_template("console.html", flower_url=flower, mlflow_url=mlflow)
+
+
+@console.get("/console/jobs/<job_id:job_id>", tags=[console_tag], responses={200: JobView, 404: ErrorBody})
+def job_view(path: JobPath) -> Response:
+    """For the console: the caller's job's report as sanitised HTML and its Flower and MLflow links."""
+    job = _visible_job(path.job_id)
+    result = job.get("result")
+    markdown = result.get("report_markdown") if isinstance(result, dict) else None
+    flower, mlflow = _bases()
+    view = JobView(
+        job_id=job["job_id"],
+        report_html=render_markdown(markdown) if isinstance(markdown, str) else None,
+        flower_url=f"{flower}/task/{task_id(job['job_id'], int(job.get('attempt') or 1))}"
+        if flower
+        else None,
+        mlflow_url=_mlflow_link(mlflow, result) if mlflow else None,
+    )
+    return jsonify(view.model_dump())
