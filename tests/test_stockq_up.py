@@ -142,6 +142,10 @@ def test_up_serves_with_auth_and_durable_redis(up: Up) -> None:
     wait_until(mlflow_ui, 60, "mlflow ui", every=0.5)
     for port in (up.exporter_port, up.mlflow_port, up.flower_port):
         assert f"127.0.0.1:{port}" in up.log.read_text()
+    # The banner names the console page and which history is served, up to which date.
+    assert f"console  {up.base}/" in up.log.read_text()
+    assert "data: bundled, the offline history shipped with skfolio" in up.log.read_text()
+    assert "which ends 2022-12-28" in up.log.read_text()
     # It started its own Redis, appending every write to a file under the var dir, fsynced each second.
     assert up.redis.config_get("appendonly") == {"appendonly": "yes"}
     assert up.redis.config_get("appendfsync") == {"appendfsync": "everysec"}

@@ -1,95 +1,38 @@
-"""`stockq`: run the local stack, submit jobs over the REST API and follow them."""
+"""`stockq`: run the local stack, submit jobs over the REST API and follow them.
+
+Output and exit codes: webapp/cli_output.py; the API client: webapp/cli_api.py; what people read:
+webapp/cli_render.py; the demo: webapp/cli_demo.py."""
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
 import click
-import requests
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ml.settings import Settings
-
-console = Console()
-FINISHED = {"succeeded", "failed", "cancelled"}
-
-
-class Api:
-    def __init__(self, settings: Settings) -> None:
-        self.base = settings.api_url.rstrip("/")
-        self.session = requests.Session()
-        if settings.api_key.get_secret_value():
-            self.session.headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-
-    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = self.session.request(method, self.base + path, timeout=30, **kwargs)
-        except requests.ConnectionError:
-            raise click.ClickException(
-                f"cannot reach the API at {self.base} (is `stockq up` running?)"
-            ) from None
-        body = response.json() if response.content else {}
-        if response.status_code >= 400:
-            error = body.get("error", {})
-            raise click.ClickException(f"{response.status_code} {error.get('code')}: {error.get('message')}")
-        return body
+from webapp.cli_api import Api, follow, submit_and_follow
+from webapp.cli_output import EXIT_CODES_HELP, Output, StockqGroup, scripted
+from webapp.cli_render import (
+    forecast_table,
+    ingest_lines,
+    links,
+    model_line,
+    models_table,
+    print_card,
+    print_links,
+    skill_line,
+)
 
 
-def follow(api: Api, job_id: str) -> dict[str, Any]:
-    """Poll the job with a live progress bar until it finishes."""
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(job_id[:8], total=None, detail="queued")
-        while True:
-            job = api.call("GET", f"/status/{job_id}")
-            prog = job.get("progress") or {}
-            detail = job["status"] + (f" · {job['stage']}" if job.get("stage") else "")
-            if "epoch" in prog:
-                detail += f" · epoch {prog['epoch']}/{prog['epochs']} loss {prog['loss']:.4f}"
-                progress.update(task, total=prog["epochs"], completed=prog["epoch"])
-            progress.update(task, detail=detail)
-            if job["status"] in FINISHED:
-                return job
-            time.sleep(0.5)
-
-
-def print_forecast(result: dict[str, Any]) -> None:
-    model = result["model"]
-    table = Table(title=f"{result['ticker']} as of {result['as_of']} · {model['name']} v{model['version']}")
-    for column in ("day", "date", "p10", "median", "p90"):
-        table.add_column(column, justify="right")
-    for row in result["forecast"]:
-        table.add_row(
-            str(row["day"]), row["date"], f"{row['p10']:.2f}", f"{row['p50']:.2f}", f"{row['p90']:.2f}"
-        )
-    console.print(table)
-
-
-def finish(job: dict[str, Any]) -> None:
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        raise click.ClickException(
-            f"job {job['id']} {job['status']}: {error.get('code')}: {error.get('message')}"
-        )
-
-
-@click.group()
+@click.group(cls=StockqGroup, epilog=EXIT_CODES_HELP)
 def main() -> None:
     """stockq: distributed stock forecasting jobs."""
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -98,10 +41,14 @@ def main() -> None:
 )
 @click.option("--mlflow-ui", is_flag=True, help="Also serve `mlflow ui` on loopback against the same store.")
 @click.option("--beat", is_flag=True, help="Also run the scheduler (daily ingest, nightly retrain).")
-def up(log_format: str | None, mlflow_ui: bool, beat: bool) -> None:
-    """Run Redis (if needed), the API, workers for every queue, Flower and the exporter until Ctrl-C."""
+@scripted
+def up(log_format: str | None, mlflow_ui: bool, beat: bool, out: Output) -> None:
+    """Run Redis (if needed), the API and its console, workers for every queue, Flower and the exporter
+    until Ctrl-C. Prints the URLs and which history the data source serves (--json: one document once
+    the stack is ready)."""
     import os
 
+    from webapp.data_note import data_note_soon
     from webapp.stack import Stack
     from workers import logs
 
@@ -111,6 +58,7 @@ def up(log_format: str | None, mlflow_ui: bool, beat: bool) -> None:
     # The supervisor says on stderr which child died, when it comes back and which one it gave up on.
     logs.configure(settings.log_format)
     stack = Stack(settings, settings.var_path / "logs", mlflow_ui=mlflow_ui, beat=beat)
+    note = data_note_soon(settings)
 
     def _stop(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -118,96 +66,108 @@ def up(log_format: str | None, mlflow_ui: bool, beat: bool) -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         stack.start()
-        for name, url in stack.urls().items():
-            console.print(f"{name:<9}{url}")
-        console.print(f"logs     {stack.log_dir}")
+        for line in stack.banner():
+            out.out.print(line, highlight=False)
+        out.out.print(f"logs     {stack.log_dir}", highlight=False)
         if stack.generated_flower_auth is not None:
-            console.print(f"Flower login (shown once, kept in {stack.generated_flower_auth}): "
-                          f"{stack.generated_flower_auth.read_text()}")  # fmt: skip
-        if stack.wait_ready():
-            console.print("[green]ready[/green]: every queue has a worker")
+            # On stderr under --json: a secret has no place in a document that scripts pass around.
+            (out.err if out.as_json else out.out).print(
+                f"Flower login (shown once, kept in {stack.generated_flower_auth}): "
+                f"{stack.generated_flower_auth.read_text()}", highlight=False)  # fmt: skip
+        data = note.result()
+        out.out.print(data["text"], highlight=False)
+        ready = stack.wait_ready()
+        if ready:
+            out.out.print("[green]ready[/green]: every queue has a worker")
+        out.emit({"urls": stack.urls(), "data": data, "ready": ready, "logs": str(stack.log_dir)})
+        sys.stdout.flush()
         stack.supervise()
     except KeyboardInterrupt:
-        console.print("stopping…")
+        out.err.print("stopping…")
     finally:
         stack.stop()
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.option("--epochs", default=3, show_default=True)
-def demo(epochs: int) -> None:
-    """Start the stack, ingest, train ^GSPC and AAPL, predict AAPL, print the forecast, stop."""
-    from webapp.stack import Stack
+@scripted
+def demo(epochs: int, out: Output) -> None:
+    """Start the stack, ingest, train ^GSPC and AAPL, predict AAPL, save the chart under var/, stop;
+    narrated (on stderr with --json, which prints one summary document)."""
+    from webapp.cli_demo import run_demo
 
-    settings = Settings()
-    stack = Stack(settings, settings.var_path / "logs")
-    api = Api(settings.model_copy(update={"api_url": f"http://127.0.0.1:{settings.api_port}"}))
-    try:
-        stack.start()
-        if not stack.wait_ready():
-            raise click.ClickException(f"the stack did not become ready; see {stack.log_dir}")
-        steps: list[tuple[str, str, dict[str, Any]]] = [
-            ("ingest ^GSPC AAPL", "/ingest", {"tickers": ["^GSPC", "AAPL"]}),
-            ("train parent ^GSPC", "/train", {"ticker": "^GSPC", "epochs": epochs}),
-            ("train child AAPL", "/train", {"ticker": "AAPL", "strategy": "fine_tune", "epochs": epochs}),
-            ("predict AAPL", "/predict-child", {"ticker": "AAPL"}),
-        ]
-        for label, path, body in steps:
-            console.print(f"[bold]{label}[/bold]")
-            job = follow(api, api.call("POST", path, json=body)["job_id"])
-            finish(job)
-        print_forecast(job["result"])
-    finally:
-        stack.stop()
+    run_demo(epochs, out)
 
 
-def _submit_and_follow(path: str, body: dict[str, Any], wait: bool) -> dict[str, Any]:
-    api = Api(Settings())
-    accepted = api.call("POST", path, json=body)
-    console.print(f"job {accepted['job_id']}")
-    if not wait:
-        return accepted
-    job = follow(api, accepted["job_id"])
-    finish(job)
-    return job
-
-
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("ticker")
 @click.option("--strategy", type=click.Choice(["freeze", "fine_tune", "scratch"]), default="fine_tune")
 @click.option("--epochs", type=int, default=None)
 @click.option("--no-wait", is_flag=True, help="Submit and return the job id.")
-def train(ticker: str, strategy: str, epochs: int | None, no_wait: bool) -> None:
-    """Train a model (^GSPC: the parent)."""
-    job = _submit_and_follow(
-        "/train", {"ticker": ticker, "strategy": strategy, "epochs": epochs}, not no_wait
-    )
-    if not no_wait:
-        console.print_json(json.dumps(job["result"]))
+@scripted
+def train(ticker: str, strategy: str, epochs: int | None, no_wait: bool, out: Output) -> None:
+    """Train a model (^GSPC: the parent); ends with its skill against the best baseline and where to
+    see the chart."""
+    api = Api(Settings())
+    body = {"ticker": ticker, "strategy": strategy, "epochs": epochs}
+    if no_wait:
+        accepted = api.call("POST", "/train", json=body)
+        out.out.print(f"job {accepted['job_id']}", highlight=False)
+        out.emit({"job": accepted})
+        return
+    job = submit_and_follow(api, "/train", body, out)
+    result = job["result"]
+    card = api.card(result["name"], result["version"])
+    found = links(api.base, result["ticker"])
+    out.out.print(f"[bold]{model_line(card)}[/bold]", highlight=False)
+    out.out.print(f"skill: {skill_line(card)}", highlight=False)
+    out.out.print(f"decision: {result['decision']}", highlight=False)
+    print_links(out.out, found)
+    out.emit({"job": job, "card": card, "links": found})
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("ticker")
 @click.option("--model", type=click.Choice(["auto", "child", "parent"]), default="auto")
-def predict(ticker: str, model: str) -> None:
-    """Forecast the next 7 trading days."""
-    print_forecast(_submit_and_follow("/predict-child", {"ticker": ticker, "model": model}, True)["result"])
+@click.option("--chart", "chart", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also save the forecast chart (PNG) to this file.")  # fmt: skip
+@scripted
+def predict(ticker: str, model: str, chart: Path | None, out: Output) -> None:
+    """Forecast the next 7 trading days; ends with the model's skill against the best baseline and where
+    to see the chart."""
+    api = Api(Settings())
+    job = submit_and_follow(api, "/predict-child", {"ticker": ticker, "model": model}, out)
+    result = job["result"]
+    card = api.card(result["model"]["name"], str(result["model"]["version"]))
+    saved = None if chart is None else str(api.save_chart(result["ticker"], chart))
+    found = links(api.base, result["ticker"])
+    out.out.print(forecast_table(result))
+    if result.get("fallback"):
+        out.out.print(f"fallback: {result['fallback']} (no child model for {result['ticker']})")
+    out.out.print(f"{model_line(card)}; skill: {skill_line(card)}", highlight=False)
+    print_links(out.out, found, saved)
+    out.emit({"job": job, "card": card, "links": found, "chart_file": saved})
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("ticker")
 @click.option("--question", default=None)
-def analyze(ticker: str, question: str | None) -> None:
+@scripted
+def analyze(ticker: str, question: str | None, out: Output) -> None:
     """Ask the analyst agent for a report."""
-    job = _submit_and_follow("/agent/chat", {"ticker": ticker, "question": question}, True)
-    console.print(job["result"]["report_markdown"])
+    job = submit_and_follow(Api(Settings()), "/agent/chat", {"ticker": ticker, "question": question}, out)
+    out.out.print(job["result"]["report_markdown"])
+    out.emit({"job": job})
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("tickers", nargs=-1, required=True)
 @click.option("--local", is_flag=True, help="Run in this process instead of as a job.")
-def ingest(tickers: tuple[str, ...], local: bool) -> None:
-    """Fetch history, compute features and load the feature store."""
+@scripted
+def ingest(tickers: tuple[str, ...], local: bool, out: Output) -> None:
+    """Fetch history, compute features and load the feature store; says where each history came from and
+    its last date."""
+    job = None
     if local:
         from ml.data import make_source
         from ml.feature_store import FeatureStore
@@ -219,71 +179,66 @@ def ingest(tickers: tuple[str, ...], local: bool) -> None:
         store = FeatureStore(s.var_path, s.feast_connection_string, window=s.window)
         result = run_ingest(list(tickers), source=make_source(s.data_source, s.var_path), store=store)
     else:
-        result = _submit_and_follow("/ingest", {"tickers": list(tickers)}, True)["result"]
-    console.print_json(json.dumps(result))
+        job = submit_and_follow(Api(Settings()), "/ingest", {"tickers": list(tickers)}, out)
+        result = job["result"]
+    for line in ingest_lines(result):
+        out.out.print(line, highlight=False)
+    out.emit({"result": result, "job": job})
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("job_id")
-def status(job_id: str) -> None:
+@click.option("--follow", "follow_", is_flag=True, help="Wait until the job finishes (exit 1 if it fails).")
+@scripted
+def status(job_id: str, follow_: bool, out: Output) -> None:
     """Show a job record."""
-    console.print_json(json.dumps(Api(Settings()).call("GET", f"/status/{job_id}")))
+    from webapp.cli_api import succeeded
+
+    api = Api(Settings())
+    job = follow(api, job_id, out) if follow_ else api.call("GET", f"/status/{job_id}")
+    out.out.print_json(data=job)
+    if follow_:
+        succeeded(job)  # a failed job's document is the error's, with the record in it
+    out.emit(job)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.option("--status", "status_", default=None)
 @click.option("--type", "type_", default=None)
 @click.option("--limit", default=20, show_default=True)
-def jobs(status_: str | None, type_: str | None, limit: int) -> None:
+@scripted
+def jobs(status_: str | None, type_: str | None, limit: int, out: Output) -> None:
     """List recent jobs."""
+    import time
+
+    from rich.table import Table
+
     params = {k: v for k, v in {"status": status_, "type": type_, "limit": limit}.items() if v is not None}
     body = Api(Settings()).call("GET", "/jobs", params=params)
     table = Table("id", "type", "status", "stage", "submitted")
     for job in body["jobs"]:
         submitted = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["submitted_at"]))
-        table.add_row(job["id"], job["type"], job["status"], job.get("stage") or "", submitted)
-    console.print(table)
+        table.add_row(job["job_id"], job["type"], job["status"], job.get("stage") or "", submitted)
+    out.out.print(table)
+    out.emit(body)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("name", required=False)
 @click.option("--version", type=int, default=None, help="a registered version (default: the champion)")
-@click.option("--json", "as_json", is_flag=True, help="print the whole card")
-def models(name: str | None, version: int | None, as_json: bool) -> None:
+@scripted
+def models(name: str | None, version: int | None, out: Output) -> None:
     """List registered models, or show one model's card: skill against the best baseline with its
     interval ("no measurable skill" when it includes zero), calibration, and the champion decision."""
     api = Api(Settings())
     if name is None:
-        table = Table("model", "champion", "trained until", "kind")
-        for m in api.call("GET", "/models")["models"]:
-            table.add_row(m["name"], m["champion_version"] or "—", m["trained_until"] or "—", m["kind"] or "")
-        console.print(table)
+        body = api.call("GET", "/models")
+        out.out.print(models_table(body["models"]))
+        out.emit(body)
         return
-    card = api.call("GET", f"/models/{name}", params={} if version is None else {"version": version})
-    if as_json:
-        console.print_json(json.dumps(card))
-        return
-    console.print(
-        f"[bold]{card['name']} v{card['version']}[/bold]" + (" (champion)" if card["champion"] else "")
-    )
-    console.print(f"trained until {card.get('trained_until', 'n/a')}, evaluated by {card.get('evaluation')}")
-    verdict = card.get("verdict")
-    if verdict is None:
-        console.print("skill: no measurable skill shown (a single holdout, no interval)")
-    else:
-        bt = card["backtest"]
-        console.print(
-            f"{len(bt['origins'])} walk-forward origins from {bt['first_origin']}, {bt['n_windows']} windows"
-        )
-        console.print(f"skill: {verdict['text']}")
-        coverage = card["coverage"]
-        console.print(f"80% band coverage {coverage['before']:.1%} raw, {coverage['after']:.1%} calibrated")
-        table = Table("forecaster", "pinball", "coverage 80")
-        for label, m in bt["metrics"].items():
-            table.add_row(label, f"{m['pinball']:.5f}", f"{m['coverage_80']:.1%}")
-        console.print(table)
-    decision = card.get("decision") or {}
-    console.print(f"decision: {decision.get('text') or card.get('champion_decision', 'n/a')}")
+    card = api.card(name, None if version is None else str(version))
+    print_card(out.out, card)
+    out.emit(card)
 
 
 @main.command()

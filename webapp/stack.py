@@ -137,17 +137,31 @@ class Stack:
         return path.read_text().strip()
 
     def urls(self) -> dict[str, str]:
-        """What `stockq up` serves, to print."""
+        """What `stockq up` serves, by name."""
         s = self.settings
-        login = "STOCKQ_FLOWER_AUTH" if s.flower_auth is not None else str(s.var_path / FLOWER_AUTH_FILE)
         found = {
-            "API": f"http://127.0.0.1:{s.api_port}  (docs /docs)",
-            "Flower": f"http://127.0.0.1:{s.flower_port}  (basic auth: {login})",
-            "Exporter": f"http://127.0.0.1:{s.exporter_port}/metrics",
+            "API": f"http://127.0.0.1:{s.api_port}",
+            "console": f"http://127.0.0.1:{s.api_port}/",
+            "Flower": f"http://127.0.0.1:{s.flower_port}",
+            "exporter": f"http://127.0.0.1:{s.exporter_port}/metrics",
         }
         if self.mlflow_ui:
             found["MLflow"] = f"http://127.0.0.1:{s.mlflow_ui_port}"
         return found
+
+    def banner(self) -> list[str]:
+        """The URLs with what a newcomer needs to know about each, one line apiece."""
+        s = self.settings
+        login = "STOCKQ_FLOWER_AUTH" if s.flower_auth is not None else str(s.var_path / FLOWER_AUTH_FILE)
+        keys = "Authorization: Bearer <key>" if s.api_keys.get_secret_value() else "no keys: loopback only"
+        notes = {
+            "API": f"docs /docs, {keys}",
+            "console": "jobs, forecasts and model cards in the browser",
+            "Flower": f"basic auth: {login}",
+            "MLflow": "runs and registered models",
+        }
+        return [f"{name:<9}{url}" + (f"  ({notes[name]})" if name in notes else "")
+                for name, url in self.urls().items()]  # fmt: skip
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
         """True once `/ready` answers 200; False after `timeout_s` or when the API was given up."""
