@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from flask.testing import FlaskClient
 
@@ -26,6 +27,7 @@ from ml.settings import Settings
 from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_redis, start_worker, wait_until
 from webapp import create_app
 from webapp.console import render_markdown
+from workers.jobs import JobRegistry
 
 A, B = "alice-secret-0123456789", "bob-secret-0123456789"
 KEYS = f"alice:{A},bob:{B}"
@@ -78,6 +80,32 @@ def test_reports_are_rendered_and_sanitised() -> None:
     assert "<script" not in html and "<img" not in html and 'href="javascript' not in html
     assert "&lt;script&gt;" in html
     assert 'href="https://example.org"' in html and 'rel="noopener noreferrer"' in html
+
+
+def test_a_job_s_view_renders_its_report_links_flower_and_mlflow_and_is_the_owner_s_only(
+    tmp_path: Path,
+) -> None:
+    redis_proc = start_redis(port := free_port(), tmp_path / "redis")  # its own: no shared DB number
+    try:
+        settings = Settings(
+            redis_url=f"redis://127.0.0.1:{port}/0", var_dir=tmp_path, api_keys=KEYS, mlflow_ui_url="",
+            flower_ui_url="https://flower.example.org",
+        )  # fmt: skip
+        jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
+        job = jobs.create("analyze", {"ticker": "AAPL"}, "stockq.analyze", owner="alice")
+        report = "## AAPL\n\n**neutral** <script>alert(1)</script>"
+        assert jobs.succeed(job["job_id"], {"report_markdown": report, "stance": "neutral"}, attempt=1)
+        client = create_app(settings).test_client()
+        view = client.get(f"/console/jobs/{job['job_id']}", headers={"Authorization": f"Bearer {A}"})
+        assert view.status_code == 200, view.get_json()
+        body = view.get_json()
+        assert body["report_html"].startswith("<h2>AAPL</h2>") and "<script" not in body["report_html"]
+        assert body["flower_url"] == f"https://flower.example.org/task/{job['job_id']}"
+        assert body["mlflow_url"] is None  # configured empty: no link
+        other = client.get(f"/console/jobs/{job['job_id']}", headers={"Authorization": f"Bearer {B}"})
+        assert other.status_code == 404 and other.get_json()["error"]["code"] == "job_not_found"
+    finally:
+        redis_proc.stop()
 
 
 # ------------------------------------------------------------------------------------- in Chromium
