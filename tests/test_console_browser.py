@@ -60,7 +60,7 @@ def test_the_page_and_its_assets_are_public_and_nothing_else_opened(client: Flas
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert 'href="https://flower.example.org"' in html  # the configured public base, no trailing slash
-    assets = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    assets = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(?!data:)([^"]+)"', html)
     assert sorted(assets) == ["/static/console.css", "/static/console.js"]  # no CDN: every asset from here
     for asset in assets:
         assert client.get(asset).status_code == 200, asset
