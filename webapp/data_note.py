@@ -3,6 +3,7 @@ Yahoo Finance cannot be reached, and a forecast "as of 2022-12-28" should not co
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ def yahoo_reachable(settings: Settings) -> tuple[bool, str]:
     from ml.data.yfinance_source import YFinanceSource
     from ml.errors import StockqError
 
+    # Its own warnings ("Cookie/crumb fetch failed") would only repeat, worse, what the note says.
+    logging.getLogger("yfinance").setLevel(logging.ERROR)
     try:
         YFinanceSource(settings.var_path / "yfinance", timeout_s=5).fetch(
             PROBE_TICKER, date.today() - timedelta(days=10), date.today()
