@@ -253,7 +253,8 @@ def exporter(host: str, port: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(settings.redis_url, settings.tracking_uri, host, port or settings.exporter_port)
+    amqp = settings.broker if settings.broker_is_amqp else None
+    serve(settings.redis_url, settings.tracking_uri, host, port or settings.exporter_port, amqp_url=amqp)
 
 
 if __name__ == "__main__":
