@@ -4,6 +4,7 @@ queue drained into the job records, queue depths for the exporter."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +16,11 @@ from kombu import Connection
 from tests import rabbit
 from tests.conftest import make_settings
 from tests.procs import start_worker, wait_until
+from tests.test_exporter import scrape, value
 from workers.broker_amqp import queue_depths
 from workers.celery_app import DEAD_LETTER_QUEUE, QUEUES, create_celery
+from workers.exporter import BackendCollector
+from workers.exporter_sources import WorkerLiveness
 from workers.jobs import DEAD_LETTER, JobRegistry
 
 pytestmark = [
@@ -71,6 +75,11 @@ def test_queue_depths_are_read_from_rabbitmq(env: dict) -> None:
         celery.send_task("stockq.ping", args=["nobody"], kwargs={"attempt": 1}, queue="ingest")
     depths = queue_depths(env["settings"].broker, QUEUES)
     assert depths["ingest"] == before + 3 and set(depths) == set(QUEUES)
+    # What `stockq exporter` reports with this broker (the queues are no Redis lists here).
+    r = env["redis"]
+    amqp = functools.partial(queue_depths, env["settings"].broker, QUEUES)
+    found = scrape(BackendCollector(r, WorkerLiveness(r, QUEUES, 600), None, {}, amqp))
+    assert value(found, "stockq_queue_length", queue="ingest") == before + 3
 
 
 def test_a_message_never_acked_is_dead_lettered_and_its_job_failed(env: dict) -> None:
