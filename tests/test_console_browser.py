@@ -127,7 +127,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             starting = [
                 pool.submit(start_worker, settings, "training", "training", **FAST_TRAINING),
                 pool.submit(start_worker, settings, "inference", "inference", **FAST_TRAINING),
-                pool.submit(start_gunicorn, settings, api_port),
+                # Its own metrics directory: gunicorn empties it at start, and this process has one too.
+                pool.submit(start_gunicorn, settings, api_port, PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom")),
             ]
             for future in starting:
                 procs.append(future.result())
