@@ -25,7 +25,7 @@ def slow_task(queue: str) -> str:
 
 app.conf.task_routes = {**app.conf.task_routes, **{slow_task(q): {"queue": q} for q in QUEUES},
                         "stockq.test.poison": {"queue": "inference"},
-                        "stockq.test.refused": {"queue": "inference"}}  # fmt: skip
+                        "stockq.test.refused": {"queue": "ingest"}}  # fmt: skip
 
 
 def _slow(job_id: str, seconds: float, attempt: int) -> None:

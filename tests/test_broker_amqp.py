@@ -37,7 +37,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = make_settings(tmp_path_factory.mktemp("amqp"), DB, DB + 1, broker_url=broker)
     r = redis.Redis.from_url(settings.redis_url)
     r.flushdb()
-    worker = start_worker(settings, "inference", "amqp1", app="tests.fault_tasks", STOCKQ_LEASE_S="5")
+    worker = start_worker(settings, "inference,ingest", "amqp1", app="tests.fault_tasks", STOCKQ_LEASE_S="5")
     try:
         yield {"settings": settings, "vhost": vhost, "redis": r, "jobs": JobRegistry(r, 3600),
                "celery": create_celery(settings)}  # fmt: skip
@@ -58,35 +58,37 @@ def queue_types(vhost: str) -> dict[str, tuple[str, str]]:
 
 
 def test_the_queues_are_quorum_queues_with_a_delivery_limit(env: dict) -> None:
-    env["celery"].send_task("stockq.ping", args=["nobody"], kwargs={"attempt": 1}, queue="ingest")
+    env["celery"].send_task("stockq.ping", args=["nobody"], kwargs={"attempt": 1}, queue="training")
     found = queue_types(env["vhost"])
     limit = env["settings"].max_attempts + 1
-    for queue in ("inference", "ingest"):  # declared by the worker, and by the publisher
+    for queue in ("ingest", "training"):  # declared by the worker, and by a publisher
         kind, arguments = found[queue]
         assert kind == "quorum", found
         assert f'{{"x-delivery-limit",{limit}}}' in arguments.replace(" ", ""), arguments
         assert "stockq.dlx" in arguments
+    kind, arguments = found["inference"]
+    assert kind == "classic" and '{"x-max-priority",9}' in arguments.replace(" ", ""), arguments
 
 
 def test_queue_depths_are_read_from_rabbitmq(env: dict) -> None:
     celery = env["celery"]
-    before = queue_depths(env["settings"].broker, QUEUES)["ingest"]
-    for _ in range(3):  # nobody consumes the ingest queue here
-        celery.send_task("stockq.ping", args=["nobody"], kwargs={"attempt": 1}, queue="ingest")
+    before = queue_depths(env["settings"].broker, QUEUES)["training"]
+    for _ in range(3):  # nobody consumes the training queue here
+        celery.send_task("stockq.ping", args=["nobody"], kwargs={"attempt": 1}, queue="training")
     depths = queue_depths(env["settings"].broker, QUEUES)
-    assert depths["ingest"] == before + 3 and set(depths) == set(QUEUES)
+    assert depths["training"] == before + 3 and set(depths) == set(QUEUES)
     # What `stockq exporter` reports with this broker (the queues are no Redis lists here).
     r = env["redis"]
     amqp = functools.partial(queue_depths, env["settings"].broker, QUEUES)
     found = scrape(BackendCollector(r, WorkerLiveness(r, QUEUES, 600), None, {}, amqp))
-    assert value(found, "stockq_queue_length", queue="ingest") == before + 3
+    assert value(found, "stockq_queue_length", queue="training") == before + 3
 
 
 def test_a_message_never_acked_is_dead_lettered_and_its_job_failed(env: dict) -> None:
     jobs, r = env["jobs"], env["redis"]
     job = jobs.create("ping", {}, "stockq.test.refused", task_kwargs={})
     env["celery"].send_task("stockq.test.refused", args=[job["id"]], kwargs={"attempt": 1},
-                            queue="inference", task_id=job["id"])  # fmt: skip
+                            queue="ingest", task_id=job["id"])  # fmt: skip
     failed = wait_until(lambda: (j := jobs.get(job["id"]))["status"] == "failed" and j, 120, "dead letter")
     assert failed["error"]["code"] == "worker_lost" and DEAD_LETTER_QUEUE in failed["error"]["message"]
     assert r.zscore(DEAD_LETTER, job["id"]) is not None
