@@ -60,7 +60,11 @@ def _check_json_body() -> None:
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     try:
-        parsed = json.loads(data)
+        # Parsed once: Flask keeps it for the schema validation that follows. None (malformed, or the
+        # body `null`): parsed again, for the reason.
+        parsed = request.get_json(silent=True)
+        if parsed is None:
+            parsed = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {reason}") from None
@@ -106,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Metrics first: their clock starts before auth and rate limiting can reject a request.
     install_metrics(app)
     install_auth(app, settings)
-    install_rate_limit(app, settings)
+    install_rate_limit(app, settings, client)
     app.before_request(_check_json_body)
     app.register_api(api)
     app.register_api(ops)

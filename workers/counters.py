@@ -5,9 +5,14 @@ The API's /metrics exports them; a per-process prometheus counter would be wrong
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis
 
 PREFIX = "stockq:metrics:"
+# Increments as a Redis script takes them (workers/job_lua.py TRANSITION adds them in the same round trip
+# as a job's outcome): [hash, field, amount, "float" or ""].
+Increments = Sequence[tuple[str, str, str, str]]
 
 
 JOB_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -20,17 +25,30 @@ class Counters:
     def incr(self, name: str, label: str = "", amount: int = 1) -> None:
         self.r.hincrby(PREFIX + name, label, amount)
 
+    @staticmethod
+    def increment(name: str, label: str = "", amount: int = 1) -> Increments:
+        """incr() as increments, for a script to apply."""
+        return [(PREFIX + name, label, str(amount), "")]
+
+    @staticmethod
+    def observation(name: str, label: str, value: float, buckets: tuple[float, ...]) -> Increments:
+        """observe() as increments, for a script to apply."""
+        out = [(PREFIX + name, f"{label}|{le}", "1", "") for le in buckets if value <= le]
+        out.append((PREFIX + name, f"{label}|+Inf", "1", ""))
+        out.append((PREFIX + name, f"{label}|sum", repr(value), "float"))
+        return out
+
     def read(self, name: str) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.r.hgetall(PREFIX + name).items()}
 
     def observe(self, name: str, label: str, value: float, buckets: tuple[float, ...]) -> None:
         """A histogram observation, stored cumulatively per bucket like Prometheus's own."""
         pipe = self.r.pipeline()
-        for le in buckets:
-            if value <= le:
-                pipe.hincrby(PREFIX + name, f"{label}|{le}", 1)
-        pipe.hincrby(PREFIX + name, f"{label}|+Inf", 1)
-        pipe.hincrbyfloat(PREFIX + name, f"{label}|sum", value)
+        for key, field, amount, kind in self.observation(name, label, value, buckets):
+            if kind == "float":
+                pipe.hincrbyfloat(key, field, float(amount))
+            else:
+                pipe.hincrby(key, field, int(amount))
         pipe.execute()
 
     def read_histogram(

@@ -24,7 +24,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from ml.errors import Cancelled, Paused, StockqError
 from workers import logs, preemption
-from workers.counters import JOB_DURATION_BUCKETS
+from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.dispatch import publish, publish_record
 from workers.jobs import Delivery
 from workers.leases import LeaseKeeper
@@ -83,10 +83,9 @@ class JobContext:
         return self.delivery.job_id
 
     def stage(self, stage: str) -> None:
-        """A stage boundary: a requested cancel stops the job here."""
-        if self.should_stop():
+        """A stage boundary: a requested cancel stops the job here (checked and set in one round trip)."""
+        if not self.rt.jobs.enter_stage(self.delivery, stage):
             raise Cancelled(f"cancelled before stage {stage}")
-        self.rt.jobs.set_fields(self.delivery, stage=stage)
         self._epoch_started = time.monotonic()
 
     def should_stop(self) -> bool:
@@ -145,7 +144,7 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
     rt = runtime()
     delivery = Delivery(job_id, attempt)
     worker = current_task.request.hostname or "unknown"
-    state = rt.jobs.start(delivery, worker, rt.settings.lease_s)
+    state, owner = rt.jobs.begin(delivery, worker, rt.settings.lease_s)
     if state == "running" and _redelivered_by_amqp(rt):
         _take_over(rt, delivery)
         return
@@ -153,8 +152,7 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
         log.info("job %s attempt %s not started (%s): dropped", job_id, attempt, state)
         return
     started = time.monotonic()
-    owner = rt.redis.hget(rt.jobs.key(job_id), "owner")
-    tags = {"job_id": job_id, "attempt": attempt, "tenant": owner.decode() if owner else None,
+    tags = {"job_id": job_id, "attempt": attempt, "tenant": owner or None,
             "ticker": current_task.request.kwargs.get("ticker"), "task": current_task.name}  # fmt: skip
     with logs.job_context(**tags), rt.leases.hold(delivery) as keeper:
         ctx = JobContext(rt, delivery, job_type, keeper, worker)
@@ -198,8 +196,8 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
         result = work(ctx)
         if result is DEFERRED:
             return "deferred", None
-        ctx.rt.redis.hincrby(ctx.rt.jobs.key(ctx.job_id), "executions", 1)
-        if ctx.job_type != "train" and ctx.should_stop():
+        # Counted, and a cancel looked for, in one round trip.
+        if ctx.rt.jobs.executed(ctx.job_id) and ctx.job_type != "train":
             return "cancelled", None  # the cancel arrived during the work: its result is not kept
         return "succeeded", jsonable(result)
     except Cancelled:
@@ -220,18 +218,19 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
 
 def _record(ctx: JobContext, kind: str, value: Any, seconds: float) -> None:
     jobs, attempt = ctx.rt.jobs, ctx.delivery.attempt
+    # Counted in the outcome's own round trip, and only when the outcome is taken.
+    counters = [*Counters.increment("stockq_jobs_finished_total", f"{ctx.job_type},{kind}"),
+                *Counters.observation("stockq_job_duration_seconds", ctx.job_type, seconds,
+                                      JOB_DURATION_BUCKETS)]  # fmt: skip
     if kind == "succeeded":
-        done = jobs.succeed(ctx.job_id, value, attempt)
+        done = jobs.succeed(ctx.job_id, value, attempt, counters=counters)
     elif kind == "cancelled":
-        done = jobs.mark_cancelled(ctx.job_id, attempt)
+        done = jobs.mark_cancelled(ctx.job_id, attempt, counters=counters)
     else:
         code, message, info = value
-        done = jobs.fail(ctx.job_id, code, message, attempt=attempt, **info)
+        done = jobs.fail(ctx.job_id, code, message, attempt=attempt, counters=counters, **info)
     if not done:
         log.info("job %s attempt %s: outcome %s dropped (stale or finished)", ctx.job_id, attempt, kind)
-        return
-    ctx.rt.counters.incr("stockq_jobs_finished_total", f"{ctx.job_type},{kind}")
-    ctx.rt.counters.observe("stockq_job_duration_seconds", ctx.job_type, seconds, JOB_DURATION_BUCKETS)
 
 
 def _paused(ctx: JobContext) -> None:
@@ -250,11 +249,11 @@ def _paused(ctx: JobContext) -> None:
 
 def finish_ok(rt: Runtime, job_id: str, job_type: str, result: Any) -> None:
     """Finish a job this process does not run (a single-flight waiter): no fence."""
-    if rt.jobs.succeed(job_id, result):
-        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},succeeded")
+    counters = Counters.increment("stockq_jobs_finished_total", f"{job_type},succeeded")
+    rt.jobs.succeed(job_id, result, counters=counters)
 
 
 def finish_failed(rt: Runtime, job_id: str, job_type: str, code: str, message: str,
                   attempt: int | None = None) -> None:  # fmt: skip
-    if rt.jobs.fail(job_id, code, message, attempt=attempt):
-        rt.counters.incr("stockq_jobs_finished_total", f"{job_type},failed")
+    counters = Counters.increment("stockq_jobs_finished_total", f"{job_type},failed")
+    rt.jobs.fail(job_id, code, message, attempt=attempt, counters=counters)

@@ -12,7 +12,9 @@ they assume one Redis server, not a cluster.
 # KEYS[1] job hash, KEYS[2] its done-list, KEYS[3] lease index; ARGV[1] allowed from-states (comma
 # list), ARGV[2] new state, ARGV[3] json of extra fields, ARGV[4] '1' when final, ARGV[5] the caller's
 # attempt ('' = not a delivery: the API, a single-flight holder finishing its waiters), ARGV[6] outcome
-# to append to `attempts` ('' = none), ARGV[7] now.
+# to append to `attempts` ('' = none), ARGV[7] now, ARGV[8] json list of counter increments made only when
+# the transition applies ([hash, field, amount, 'float' or ''], workers/counters.py), so a retried call
+# whose first reply was lost counts nothing twice.
 TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
@@ -39,11 +41,16 @@ if ARGV[4] == '1' then
   redis.call('RPUSH', KEYS[2], '1')
   redis.call('EXPIRE', KEYS[2], 120)
 end
+for _, c in ipairs(cjson.decode(ARGV[8] or '[]')) do
+  if c[4] == 'float' then redis.call('HINCRBYFLOAT', c[1], c[2], c[3])
+  else redis.call('HINCRBY', c[1], c[2], c[3]) end
+end
 return 'OK'
 """
 
 # KEYS[1] job hash, KEYS[2] lease index; ARGV[1] delivered attempt, ARGV[2] worker, ARGV[3] now,
-# ARGV[4] lease seconds. Only a queued job whose attempt is the delivered one starts.
+# ARGV[4] lease seconds. Only a queued job whose attempt is the delivered one starts: {'OK', owner};
+# else why not ('stale', 'missing' or the status).
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -54,7 +61,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker'
   'lease_expires_at', expires, 'stage', '')
 redis.call('ZADD', KEYS[2], expires, string.sub(KEYS[1], 12))
 redis.call('ZREM', 'stockq:queued', string.sub(KEYS[1], 12))
-return 'OK'
+return {'OK', redis.call('HGET', KEYS[1], 'owner') or ''}
 """
 
 # KEYS[1] job hash, KEYS[2] lease index; ARGV[1] attempt, ARGV[2] now, ARGV[3] lease seconds.
@@ -74,6 +81,26 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
+"""
+
+# A stage boundary of the running attempt. KEYS[1] job hash; ARGV[1] attempt, ARGV[2] stage. Returns 2
+# when a cancel was requested (the job stops here, whichever attempt asks), else 1 when the stage was set
+# or 0 when this attempt no longer runs the job.
+STAGE = """
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'stage', ARGV[2])
+return 1
+"""
+
+# The work of a delivery has run: count the execution (how double runs are found) and answer whether a
+# cancel was requested meanwhile. KEYS[1] job hash. Returns 1 (cancel requested), 0, or false (no job).
+EXECUTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HINCRBY', KEYS[1], 'executions', 1)
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 1 end
+return 0
 """
 
 # A running attempt given up: its worker died (the lease expired, or its pool process was lost) or it
@@ -137,13 +164,37 @@ redis.call('ZADD', 'stockq:queued', ARGV[1], string.sub(KEYS[1], 12))
 return tostring(attempt)
 """
 
-# A new job: its record, the indexes (all jobs, the owner's, expiry) and the owner's in-flight set in one
-# round trip, after trimming up to 100 expired ids from the indexes. KEYS[1] job hash, KEYS[2] index of
-# all jobs, KEYS[3] owner's index, KEYS[4] expiry index, KEYS[5] owner's in-flight set; ARGV[1] id,
-# ARGV[2] now, ARGV[3] retention s, ARGV[4] in-flight cap, ARGV[5] owner, ARGV[6] record as json.
-# Returns 'OK', or 'busy' when the owner already has `cap` unfinished jobs.
+# A new job in one round trip: the request's rate-limit windows, its Idempotency-Key claim, the record,
+# the indexes (all jobs, the owner's, expiry), the owner's in-flight set and the submitted counter, after
+# trimming up to 100 expired ids from the indexes. KEYS[1] job hash, KEYS[2] index of all jobs, KEYS[3]
+# owner's index, KEYS[4] expiry index, KEYS[5] owner's in-flight set, KEYS[6] counter hash ('' = count
+# nothing), KEYS[7] idempotency key ('' = none), KEYS[8..] rate-limit window counters (webapp/ratelimit.py);
+# ARGV[1] id, ARGV[2] now, ARGV[3] retention s, ARGV[4] in-flight cap, ARGV[5] owner, ARGV[6] counter
+# field, ARGV[7] request fingerprint, ARGV[8] claim retention s, ARGV[9] number of windows n, ARGV[10..]
+# each window's budget and length (2n values), then the record's field, value pairs.
+# Returns {outcome, window counts[, the existing job's HGETALL]}: 'OK'; 'limited' (over a window's budget:
+# nothing else done); 'busy' (the owner already has `cap` unfinished jobs); 'reused' (the key was claimed
+# with another fingerprint); 'existing' (the key's job). A claim whose job expired is free again.
 CREATE = """
 local now = tonumber(ARGV[2])
+local windows = tonumber(ARGV[9])
+local counts, limited = {}, false
+for i = 1, windows do
+  local n = redis.call('INCR', KEYS[7 + i])
+  if n == 1 then redis.call('EXPIRE', KEYS[7 + i], ARGV[9 + 2 * i]) end
+  counts[i] = n
+  if n > tonumber(ARGV[8 + 2 * i]) then limited = true end
+end
+if limited then return {'limited', counts} end
+if KEYS[7] ~= '' then
+  local raw = redis.call('GET', KEYS[7])
+  if raw then
+    local claim = cjson.decode(raw)
+    if claim['fingerprint'] ~= ARGV[7] then return {'reused', counts} end
+    local existing = redis.call('HGETALL', 'stockq:job:' .. claim['job_id'])
+    if #existing > 0 then return {'existing', counts, existing} end
+  end
+end
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)) do
   local sep = string.find(member, '|', 1, true)
   local owner, old = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
@@ -158,17 +209,20 @@ if redis.call('SCARD', KEYS[5]) >= cap then
   for _, old in ipairs(redis.call('SMEMBERS', KEYS[5])) do
     if redis.call('EXISTS', 'stockq:job:' .. old) == 0 then redis.call('SREM', KEYS[5], old) end
   end
-  if redis.call('SCARD', KEYS[5]) >= cap then return 'busy' end
+  if redis.call('SCARD', KEYS[5]) >= cap then return {'busy', counts} end
 end
-local record = cjson.decode(ARGV[6])
-for k, v in pairs(record) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10 + 2 * windows))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[5] .. '|' .. ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
 redis.call('ZADD', 'stockq:queued', now, ARGV[1])
-return 'OK'
+if KEYS[7] ~= '' then
+  redis.call('SET', KEYS[7], cjson.encode({fingerprint = ARGV[7], job_id = ARGV[1]}), 'EX', ARGV[8])
+end
+if KEYS[6] ~= '' then redis.call('HINCRBY', KEYS[6], ARGV[6], 1) end
+return {'OK', counts}
 """
 
 # A queued job whose message was lost on its way (taken by a worker that died before starting it, or
