@@ -211,7 +211,7 @@ async function poll() {
     if (state.openJob && jobs.some((j) => j.job_id === state.openJob && j.status !== $("#detail").dataset.status)) {
       openJob(state.openJob, false);
     }
-    schedule(active ? 700 : 4000);
+    schedule(active ? 400 : 4000);  // a running training reports every epoch
   } catch (e) {
     if (!(e instanceof Unauthorized)) $("#submit-status").textContent = "Jobs unavailable: " + e.message;
     schedule(4000);
