@@ -20,8 +20,6 @@ from sqlalchemy.engine import make_url
 # MLflow decides on telemetry when it is imported (see ml/registry.py), so this precedes the import.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
 # A fresh schema takes about 1.3 s to build on the development machine; a lock held far longer than this
 # means a stuck holder, and the caller gets filelock's Timeout rather than waiting forever.
 _LOCK_TIMEOUT_S = 120.0
@@ -45,6 +43,10 @@ def ensure_tracking_store(tracking_uri: str, artifact_root: str | None = None) -
     db = sqlite_path(tracking_uri)
     if db is None:
         return
+    # Imported here: it configures every SQLAlchemy mapper of MLflow's store on import (seconds of a
+    # worker's start), which a process pointed at a tracking server never uses.
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     db.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(db) + ".lock", timeout=_LOCK_TIMEOUT_S):
         # The tracking store's constructor builds every table, the model registry's included, and MLflow's

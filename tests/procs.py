@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,15 @@ class Proc:
 
 
 def start_worker(
-    settings: Settings, queues: str, name: str, concurrency: int = 1, app: str = "workers", **env: str
-) -> Proc:
-    """`app`: the Celery app module (tests.fault_tasks adds test-only tasks to the real one)."""
+    settings: Settings, queues: str, name: str, concurrency: int = 1, app: str = "workers",
+    wrap: Sequence[str] = (), **env: str,
+) -> Proc:  # fmt: skip
+    """`app`: the Celery app module (tests.fault_tasks adds test-only tasks to the real one). `wrap`: a
+    command the worker runs under (tests/netns.py: on another host)."""
     # mingle and gossip only slow a test worker's start: it never needs its peers' state
     argv = [*worker_argv(queues, concurrency, name), "--without-mingle", "--without-gossip"]
     argv[argv.index("-A") + 1] = app
+    argv = [*wrap, *argv]
     proc = Proc(argv, settings_env(settings, **env), settings.var_path / f"worker-{name}.log")
     client = redis.Redis.from_url(settings.redis_url)
     first = queues.split(",")[0]
@@ -141,14 +144,18 @@ def start_gunicorn(settings: Settings, port: int, **env: str) -> Proc:
     return proc
 
 
-def start_redis(port: int, data_dir: Path, aof: bool = False) -> Proc:
-    """`aof`: durable like the Redis `stockq up` starts (append-only file, fsync every second)."""
+def start_redis(port: int, data_dir: Path, aof: bool = False, bind: str = "127.0.0.1",
+                password: str | None = None) -> Proc:  # fmt: skip
+    """`aof`: durable like the Redis `stockq up` starts (append-only file, fsync every second). `bind`:
+    the one address it listens on; off loopback Redis answers only with a `password`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     server = shutil.which("redis-server") or "redis-server"
-    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", "",
+    argv = [server, "--port", str(port), "--bind", bind, "--dir", str(data_dir), "--save", "",
             "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec"]  # fmt: skip
+    if password:
+        argv += ["--requirepass", password]
     proc = Proc(argv, dict(os.environ), data_dir / "redis.log")
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    client = redis.Redis(host=bind, port=port, password=password, socket_connect_timeout=0.2)
 
     def up() -> bool:
         try:
