@@ -47,7 +47,7 @@ fuzz: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-BENCHES ?= features transfer queue inference agent chaos redis_memory metrics_cost submit
+BENCHES ?= features transfer queue inference agent chaos redis_memory metrics_cost submit scale
 
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
