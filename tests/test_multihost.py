@@ -136,17 +136,6 @@ class Api:
         return wait_until(done, timeout_s, f"job {job_id} to end", every=0.1)
 
 
-def _control(app: Any, command: str, node: str) -> None:
-    """Make `node` stop or start consuming the training queue (Celery's remote control), and see it did."""
-    replies = getattr(app.control, command)("training", destination=[node], reply=True, timeout=15)
-    assert any(node in reply for reply in replies), replies
-
-
-def _runs_of(registry: ModelRegistry, job_id: str, model: str) -> list[Any]:
-    tags = f"tags.`{JOB_TAG}` = '{job_id}' and tags.`stockq.model` = '{model}'"
-    return registry.client.search_runs([registry.experiment_id()], filter_string=tags)
-
-
 @dataclass
 class Stack:
     broker: str
@@ -211,10 +200,7 @@ def stack(request: pytest.FixtureRequest, lan: netns.Lan, services: dict[str, An
         procs += [f.result() for f in starting[:3] if f.exception() is None]
         for started in starting:
             started.result()  # the first failure, if any
-        found = Stack(
-            broker, api, celery, services["registry"], host_a=host_a,
-            host_b=host_b, var_b=b_settings.var_path,
-        )  # fmt: skip
+        found = Stack(broker, api, celery, services["registry"], host_a, host_b, b_settings.var_path)
         # B takes trainings only once A's second one runs: which host trains what is then certain.
         found.training_queue(found.node_b, consume=False)
         yield found
