@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pytest
@@ -23,6 +27,9 @@ import feast.metrics  # noqa: F401
 
 from ml.settings import Settings
 
+if TYPE_CHECKING:
+    from tests.procs import Proc
+
 REDIS_BASE = os.environ.get("STOCKQ_TEST_REDIS", "redis://127.0.0.1:6379")
 # The Celery broker of the end-to-end suites: `redis` (Redis at REDIS_BASE) or `amqp` (RabbitMQ on this
 # machine, one vhost per suite). `pytest --broker amqp` or STOCKQ_TEST_BROKER=amqp.
@@ -32,6 +39,21 @@ BASE_TICKERS = ["^GSPC", "AAPL", "MSFT"]
 # Redis DB numbers per suite, so suites never see each other's keys:
 #   2/3 data & feature-store tests, 4/5 model tests, 6/7 agent tests, 8/9 compose & charts,
 #   10/11 backbone (Celery broker / Feast online) tests, 12/13 serving tests, 14/15 session feature env.
+# Under pytest-xdist (`pytest -n 2 --dist loadfile --no-loadscope-reorder`) each xdist worker starts a
+# redis-server of its own on a free port and REDIS_BASE points there: two modules that share DB numbers
+# never run on one Redis at once (and the RabbitMQ vhosts, named after the Redis port, are private too).
+# Modules that xdist should start first: the slowest, so that neither worker idles at the end of a run.
+SLOW_FIRST = (
+    "test_serving_e2e.py",
+    "test_backbone_e2e.py",
+    "test_stockq_up.py",
+    "test_alerts_live.py",
+    "test_secrets_e2e.py",
+    "test_faults_e2e.py",
+    "test_beat.py",
+    "test_redis_restart_e2e.py",
+)
+_private_redis: list[tuple[Proc, Path]] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,9 +61,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global TEST_BROKER
+    global TEST_BROKER, REDIS_BASE
     TEST_BROKER = config.getoption("--broker") or TEST_BROKER
     os.environ["STOCKQ_TEST_BROKER"] = TEST_BROKER  # for helpers that read it on their own
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        REDIS_BASE = _start_private_redis()
+        # `from tests.conftest import ...` imports a second copy of this file: it reads the environment
+        os.environ["STOCKQ_TEST_REDIS"] = REDIS_BASE
+
+
+def _start_private_redis() -> str:
+    """A redis-server for this xdist worker alone; its URL (no DB)."""
+    from tests.procs import free_port, start_redis
+
+    data_dir = Path(tempfile.mkdtemp(prefix=f"stockq-{os.environ['PYTEST_XDIST_WORKER']}-redis-"))
+    for _ in range(5):
+        port = free_port()
+        proc = start_redis(port, data_dir)
+        # Another worker may have taken the port between free_port and the bind: then its server answered.
+        if proc.p.poll() is None and redis.Redis(port=port).info("server")["process_id"] == proc.p.pid:
+            _private_redis.append((proc, data_dir))
+            return f"redis://127.0.0.1:{port}"
+        proc.stop()
+    raise RuntimeError(f"no private redis-server started (log: {data_dir / 'redis.log'})")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for proc, data_dir in _private_redis:
+        proc.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if TEST_BROKER == "amqp":  # the vhosts named after this worker's random port are never used again
+            prefix = f"stockq-test-{urlparse(REDIS_BASE).port}-"
+            listed = subprocess.run(["rabbitmqctl", "-q", "list_vhosts", "name"], capture_output=True,
+                                    text=True, timeout=60)  # fmt: skip
+            for vhost in (v for v in listed.stdout.split() if v.startswith(prefix)):
+                subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist, the SLOW_FIRST modules first (in that order), the others as collected after them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the rest in order
 
 
 def broker_url_for(db: int, fresh: bool) -> str | None:
