@@ -12,6 +12,7 @@ dir: weights, cards and checkpoints travel through the tracking server.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ REDIS_PASSWORD = "multihost-test-password"
 # (served, resumed) tickers per broker. The served child is another in each case: the champion B serves is
 # then the one trained here. The refit runs as many epochs as the walk-forward found best: 5 of 5 for MSFT
 # (not so for every ticker: KO's stops after 1), room to die after the first (~1 s each here).
-TICKERS = {"redis": ("AAPL", "MSFT"), "amqp": ("JNJ", "MSFT")}
+TICKERS = {"redis": ("AAPL", "MSFT"), "amqp": ("JNJ", "MSFT", "MSFT")}
 RESUMED_EPOCHS = 5
 
 
@@ -232,6 +233,42 @@ def test_a_child_trained_on_one_host_is_served_by_another(stack: Stack) -> None:
     on_b = [p.relative_to(stack.var_b) for p in stack.var_b.rglob("*") if p.is_file()]
     kept = [p for p in on_b if p.suffix in (".parquet", ".pt", ".db") and p.name != "registry.db"]
     assert not kept, on_b
+
+
+def _cut_broker_connections(stack: Stack, port: int) -> list[int]:
+    """SIGKILL the forwarder processes carrying host A's connections to RabbitMQ (socat forks one per
+    connection): A's broker connections drop while A itself lives on and reaches Redis."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    pids = {int(part.split(",")[0]) for line in out.splitlines() if f"{stack.host_a.address}:" in line
+            for part in line.split("pid=")[1:]}  # fmt: skip
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return sorted(pids)
+
+
+def test_a_live_host_that_loses_its_broker_connection_keeps_its_training(
+    stack: Stack, services: dict[str, Any]
+) -> None:
+    """RabbitMQ redelivers A's message to B when A's connection drops, but A still renews its lease: B
+    drops the copy and A finishes, its one attempt never counted as lost."""
+    if stack.broker != "amqp":
+        pytest.skip("a Redis broker redelivers only after the visibility timeout")
+    api, ticker = stack.api, TICKERS[stack.broker][2]
+    job_id = api.submit("/train", {"ticker": ticker, "strategy": "scratch", "epochs": RESUMED_EPOCHS})
+    running = wait_until(lambda: (j := api.job(job_id))["status"] == "running" and j, 120, "a training")
+    assert running["worker"] == stack.node_a, running
+    stack.training_queue(stack.node_b, consume=True)
+    try:
+        wait_until(lambda: (api.job(job_id).get("progress") or {}).get("epoch", 0) >= 1, 240, "epoch 1",
+                   every=0.05)  # fmt: skip
+        assert _cut_broker_connections(stack, services["amqp_port"]), "no connection of A's to cut"
+        done = api.wait(job_id, 300)
+    finally:
+        stack.training_queue(stack.node_b, consume=False)
+    assert done["status"] == "succeeded" and done["worker"] == stack.node_a, done
+    assert (done["attempt"], done.get("lost") or 0, done.get("attempts") or []) == (1, 0, []), done
+    assert done.get("resumed_from_epoch") is None
 
 
 def test_a_dead_host_s_training_ends_once_on_the_other_resumed_from_its_checkpoint(stack: Stack) -> None:

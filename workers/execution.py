@@ -178,7 +178,24 @@ def _redelivered_by_amqp(rt: Runtime) -> bool:
 
 
 def _take_over(rt: Runtime, delivery: Delivery) -> None:
-    """Requeue a job whose running attempt lost its worker now, not at lease expiry (attempt + 1)."""
+    """Requeue a job whose running attempt lost its worker (attempt + 1) within one lease renewal, not at
+    lease expiry.
+
+    A redelivery proves only that the holder's broker connection closed. A live holder (a broker restart,
+    a connection it opens again) goes on renewing its lease: then this copy is dropped and the holder
+    carries on, its lease still covering its death.
+    """
+    key = rt.jobs.key(delivery.job_id)
+    seen = rt.redis.hget(key, "lease_expires_at")
+    deadline = time.monotonic() + rt.settings.lease_s / 3 + 1.0  # the holder renews every lease_s / 3
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        status, attempt, lease = rt.redis.hmget(key, "status", "attempt", "lease_expires_at")
+        if status != b"running" or attempt != str(delivery.attempt).encode():
+            return  # finished, or requeued by someone else meanwhile
+        if lease != seen:
+            log.info("job %s: redelivered, but its holder renews its lease: dropped", delivery.job_id)
+            return
     res = rt.jobs.requeue(
         delivery, outcome="worker_lost", lost=True, max_lost=rt.settings.max_attempts, stage="requeued"
     )
