@@ -136,10 +136,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_soft_time_limit": 300,
         "task_time_limit": 330,
         "result_backend_transport_options": {"visibility_timeout": hard_limit + 300},
-        # Flower and our metrics need task events.
+        # Flower needs the workers' task events. Not the publisher's task-sent event: nothing reads it (our
+        # queue figures come from Redis), and the API would publish it under one lock per process, a second
+        # round trip on every submission (about a fifth of its CPU, bench/submit.py).
         "task_track_started": True,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         # Workers started before Redis keep retrying instead of exiting.
         "broker_connection_retry_on_startup": True,
         # Our own job registry holds results for clients; Celery's copies need not outlive it, and
