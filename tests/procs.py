@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,25 @@ def start_worker(
         return any(m.decode().startswith(name + "@") for m in client.zrange(f"stockq:workers:{first}", 0, -1))
 
     try:
-        wait_until(up, 180, f"worker {name}", every=0.2)  # a cold start on a loaded 2-core machine is slow
+        wait_until(up, 300, f"worker {name}", every=0.2)  # a cold start on a loaded 2-core machine is slow
     except AssertionError:
         proc.kill()  # never leave a worker behind that no fixture will stop
         raise
     return proc
+
+
+def start_all(*starts: Callable[[], Proc]) -> list[Proc]:
+    """Start processes at once, so their cold starts (imports of torch, MLflow, Feast) overlap; if one
+    fails, the others are stopped and its error raised."""
+    with ThreadPoolExecutor(len(starts)) as pool:
+        futures = [pool.submit(start) for start in starts]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        for f in futures:
+            if f.exception() is None:
+                f.result().kill()
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 def start_gunicorn(settings: Settings, port: int, **env: str) -> Proc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from flask.testing import FlaskClient
 from ml.registry import ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
 from tests.conftest import fresh_settings
-from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_worker, wait_until
+from tests.procs import FAST_TRAINING, Proc, free_port, start_all, start_gunicorn, start_worker, wait_until
 from webapp import create_app
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 
@@ -26,9 +27,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = fresh_settings(tmp_path_factory.mktemp("backbone"), 10, 11, train_history_days=700)
     workers: list[Proc] = []
     try:
-        workers.append(start_worker(settings, "training", "training", **FAST_TRAINING))
-        workers.append(
-            start_worker(settings, "inference,ingest,agent", "cpu", concurrency=2, **FAST_TRAINING)
+        workers += start_all(
+            partial(start_worker, settings, "training", "training", **FAST_TRAINING),
+            partial(start_worker, settings, "inference,ingest,agent", "cpu", concurrency=2, **FAST_TRAINING),
         )
         yield {"settings": settings, "client": create_app(settings).test_client(), "workers": workers}
     finally:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from ml.registry import JOB_TAG, ModelRegistry
 from ml.tickers import child_name
 from tests.conftest import fresh_settings
 from tests.fault_tasks import POISON_FLAG, slow_task
-from tests.procs import Proc, start_worker, wait_until
+from tests.procs import Proc, start_all, start_worker, wait_until
 from tests.test_backbone_e2e import submit, wait_job
 from webapp import create_app
 from workers.jobs import JobRegistry
@@ -48,6 +49,9 @@ class Workers:
         self.procs[name] = (proc, queue)
         return proc
 
+    def start_all(self, named: list[tuple[str, str]]) -> None:
+        start_all(*(partial(self.start, name, queue) for name, queue in named))
+
     def name_of(self, hostname: str) -> str:
         return hostname.split("@")[0]
 
@@ -64,9 +68,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = fresh_settings(tmp_path_factory.mktemp("faults"), 4, 5, lease_s=LEASE_S)
     workers = Workers(settings)
     try:
-        for name, queue in (("train1", "training"), ("train2", "training"), ("inf1", "inference"),
-                            ("inf2", "inference"), ("agent1", "agent"), ("agent2", "agent")):  # fmt: skip
-            workers.start(name, queue)
+        workers.start_all([("train1", "training"), ("train2", "training"), ("inf1", "inference"),
+                           ("inf2", "inference"), ("agent1", "agent"), ("agent2", "agent")])  # fmt: skip
         client = create_app(settings).test_client()
         r = redis.Redis.from_url(settings.redis_url)
         yield {"settings": settings, "client": client, "workers": workers, "redis": r,

@@ -6,6 +6,7 @@ import io
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from flask.testing import FlaskClient
 from ml.registry import ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
 from tests.conftest import fresh_settings
-from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_worker, wait_until
+from tests.procs import FAST_TRAINING, Proc, free_port, start_all, start_gunicorn, start_worker, wait_until
 from tests.test_backbone_e2e import submit, wait_job
 from webapp import create_app
 from workers.counters import Counters
@@ -35,12 +36,14 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     settings = fresh_settings(tmp_path_factory.mktemp("serving"), 12, 13, train_history_days=700)
     procs: dict[str, Proc] = {}
     try:
-        procs["training"] = start_worker(settings, "training", "training", **WORKER_ENV)
-        procs["cpu"] = start_worker(settings, "inference,ingest", "cpu", concurrency=2, **WORKER_ENV)
-        # one agent process: embedded Qdrant allows one process per path
-        procs["agent"] = start_worker(settings, "agent", "agent", **WORKER_ENV)
         port = free_port()
-        procs["api"] = start_gunicorn(settings, port)
+        procs["training"], procs["cpu"], procs["agent"], procs["api"] = start_all(
+            partial(start_worker, settings, "training", "training", **WORKER_ENV),
+            partial(start_worker, settings, "inference,ingest", "cpu", concurrency=2, **WORKER_ENV),
+            # one agent process: embedded Qdrant allows one process per path
+            partial(start_worker, settings, "agent", "agent", **WORKER_ENV),
+            partial(start_gunicorn, settings, port),
+        )
         client = create_app(settings).test_client()
         ingest = wait_job(
             client, submit(client, "/ingest", {"tickers": ["^GSPC", "AAPL", "MSFT", "KO", "PEP"]})
