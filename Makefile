@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick bench lint install clean alerts prometheus-tools chromium-tools fuzz
+.PHONY: demo test test-quick test-amqp bench lint install clean alerts prometheus-tools chromium-tools netns-tools fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,9 +36,22 @@ chromium-tools:
 	  { apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver; } || \
 	  echo "chromium/chromedriver missing and not installable: the console browser test skips"
 
-test: $(STAMP) prometheus-tools chromium-tools
+# ip (network namespaces) and socat for the multi-host test; without root it skips.
+netns-tools:
+	@command -v ip >/dev/null && command -v socat >/dev/null || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends iproute2 socat; } || \
+	  echo "ip/socat missing and not installable: the multi-host test skips"
+
+test: $(STAMP) prometheus-tools chromium-tools netns-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	# The end-to-end backbone again with RabbitMQ as the broker (the rest of the suite runs on Redis;
+	# tests/test_broker_amqp.py and both cases of tests/test_multihost.py run on RabbitMQ in the first pass).
+	$(BIN)/python -m pytest -q --broker amqp tests/test_backbone_e2e.py
+
+# Every end-to-end suite with RabbitMQ as the broker.
+test-amqp: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow --broker amqp
 
 # schemathesis, every check, against a live gunicorn (exceptions only in tests/schemathesis.toml).
 fuzz: $(STAMP)
