@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 ROLE_TAG = "role"  # "served" or "backtest_parent" (registered, never promoted)
 TRAINED_UNTIL_TAG = "trained_until"
+DATA_UNTIL_TAG = "data_until"
 
 
 def _common_card(job: _Job, prep: Prepared, model: QuantileLSTM, fitted: FitResult) -> dict[str, Any]:
@@ -79,6 +80,9 @@ def finish(
         "ticker": job.ticker,
         ROLE_TAG: role,
         TRAINED_UNTIL_TAG: card["trained_until"],
+        # The last day its training could see (validation rows included): how recent its knowledge is. A
+        # holdout training stops learning well before it (`trained_until`).
+        DATA_UNTIL_TAG: prep.data.dates[-1].date().isoformat(),
         "arch": arch_key(model.spec.to_dict()),
     }
     version = run.register(job.name, model, prep.scaler, card, version_tags)

@@ -42,7 +42,7 @@ from ml.loop import (
 )
 from ml.model import ModelSpec, QuantileLSTM
 from ml.recipes import STRATEGIES, ParentModel, Recipe, strategy_recipe
-from ml.registration import ROLE_TAG, TRAINED_UNTIL_TAG, arch_key, finish
+from ml.registration import DATA_UNTIL_TAG, ROLE_TAG, TRAINED_UNTIL_TAG, arch_key, finish
 from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
 from ml.train_config import TrainConfig, TrainHooks
 
@@ -174,21 +174,33 @@ def _backtest_recipe(
     return _recipe(job, spec, config.lr, _backtest_parent(job.parent, cutoff, store, registry, config, hooks))
 
 
+def reusable_backtest_parent(
+    tags_by_version: dict[str, dict[str, str]], arch: str, cutoff: date
+) -> str | None:
+    """The newest backtest parent of architecture `arch` that stopped learning by `cutoff` and whose data
+    ends within BACKTEST_PARENT_MAX_AGE of it (by its last data day, not `trained_until`: a holdout
+    training stops learning ~30 % of its history early, so that date always looked stale)."""
+    fits = {}
+    for version, tags in tags_by_version.items():
+        if tags.get(ROLE_TAG) != "backtest_parent" or tags.get("arch") != arch:
+            continue
+        trained_until = date.fromisoformat(tags.get(TRAINED_UNTIL_TAG, "9999-12-31"))
+        data_until = date.fromisoformat(tags.get(DATA_UNTIL_TAG) or tags.get(TRAINED_UNTIL_TAG, "0001-01-01"))
+        if trained_until <= cutoff and cutoff - BACKTEST_PARENT_MAX_AGE <= data_until <= cutoff:
+            fits[version] = data_until
+    return max(fits, key=lambda v: fits[v], default=None)
+
+
 def _backtest_parent(
     served: LoadedModel, cutoff: date, store: FeatureStore, registry: ModelRegistry, config: TrainConfig,
     hooks: TrainHooks,
 ) -> ParentModel:  # fmt: skip
     """The newest registered backtest parent with the served parent's architecture that stopped learning
     by `cutoff` (and not long before it), else one trained now with until=cutoff."""
-    arch = arch_key(served.model.spec.to_dict())
-    fits = {
-        version: date.fromisoformat(tags[TRAINED_UNTIL_TAG])
-        for version, tags in registry.version_tags(PARENT_NAME).items()
-        if tags.get(ROLE_TAG) == "backtest_parent" and tags.get("arch") == arch
-        and date.fromisoformat(tags.get(TRAINED_UNTIL_TAG, "9999-12-31")) <= cutoff
-    }  # fmt: skip
-    version = max(fits, key=lambda v: fits[v], default=None)
-    if version is None or fits[version] < cutoff - BACKTEST_PARENT_MAX_AGE:
+    version = reusable_backtest_parent(
+        registry.version_tags(PARENT_NAME), arch_key(served.model.spec.to_dict()), cutoff
+    )
+    if version is None:
         spec = served.model.spec
         parent_config = replace(
             config, until=cutoff, backtest=None, hidden=spec.hidden, layers=spec.layers,
