@@ -31,6 +31,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_up(check: Any, what: str, timeout_s: float = 60) -> None:
+    """Until `check()` is true (connection errors count as not yet), else exit the benchmark."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (requests.RequestException, redis.RedisError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not come up in {timeout_s}s")
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.common import OUT_DIR, free_port, report, summary_ms
+from bench.common import OUT_DIR, free_port, report, summary_ms, wait_up
 
 
 def app_without_metrics() -> Any:
@@ -33,18 +33,6 @@ def app_without_metrics() -> Any:
 
     webapp.app.install_metrics = lambda app: None  # type: ignore[assignment]
     return webapp.app.create_app()
-
-
-def _wait(check: Any, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (requests.RequestException, redis.RedisError):
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not come up")
 
 
 def measure(metrics: bool, env: dict[str, str], var: Path, n: int, threads: int) -> dict[str, Any]:
@@ -63,7 +51,7 @@ def measure(metrics: bool, env: dict[str, str], var: Path, n: int, threads: int)
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: requests.get(f"{base}/health", timeout=1).ok, "gunicorn")
+        wait_up(lambda: requests.get(f"{base}/health", timeout=1).ok, "gunicorn")
         session = requests.Session()
         session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=threads))
 
@@ -112,7 +100,7 @@ def main() -> None:
            "STOCKQ_RATE_LIMIT": "", "STOCKQ_RATE_LIMIT_PREDICT": "", "STOCKQ_MAX_INFLIGHT": "1000000",
            "MLFLOW_TRACKING_URI": f"sqlite:///{var / 'mlflow.db'}"}  # fmt: skip
     try:
-        _wait(lambda: redis.Redis.from_url(url).ping(), "redis-server", 10)
+        wait_up(lambda: redis.Redis.from_url(url).ping(), "redis-server", 10)
         rounds = []
         for _ in range(args.rounds):
             for metrics in (True, False):

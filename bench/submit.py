@@ -37,7 +37,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.common import OUT_DIR, free_port, pct, report, run_job
+from bench.common import OUT_DIR, free_port, pct, report, run_job, wait_up
 
 TENANT = "bench"
 # On, but far above what the benchmark sends: it measures the limiter's cost, not its throttling.
@@ -105,7 +105,7 @@ class BenchStack:
                                    "--without-mingle", "--without-gossip", "-n", "peer@%h"])  # fmt: skip
         client = redis.Redis.from_url(self.redis_url)
         stamps = lambda: client.zrange("stockq:workers:inference", 0, -1, withscores=True)  # noqa: E731
-        _wait(lambda: any(score > since for _, score in stamps()), "stockq worker", 240)
+        wait_up(lambda: any(score > since for _, score in stamps()), "stockq worker", 240)
         peer_celery().send_task("bench.noop").get(timeout=120)
 
     def stop_workers(self) -> None:
@@ -127,18 +127,6 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def _wait(check: Any, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (requests.RequestException, redis.RedisError):
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not come up in {timeout_s}s")
-
-
 def peer_celery() -> Any:
     """The peer's Celery app in this process (BENCH_BROKER_URL / BENCH_RESULT_URL are set by bench_stack)."""
     from bench.submit_peer import celery
@@ -152,7 +140,7 @@ def _gunicorn(stack: BenchStack, name: str, app: str, port: int, **env: str) -> 
     argv = gunicorn_argv(port)
     argv[-1] = app  # the same server settings for both: only the application differs
     stack.spawn(name, argv, **env)
-    _wait(lambda: requests.get(f"http://127.0.0.1:{port}/health" if name == "api" else
+    wait_up(lambda: requests.get(f"http://127.0.0.1:{port}/health" if name == "api" else
                                f"http://127.0.0.1:{port}/hello", timeout=1).ok, name)  # fmt: skip
 
 
@@ -187,7 +175,7 @@ def bench_stack(name: str = "submit", broker_url: str | None = None, redis_url: 
         var, broker_url, redis_url, api_key, *urls, env, redis_pid=server.pid if server else None
     )
     try:
-        _wait(lambda: redis.Redis.from_url(redis_url).ping(), "redis", 10)
+        wait_up(lambda: redis.Redis.from_url(redis_url).ping(), "redis", 10)
         redis.Redis.from_url(redis_url).flushdb()
         from ml.mlflow_store import ensure_tracking_store
 
