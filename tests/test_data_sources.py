@@ -301,6 +301,10 @@ def test_cache_refetches_everything_after_a_split(tmp_path: Path) -> None:
 def test_yfinance_offline_raises_data_unavailable(tmp_path: Path) -> None:
     import yfinance.cache
 
+    # yfinance's caches hold the database they first opened: an earlier test in this process (the CLI's
+    # data-source probe) would keep them on its own var dir. One process has one var dir in the stack.
+    yfinance.cache._TzCacheManager._tz_cache = None
+    yfinance.cache._CookieCacheManager._Cookie_cache = None
     source = YFinanceSource(tmp_path / "yf")
     for start, end in [(None, None), (date(2024, 1, 2), date(2024, 2, 1))]:
         with pytest.raises(DataUnavailable) as err:

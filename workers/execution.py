@@ -187,8 +187,10 @@ def _take_over(rt: Runtime, delivery: Delivery) -> None:
     """
     key = rt.jobs.key(delivery.job_id)
     seen = rt.redis.hget(key, "lease_expires_at")
-    deadline = time.monotonic() + rt.settings.lease_s / 3 + 1.0  # the holder renews every lease_s / 3
-    while time.monotonic() < deadline:
+    # The holder renews every lease_s / 3: wait until its next renewal is due, with slack for a busy host.
+    lease_s = rt.settings.lease_s
+    deadline = float(seen or 0) - lease_s + lease_s / 3 + max(1.0, lease_s / 6)
+    while time.time() < deadline:
         time.sleep(0.25)
         status, attempt, lease = rt.redis.hmget(key, "status", "attempt", "lease_expires_at")
         if status != b"running" or attempt != str(delivery.attempt).encode():
