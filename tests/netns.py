@@ -124,6 +124,9 @@ class Host:
     def tear_down(self) -> list[int]:
         """The host dies: every process SIGKILLed, then its link pulled. The pids killed."""
         pids = _kill_netns(self.netns)
+        # The kernel closes a killed process's connections, but a FIN still queued on the veth is dropped
+        # when the link goes down: the peers would then learn of the death only by their timeouts.
+        time.sleep(0.5)
         _ip("link", "set", self.link, "down", check=False)
         return pids
 
