@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_redis_server(var: Path) -> tuple[subprocess.Popen, str]:
+    """A private, non-persistent redis-server with its files in `var`, and its URL (DB 0)."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(var)], stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return server, f"redis://127.0.0.1:{port}/0"
 
 
 def wait_up(check: Any, what: str, timeout_s: float = 60) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.common import OUT_DIR, free_port, report, summary_ms, wait_up
+from bench.common import OUT_DIR, free_port, report, start_redis_server, summary_ms, wait_up
 
 
 def app_without_metrics() -> Any:
@@ -90,12 +90,7 @@ def main() -> None:
     var = OUT_DIR / "metrics_cost-var"
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
-    redis_port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(var)], stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{redis_port}/0"
+    server, url = start_redis_server(var)
     env = {**os.environ, "STOCKQ_REDIS_URL": url, "STOCKQ_VAR_DIR": str(var), "STOCKQ_API_KEYS": "",
            "STOCKQ_RATE_LIMIT": "", "STOCKQ_RATE_LIMIT_PREDICT": "", "STOCKQ_MAX_INFLIGHT": "1000000",
            "MLFLOW_TRACKING_URI": f"sqlite:///{var / 'mlflow.db'}"}  # fmt: skip

@@ -37,7 +37,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.common import OUT_DIR, free_port, pct, report, run_job, wait_up
+from bench.common import OUT_DIR, free_port, pct, report, run_job, start_redis_server, wait_up
 
 TENANT = "bench"
 # On, but far above what the benchmark sends: it measures the limiter's cost, not its throttling.
@@ -154,12 +154,7 @@ def bench_stack(name: str = "submit", broker_url: str | None = None, redis_url: 
     var.mkdir(parents=True)
     server = None
     if redis_url is None:
-        port = free_port()
-        server = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(var)], stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        redis_url = f"redis://127.0.0.1:{port}/0"
+        server, redis_url = start_redis_server(var)
     broker_url = broker_url or redis_url
     api_key = secrets.token_urlsafe(24)
     env = {**os.environ, "STOCKQ_REDIS_URL": redis_url, "STOCKQ_BROKER_URL": broker_url,

@@ -57,21 +57,22 @@ class DeadLetters:
     def __init__(self, url: str, jobs: JobRegistry, limit: int = 100) -> None:
         self.url, self.jobs, self.limit = url, jobs, limit
         self._conn: Connection | None = None
+        self._queue: Any = None
 
     def __call__(self) -> int:
         """Fail the jobs of dead-lettered messages (fenced by their attempt); ack each once recorded."""
         if self._conn is None:
             self._conn = Connection(self.url, connect_timeout=2)
+            self._queue = dead_letter_queue()(self._conn.default_channel)
+            self._queue.declare()  # once per connection, not every pass
         try:
-            return self._drain(self._conn)
+            return self._drain(self._queue)
         except Exception:
             self._conn.release()  # a broken connection is opened afresh on the next pass
             self._conn = None
             raise
 
-    def _drain(self, conn: Connection) -> int:
-        queue = dead_letter_queue()(conn.default_channel)
-        queue.declare()
+    def _drain(self, queue: Any) -> int:
         drained = 0
         for _ in range(self.limit):
             message = queue.get(no_ack=False, accept=["json"])
