@@ -22,7 +22,7 @@ from agent.prompts import (
 )
 from agent.report import backtest_line, fmt
 from agent.state import CriticVerdict, MarketAnalysis, PerformanceAnalysis, ReportDraft, ScoredNews
-from ml.feature_store import FROZEN_SOURCES
+from ml.features.store import FROZEN_SOURCES
 
 
 class Analyst(Protocol):

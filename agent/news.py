@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.state import NewsItem, ScoredNews
-from ml.feature_store import FROZEN_SOURCES
+from ml.features.store import FROZEN_SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from agent.state import ReportDraft, Stance
-from ml.compare import NO_SKILL
+from ml.evaluation.compare import NO_SKILL
 
 # A 7-day median move under a tenth of the 80% band's half-width is indistinguishable from noise.
 NEUTRAL_EDGE = 0.1

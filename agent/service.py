@@ -22,7 +22,7 @@ from agent.nodes import AgentContext
 from agent.report import with_reviewer_notes
 from agent.state import AgentState
 from ml.errors import InvalidInput
-from ml.feature_store import FeatureStore
+from ml.features.store import FeatureStore
 from ml.tickers import validate_ticker
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class AnalystService:
         on_stage: Callable[[str], None] | None = None,
         cache_scope: str = "global",
     ) -> dict[str, Any]:
-        from ml.predict import predict
+        from ml.serving.predict import predict
 
         ticker = validate_ticker(ticker)
         question = normalize_question(question, ticker)

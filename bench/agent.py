@@ -39,11 +39,11 @@ from agent.fakellm import FakeOpenAI, Reply, canned_analyst
 from agent.service import AnalystService
 from bench.common import report, summary_ms
 from ml.data import make_source
-from ml.feature_store import FeatureStore
-from ml.pipeline import ingest
-from ml.registry import ModelRegistry
+from ml.features.pipeline import ingest
+from ml.features.store import FeatureStore
+from ml.registry.mlflow_registry import ModelRegistry
 from ml.settings import Settings, configure_process_env
-from ml.train import TrainConfig, train_parent
+from ml.training.train import TrainConfig, train_parent
 from workers.model_cache import ModelCache
 
 QUESTION = "What is the 7-day forecast for {ticker}?"

@@ -1,10 +1,11 @@
 """The capacity model of bench/scale.py: what one training job costs, taken apart from a measured job, and
 rebuilt for other settings (epochs, walk-forward origins, bootstrap reps, rows of history).
 
-A worker training runs a walk-forward backtest first (ml/backtest.py: K origins, each a fresh model trained
-on the rows known at that origin, then baselines, CQR and forecasts), compares the pooled windows (block
-bootstrap), then refits the served model on every row for the backtest's median best epoch (ml/train.py),
-checkpointing each epoch, and registers it. From one measured job (its record and its model card):
+A worker training runs a walk-forward backtest first (ml/evaluation/backtest.py: K origins, each a fresh model
+trained on the rows known at that origin, then baselines, CQR and forecasts), compares the pooled windows
+(block bootstrap), then refits the served model on every row for the backtest's median best epoch
+(ml/training/train.py), checkpointing each epoch, and registers it. From one measured job (its record and its
+model card):
 
     c      seconds per training row per epoch: the refit loop's seconds / (refit epochs x refit rows). The
            refit also evaluates on all its rows, an origin only on its validation rows, so an origin's
@@ -17,7 +18,7 @@ checkpointing each epoch, and registers it. From one measured job (its record an
            costs about the same from a few hundred rows up.
     B      the comparison after the origins: backtest seconds minus the origins' sum; scaled linearly by
            bootstrap reps x evaluation windows (K x step).
-    P      a backtest parent trained inside a child's job (ml/train.py trains one, with until = the
+    P      a backtest parent trained inside a child's job (ml/training/train.py trains one, with until = the
            child's cutoff and a holdout split, unless a registered one stopped learning within a year before
            the cutoff): its MLflow run's wall, modelled as a holdout training, P = Fp + E_p x c_parent x
            its training rows, Fp taken from the measured one.
@@ -120,11 +121,11 @@ class Target:
 
     epochs: int  # the training's epoch budget (STOCKQ_DEFAULT_EPOCHS for a nightly retrain)
     backtest_epochs: int  # min(STOCKQ_BACKTEST_EPOCHS, epochs)
-    patience: int  # early stopping (ml.backtest.BacktestConfig)
+    patience: int  # early stopping (ml.config.BacktestConfig)
     step: int
     reps: int
     rows: int  # the refit's rows (every sample with a known target)
-    origin_rows: list[int]  # each origin's training rows (ml.backtest.origin_splits)
+    origin_rows: list[int]  # each origin's training rows (ml.evaluation.backtest.origin_splits)
     backtest_parent_rows: int | None = None  # training rows of a backtest parent trained in every job
 
 

@@ -172,7 +172,7 @@ class Chaos(threading.Thread):
 
 
 def start_stack(var: Any) -> tuple[Any, Any, str]:
-    from ml.mlflow_store import ensure_tracking_store
+    from ml.registry.mlflow_store import ensure_tracking_store
     from webapp.stack import Stack, gunicorn_argv, worker_argv
 
     settings = isolate(var, free_port(), **WORKER_ENV)

@@ -28,9 +28,9 @@ import redis
 from bench.common import report, summary_ms
 from ml.data import make_source
 from ml.data.bundled import bundled_tickers
-from ml.feature_defs import WINDOW_VIEW
-from ml.feature_store import WINDOW_FIELDS, FeatureStore
-from ml.pipeline import ingest
+from ml.features.definitions import WINDOW_VIEW
+from ml.features.pipeline import ingest
+from ml.features.store import WINDOW_FIELDS, FeatureStore
 from ml.settings import Settings, configure_process_env
 
 

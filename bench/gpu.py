@@ -1,4 +1,4 @@
-"""CUDA check for the device machine: the real training loop (`ml.train.fit`, AMP on CUDA) on ^GSPC,
+"""CUDA check for the device machine: the real training loop (`ml.training.train.fit`, AMP on CUDA) on ^GSPC,
 epoch time on the GPU next to the CPU's, a freeze and a fine-tune child on the GPU, and GPU vs CPU
 predictions from the same weights.
 
@@ -11,7 +11,6 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ml.features import MODEL_FEATURES
-from ml.model import ModelSpec, QuantileLSTM, predict_log_returns
-from ml.train import TrainConfig, autocast_dtype, fit, prepare
+from ml.features.technical import MODEL_FEATURES
+from ml.model.lstm import ModelSpec, QuantileLSTM, predict_log_returns
+from ml.training.train import TrainConfig, autocast_dtype, fit, prepare
 
 TICKERS = ("^GSPC", "AAPL")
 
@@ -39,7 +38,7 @@ class ParquetFrames:
 
 def export(directory: Path) -> None:
     from ml.data.bundled import BundledSource
-    from ml.features import compute_features, model_rows
+    from ml.features.technical import compute_features, model_rows
 
     directory.mkdir(parents=True, exist_ok=True)
     for ticker in TICKERS:
@@ -105,19 +104,19 @@ def run(directory: Path, out: Path, epochs: int) -> None:
     results = []
     base = TrainConfig(epochs=epochs, device="cuda")
     for batch in (64, 512):
-        gpu = train_once(frames, "^GSPC", replace(base, batch_size=batch), None, False)
+        gpu = train_once(frames, "^GSPC", base.with_(batch_size=batch), None, False)
         results.append(gpu)
     for threads in (1, torch.get_num_threads()):
         torch.set_num_threads(threads)
-        cpu = train_once(frames, "^GSPC", replace(base, device="cpu", epochs=2), None, False)
+        cpu = train_once(frames, "^GSPC", base.with_(device="cpu", epochs=2), None, False)
         cpu["cpu_threads"] = threads
         results.append(cpu)
     parent = results[0]
     state = {k: v.cpu() for k, v in parent["_model"].state_dict().items()}
-    child = replace(base, history_days=730, lr=1e-4)
+    child = base.with_(history_days=730, lr=1e-4)
     results.append({**train_once(frames, "AAPL", child, state, freeze=False), "strategy": "fine_tune"})
     results.append(
-        {**train_once(frames, "AAPL", replace(child, lr=1e-3), state, freeze=True), "strategy": "freeze"}
+        {**train_once(frames, "AAPL", child.with_(lr=1e-3), state, freeze=True), "strategy": "freeze"}
     )
     on_gpu = predict_log_returns(
         parent["_model"], parent["_scaler"], parent["_x_test"], device=torch.device("cuda")

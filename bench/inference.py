@@ -1,5 +1,5 @@
 """Inference benchmark: warm end-to-end `POST /predict-child?wait=5` through gunicorn (p50/p99, req/s)
-against the in-process `ml.predict` call (the floor) in the same run; a 20-ticker batch job vs 20
+against the in-process `ml.serving.predict` call (the floor) in the same run; a 20-ticker batch job vs 20
 single jobs."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
         run_job(s, base, "/train", {"ticker": "^GSPC", "epochs": 2})
         run_job(s, base, "/train", {"ticker": "AAPL", "epochs": 2})
 
-        from ml.predict import predict
+        from ml.serving.predict import predict
         from workers.runtime import Runtime
 
         rt = Runtime(settings)
@@ -81,7 +81,7 @@ def main() -> None:
     floor_p50 = summary_ms(floor)["p50_ms"]
     e2e = summary_ms(serial)
     rows = [
-        {"measure": "in-process ml.predict (floor)", **summary_ms(floor)},
+        {"measure": "in-process ml.serving.predict (floor)", **summary_ms(floor)},
         {
             "measure": "warm POST /predict-child?wait=5, 1 client",
             **e2e,

@@ -20,8 +20,8 @@ import pandas as pd
 import redis
 
 from bench.common import free_port, report
-from ml.chart import forecast_chart
 from ml.data.bundled import BundledSource
+from ml.serving.chart import forecast_chart
 from workers.jobs import JobRegistry, chart_key
 
 OLD_RETENTION_S = 7 * 24 * 3600

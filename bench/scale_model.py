@@ -14,8 +14,8 @@ PARENT_TICKER = "^GSPC"
 
 
 def backtest_parent_run(stack: BenchStack, job_id: str) -> dict[str, Any] | None:
-    """The backtest parent a child's job trained itself (ml/train.py tags its run with the job), if any:
-    its MLflow run's wall, epochs and training rows."""
+    """The backtest parent a child's job trained itself (ml/training/train.py tags its run with the job), if
+    any: its MLflow run's wall, epochs and training rows."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
@@ -33,16 +33,17 @@ def backtest_parent_run(stack: BenchStack, job_id: str) -> dict[str, Any] | None
 def targets(stack: BenchStack, tickers: list[str]) -> dict[str, Any]:
     """The rows a parent and a child training see at this environment's worker settings (ml/settings.py:
     the defaults unless STOCKQ_* says otherwise), from the data the bench ingested, and whether each child
-    training trains a backtest parent of its own there (ml/train.py's rule)."""
+    training trains a backtest parent of its own there (ml/training/train.py's rule)."""
     from dataclasses import replace
 
-    from ml.backtest import BacktestConfig, origin_splits, parent_cutoff
-    from ml.dataprep import chronological_split, load_dataset
-    from ml.feature_store import FeatureStore
-    from ml.features import MODEL_FEATURES
-    from ml.model import ModelSpec
+    from ml.config import BacktestConfig
+    from ml.evaluation.backtest import origin_splits, parent_cutoff
+    from ml.features.store import FeatureStore
+    from ml.features.technical import MODEL_FEATURES
+    from ml.model.lstm import ModelSpec
     from ml.settings import Settings
-    from ml.train import BACKTEST_PARENT_MAX_AGE, TrainConfig
+    from ml.training.dataprep import chronological_split, load_dataset
+    from ml.training.train import BACKTEST_PARENT_MAX_AGE, TrainConfig
 
     s = Settings()
     feast = Settings(redis_url=stack.redis_url).feast_connection_string
@@ -60,7 +61,7 @@ def targets(stack: BenchStack, tickers: list[str]) -> dict[str, Any]:
     # The served parent learnt up to its data's end, past the child's cutoff: the child's backtest needs a
     # parent trained until the cutoff, reused only if it stopped learning within BACKTEST_PARENT_MAX_AGE.
     cutoff = parent_cutoff(child, child_splits)
-    held = load_dataset(store, PARENT_TICKER, replace(config, until=cutoff), spec)
+    held = load_dataset(store, PARENT_TICKER, config.with_(until=cutoff), spec)
     split = chronological_split(len(held.targets), s.horizon)
     held_until = held.dates[split.train.stop - 1 + s.window - 1 + s.horizon].date()
     per_job = held_until < cutoff - BACKTEST_PARENT_MAX_AGE
@@ -76,7 +77,7 @@ def targets(stack: BenchStack, tickers: list[str]) -> dict[str, Any]:
 
 
 def _target(s: Any, rows: int, origin_rows: list[int]) -> capacity.Target:
-    from ml.backtest import BacktestConfig
+    from ml.config import BacktestConfig
 
     return capacity.Target(
         epochs=s.default_epochs, backtest_epochs=min(s.backtest_epochs, s.default_epochs),
@@ -126,7 +127,8 @@ def _nightly(args: argparse.Namespace) -> list[int]:
 def rows(cap: dict[str, Any], args: argparse.Namespace) -> list[tuple[Any, ...]]:
     kinds = [("parent", "parent"), ("child", "child")]
     if cap["child"]["target"].backtest_parent_rows is not None:
-        kinds = [("parent", "parent"), ("child", "child, a backtest parent per job (ml/train.py now)"),
+        kinds = [("parent", "parent"),
+                 ("child", "child, a backtest parent per job (ml/training/train.py now)"),
                  ("child_reused", "child, the backtest parent reused")]  # fmt: skip
     out: list[tuple[Any, ...]] = []
     for kind, label in kinds:

@@ -172,7 +172,7 @@ def bench_stack(name: str = "submit", broker_url: str | None = None, redis_url: 
     try:
         wait_up(lambda: redis.Redis.from_url(redis_url).ping(), "redis", 10)
         redis.Redis.from_url(redis_url).flushdb()
-        from ml.mlflow_store import ensure_tracking_store
+        from ml.registry.mlflow_store import ensure_tracking_store
 
         ensure_tracking_store(env["MLFLOW_TRACKING_URI"], (var / "mlartifacts").as_uri())
         prom = var / "prometheus"

@@ -1,11 +1,11 @@
 """Transfer-learning benchmark on the walk-forward (not a test): does a ^GSPC parent help the children?
 
-For every bundled ticker (20 large caps) and 3 seeds, runs the walk-forward backtest (ml.backtest: K
-origins every `step` trading days over the last --history-days, purged, a fresh model per origin, CQR on
+For every bundled ticker (20 large caps) and 3 seeds, runs the walk-forward backtest (ml.evaluation.backtest:
+K origins every `step` trading days over the last --history-days, purged, a fresh model per origin, CQR on
 each origin's validation windows) of `scratch`, `freeze` and `fine_tune`, with the baselines (zero-return +
-RiskMetrics, empirical quantiles, linear quantile regression, the parent as is) on the same windows.
-One parent is trained on ^GSPC up to the children's common cutoff (the day before the first origin minus
-the purge: it never saw an evaluation window), and its cost is part of the total.
+RiskMetrics, empirical quantiles, linear quantile regression, the parent as is) on the same windows. One
+parent is trained on ^GSPC up to the children's common cutoff (the day before the first origin minus the
+purge: it never saw an evaluation window), and its cost is part of the total.
 
 Reports, per strategy: skill over the best baseline (1 - pinball / best baseline's pinball, from the
 calibrated band) with a 90 % interval, the share of ticker x seed runs with measurable skill, 80 % coverage
@@ -34,17 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from ml.backtest import BacktestConfig, origin_splits, parent_cutoff, walk_forward
+from ml.config import BacktestConfig
 from ml.data.bundled import BundledSource, bundled_tickers
-from ml.dataprep import load_dataset
-from ml.feature_store import FeatureStore
-from ml.features import MODEL_FEATURES, compute_features
-from ml.model import ModelSpec
-from ml.recipes import STRATEGIES, ParentModel, strategy_recipe
-from ml.registry import ModelRegistry
+from ml.evaluation.backtest import origin_splits, parent_cutoff, walk_forward
+from ml.features.store import FeatureStore
+from ml.features.technical import MODEL_FEATURES, compute_features
+from ml.model.lstm import ModelSpec
+from ml.registry.mlflow_registry import ModelRegistry
 from ml.settings import Settings, configure_process_env
 from ml.tickers import INDEX_TICKER, PARENT_NAME
-from ml.train import TrainConfig, train_parent
+from ml.training.dataprep import load_dataset
+from ml.training.recipes import STRATEGIES, ParentModel, strategy_recipe
+from ml.training.train import TrainConfig, train_parent
 
 PAIRS = (("freeze", "scratch"), ("fine_tune", "scratch"), ("fine_tune", "freeze"))
 _state: dict[str, Any] = {}  # per worker process: store, parent, arguments

@@ -1,9 +1,9 @@
-"""Feast definitions for `feast apply`; the objects themselves live in ml.feature_defs."""
+"""Feast definitions for `feast apply`; the objects themselves live in ml.features.definitions."""
 
 import os
 from pathlib import Path
 
-from ml.feature_defs import definitions
+from ml.features.definitions import definitions
 
 # Feast has already expanded feature_store.yaml when it imports this file: without STOCKQ_VAR_DIR the
 # registry path would be the literal "${STOCKQ_VAR_DIR}/...", a folder created inside feature_repo/.

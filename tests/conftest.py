@@ -162,8 +162,8 @@ def one_torch_thread() -> Iterator[None]:
 def feature_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, object]]:
     """A var dir with ^GSPC, AAPL and MSFT ingested from the bundled source (Redis DBs 14/15)."""
     from ml.data import make_source
-    from ml.feature_store import FeatureStore
-    from ml.pipeline import ingest
+    from ml.features.pipeline import ingest
+    from ml.features.store import FeatureStore
 
     settings = make_settings(tmp_path_factory.mktemp("feature_env"), 14, 15)
     flush_db(settings.feast_redis_url)

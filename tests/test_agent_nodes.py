@@ -1,6 +1,6 @@
 """The analyst's numbers, news handling and graph with the deterministic analyst (no model, no network).
 
-Inputs come from tests/data/agent_inputs.json, in the shapes ml.predict and the registry produce; the
+Inputs come from tests/data/agent_inputs.json, in the shapes ml.serving.predict and the registry produce; the
 end-to-end path through the real predict lives in test_agent_service.py.
 """
 

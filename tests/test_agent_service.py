@@ -1,6 +1,6 @@
 """AnalystService end to end: real features (bundled data, Feast on Redis DBs 6/7), a real (tiny) trained
-parent in a real MLflow registry, the real ml.predict, real embeddings and embedded Qdrant, and the real
-ChatOpenAI client against a scripted server on loopback.
+parent in a real MLflow registry, the real ml.serving.predict, real embeddings and embedded Qdrant, and the
+real ChatOpenAI client against a scripted server on loopback.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ RESULT_KEYS = {
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from ml.data import make_source
-    from ml.feature_store import FeatureStore
-    from ml.pipeline import ingest
-    from ml.registry import ModelRegistry
-    from ml.train import TrainConfig, train_parent
+    from ml.features.pipeline import ingest
+    from ml.features.store import FeatureStore
+    from ml.registry.mlflow_registry import ModelRegistry
+    from ml.training.train import TrainConfig, train_parent
 
     settings = make_settings(tmp_path_factory.mktemp("agent_env"), 6, 7)
     flush_db(settings.feast_redis_url)
@@ -90,7 +90,7 @@ def llm_overrides(server: FakeOpenAI, **more: Any) -> dict[str, Any]:
 
 
 def test_deterministic_report_from_the_real_forecast(env: dict[str, Any], make_service: Any) -> None:
-    from ml.predict import predict
+    from ml.serving.predict import predict
 
     stages: list[str] = []
     result = make_service().analyze("aapl", on_stage=stages.append)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -19,14 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.backtest import BacktestConfig, origin_splits, parent_cutoff, walk_forward
-from ml.compare import NO_SKILL
-from ml.dataprep import Dataset, dataset_from_frame
+from ml.config import BacktestConfig
 from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
-from ml.features import MODEL_FEATURES, compute_features, model_rows
-from ml.model import ModelSpec, QuantileLSTM
-from ml.recipes import ParentModel, strategy_recipe
-from ml.scaler import Scaler
+from ml.evaluation.backtest import origin_splits, parent_cutoff, walk_forward
+from ml.evaluation.compare import NO_SKILL
+from ml.features.technical import MODEL_FEATURES, compute_features, model_rows
+from ml.model.lstm import ModelSpec, QuantileLSTM
+from ml.model.scaler import Scaler
+from ml.training.dataprep import Dataset, dataset_from_frame
+from ml.training.recipes import ParentModel, strategy_recipe
 
 WINDOW, HORIZON = 20, 7
 SPEC = ModelSpec(len(MODEL_FEATURES), hidden=8, layers=1, dropout=0.0, window=WINDOW, horizon=HORIZON)
@@ -89,7 +89,9 @@ def test_origins_are_purged_adjacent_and_cover_the_most_recent_windows() -> None
         BacktestConfig(origins=0)
     with pytest.raises(InvalidInput, match="need at least 16 evaluation windows"):
         walk_forward(
-            synthetic("random_walk", 300, 0), strategy_recipe("scratch", SPEC, LR), BacktestConfig(1, 15)
+            synthetic("random_walk", 300, 0),
+            strategy_recipe("scratch", SPEC, LR),
+            BacktestConfig(origins=1, step=15),
         )
 
 
@@ -190,7 +192,7 @@ def test_cqr_calibrates_the_band_on_garch_returns() -> None:
     # A badly fitted model on purpose (a random LSTM frozen, its head trained for one epoch): its band
     # misses far more than 20 % of the time; CQR on each origin's validation windows repairs it.
     data = synthetic("garch", 4000, seed=0)
-    config = replace(POWER, epochs=1)
+    config = POWER.with_(epochs=1)
     parent = _parent(parent_cutoff(data, origin_splits(len(data.targets), HORIZON, config)))
     result = walk_forward(data, strategy_recipe("freeze", SPEC, 1e-4, parent), config, device="cpu")
     coverage = result["coverage"]

@@ -1,10 +1,11 @@
-"""Which registered backtest parent a child's walk-forward may reuse (ml.train.reusable_backtest_parent)."""
+"""Which registered backtest parent a child's walk-forward may reuse
+(ml.training.train.reusable_backtest_parent)."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from ml.train import reusable_backtest_parent
+from ml.training.train import reusable_backtest_parent
 
 CUTOFF = date(2022, 4, 7)
 

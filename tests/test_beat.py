@@ -153,7 +153,8 @@ def test_oneshot_worker_runs_one_task_and_exits(tmp_path: Path, private_redis: i
 
 
 def _register_child(client: Any, source: Path, ticker: str, trained_until: str) -> None:
-    """A champion version carrying the tags ml.registration writes (no weights: only tags are read)."""
+    """A champion version carrying the tags ml.registry.registration writes (no weights: only tags are
+    read)."""
     name = f"stockq-child-{ticker}"
     client.create_registered_model(name)
     tags = {"kind": "child", "ticker": ticker, "trained_until": trained_until}
@@ -169,7 +170,7 @@ def test_planners_submit_scheduler_jobs(
     stored data, MSFT's is current, so only AAPL is retrained, and once while that job is pending."""
     from mlflow import MlflowClient
 
-    from ml.mlflow_store import ensure_tracking_store
+    from ml.registry.mlflow_store import ensure_tracking_store
 
     base, store = feature_env
     settings = base.model_copy(update={

@@ -6,7 +6,7 @@ from typing import Any
 
 from agent.numbers import performance_facts
 from agent.report import backtest_line
-from ml.compare import NO_SKILL, verdict
+from ml.evaluation.compare import NO_SKILL, verdict
 
 STEP = {"date": "2023-01-09", "p10": 95.0, "p50": 101.0, "p90": 106.0, "log_return_p10": -0.05,
         "log_return_p50": 0.01, "log_return_p90": 0.06}  # fmt: skip

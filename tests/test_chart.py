@@ -1,4 +1,4 @@
-"""ml.chart renders real AAPL closes plus a 7-day forecast to PNG/SVG bytes of a fixed size."""
+"""ml.serving.chart renders real AAPL closes plus a 7-day forecast to PNG/SVG bytes of a fixed size."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ml.chart import DPI, HEIGHT_PX, WIDTH_PX, chart_title, forecast_chart
 from ml.data.bundled import BundledSource
 from ml.errors import InvalidInput
+from ml.serving.chart import DPI, HEIGHT_PX, WIDTH_PX, chart_title, forecast_chart
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 DC_TITLE = "{http://purl.org/dc/elements/1.1/}title"
@@ -144,7 +144,7 @@ def test_concurrent_renders_do_not_interfere(closes: pd.Series, forecast: dict[s
 
 def test_never_imports_pyplot() -> None:
     code = (
-        "import sys, pandas as pd; from ml.chart import forecast_chart; "
+        "import sys, pandas as pd; from ml.serving.chart import forecast_chart; "
         "h = pd.Series([1.0, 2.0, 3.0], index=pd.bdate_range('2024-01-01', periods=3)); "
         "f = {'ticker': 'X', 'as_of': '2024-01-03', 'model': {'name': 'm', 'version': '1'}, "
         "'forecast': [{'day': 1, 'date': '2024-01-04', 'p10': 2.5, 'p50': 3.1, 'p90': 3.6}]}; "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,15 @@ import pytest
 import torch
 
 from ml.errors import Paused
-from ml.feature_store import FeatureStore
-from ml.registry import CHECKPOINT_DIR, ModelRegistry
+from ml.features.store import FeatureStore
+from ml.registry.mlflow_registry import CHECKPOINT_DIR, ModelRegistry
 from ml.tickers import child_name
-from ml.train import (
+from ml.training.job import TrainingJob
+from ml.training.train import (
     Checkpointing,
     TrainConfig,
     TrainHooks,
     _build_model,
-    _Job,
     _spec,
     fit,
     prepare,
@@ -33,7 +32,7 @@ CONFIG = TrainConfig(epochs=5, hidden=16, history_days=500, patience=50, seed=11
 
 
 def _fit(store: FeatureStore, *, pause_after: int | None, resume: dict | None, saved: list) -> Any:
-    job = _Job(child_name("AAPL"), "child", "AAPL", "scratch", None)
+    job = TrainingJob(child_name("AAPL"), "child", "AAPL", "scratch", None)
     spec = _spec(job, CONFIG)
     prep = prepare(store, "AAPL", CONFIG, spec, resolve_device("cpu"))
     torch.manual_seed(CONFIG.seed)
@@ -141,7 +140,7 @@ def test_two_trainings_at_once_leave_the_better_one_champion(
     results: dict[int, dict] = {}
 
     def train(seed: int) -> None:
-        config = replace(CONFIG, seed=seed, epochs=2)
+        config = CONFIG.with_(seed=seed, epochs=2)
         hooks = TrainHooks(job_key=f"job-{seed}", champion_lock=lambda _name: lock)
         results[seed] = train_child("MSFT", "scratch", store=shared, registry=registry, config=config,
                                     hooks=hooks)  # fmt: skip

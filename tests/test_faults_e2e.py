@@ -16,7 +16,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from ml.registry import JOB_TAG, ModelRegistry
+from ml.registry.mlflow_registry import JOB_TAG, ModelRegistry
 from ml.tickers import child_name
 from tests.conftest import fresh_settings
 from tests.fault_tasks import POISON_FLAG, slow_task

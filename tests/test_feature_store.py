@@ -30,10 +30,10 @@ from ml.errors import (
     StockqError,
     UnknownTicker,
 )
-from ml.feature_defs import definitions
-from ml.feature_store import FeatureStore
-from ml.features import FEATURE_COLUMNS, MODEL_FEATURES, WARMUP, build_window, compute_features
-from ml.pipeline import ingest
+from ml.features.definitions import definitions
+from ml.features.pipeline import ingest
+from ml.features.store import FeatureStore
+from ml.features.technical import FEATURE_COLUMNS, MODEL_FEATURES, WARMUP, build_window, compute_features
 from ml.settings import Settings
 from tests.conftest import BASE_TICKERS, fresh_settings, make_settings
 from tests.test_data_sources import offline_only, synthetic_ohlcv, write_csv

@@ -9,7 +9,7 @@ import ta
 
 from ml.data.bundled import BundledSource
 from ml.errors import InsufficientHistory
-from ml.features import (
+from ml.features.technical import (
     FEATURE_COLUMNS,
     MODEL_FEATURES,
     WARMUP,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ml.baselines import LinearQuantiles, empirical_quantiles, ewma_volatility, zero_ewma_quantiles
-from ml.calibration import apply_cqr, fit_cqr
-from ml.compare import decide_promotion, verdict
-from ml.scoring import interval_scores, naive_scale, pinball_losses, score
-from ml.stats import bootstrap_mean, bootstrap_skill, diebold_mariano, pesaran_timmermann, skill
+from ml.evaluation.baselines import LinearQuantiles, empirical_quantiles, ewma_volatility, zero_ewma_quantiles
+from ml.evaluation.calibration import apply_cqr, fit_cqr
+from ml.evaluation.compare import decide_promotion, verdict
+from ml.evaluation.scoring import interval_scores, naive_scale, pinball_losses, score
+from ml.evaluation.stats import bootstrap_mean, bootstrap_skill, diebold_mariano, pesaran_timmermann, skill
 
 Z90 = sps.norm.ppf(0.9)
 

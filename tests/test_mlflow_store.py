@@ -1,9 +1,9 @@
 """The MLflow sqlite store on a fresh var dir: several processes starting at once all get a working store.
 
-Without the file lock of ml/mlflow_store.py the processes race on MLflow's schema migration (each sees a
-half-built schema and migrates it too: `table _alembic_tmp_tags already exists`, `Online migration expected
-to match one row`). Without the lock the harness below failed on 10 of 10 fresh var dirs on the 2-core
-development machine (3 of the 4 processes each time); the last test keeps that proof.
+Without the file lock of ml/registry/mlflow_store.py the processes race on MLflow's schema migration (each
+sees a half-built schema and migrates it too: `table _alembic_tmp_tags already exists`, `Online migration
+expected to match one row`). Without the lock the harness below failed on 10 of 10 fresh var dirs on the
+2-core development machine (3 of the 4 processes each time); the last test keeps that proof.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import ml.mlflow_store
-from ml.mlflow_store import sqlite_path
-from ml.registry import ModelRegistry
+import ml.registry.mlflow_store
+from ml.registry.mlflow_registry import ModelRegistry
+from ml.registry.mlflow_store import sqlite_path
 
 PROCESSES = 4
 
@@ -82,7 +82,7 @@ def test_without_the_lock_the_same_race_breaks_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The harness can fail: with the guard taken out, processes racing on MLflow's own migration do."""
-    monkeypatch.setattr(ml.mlflow_store, "ensure_tracking_store", lambda *_, **__: None)
+    monkeypatch.setattr(ml.registry.mlflow_store, "ensure_tracking_store", lambda *_, **__: None)
     failures: list[str] = []
     for round_ in range(3):  # it failed every round here; three keep a lucky ordering from passing
         (var := tmp_path / f"var-{round_}").mkdir()

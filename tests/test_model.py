@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from ml.calendar import next_sessions
+from ml.config import BacktestConfig
 from ml.errors import InsufficientHistory, InvalidInput, InvalidTicker
-from ml.evaluate import evaluate, pinball
-from ml.model import ModelSpec, QuantileLSTM, pinball_loss, predict_log_returns
-from ml.predict import forecast_from_returns
-from ml.scaler import CLIP, Scaler
+from ml.evaluation.evaluate import evaluate, pinball
+from ml.model.lstm import ModelSpec, QuantileLSTM, pinball_loss, predict_log_returns
+from ml.model.scaler import CLIP, Scaler
+from ml.serving.predict import forecast_from_returns
 from ml.tickers import child_name
-from ml.train import TrainConfig, chronological_split, min_rows, resolve_device
+from ml.training.train import TrainConfig, chronological_split, min_rows, resolve_device
 
 
 def _scaler(n_features: int = 11, horizon: int = 7) -> Scaler:
@@ -105,7 +106,7 @@ def test_split_is_chronological_with_purge_gaps() -> None:
     assert min_rows(60, 7) == 60 + 6 + 14 + 60
 
 
-@pytest.mark.parametrize("epochs", [0, 501, -3, 2.5, True, "10"])
+@pytest.mark.parametrize("epochs", [0, 501, -3, 2.5, 99.0, True, "10"])
 def test_epochs_out_of_range_is_invalid_input(epochs: object) -> None:
     with pytest.raises(InvalidInput, match=r"epochs must be an integer in 1\.\.500"):
         TrainConfig(epochs=epochs)  # type: ignore[arg-type]
@@ -116,6 +117,22 @@ def test_config_bounds() -> None:
     for bad in ({"lr": 0}, {"window": 5}, {"horizon": 3}, {"history_days": 0}, {"dropout": 0.95}):
         with pytest.raises(InvalidInput):
             TrainConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_config_changes_are_validated_again() -> None:
+    config = TrainConfig(epochs=3, backtest=BacktestConfig(origins=2))
+    changed = config.with_(seed=4, history_days=None)
+    assert (changed.seed, changed.epochs, changed.backtest) == (4, 3, BacktestConfig(origins=2))
+    assert config.seed == 1337  # frozen: the original is untouched
+    with pytest.raises(InvalidInput, match=r"^window must be an integer in 10\.\.250, got 9$"):
+        config.with_(window=9)
+    with pytest.raises(InvalidInput, match=r"^backtest bootstrap_reps must be an integer in 50\.\.100000"):
+        BacktestConfig(bootstrap_reps=10)
+    with pytest.raises(InvalidInput, match="backtest must be a BacktestConfig"):
+        TrainConfig(backtest={"origins": 2})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="epoch: unknown field"):
+        TrainConfig(epoch=3)  # type: ignore[call-arg]
+    assert TrainConfig(lr=1).model_dump()["lr"] == 1.0
 
 
 def test_device_defaults_to_cuda_only_when_present() -> None:

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
-from ml.feature_store import FeatureStore
-from ml.registry import ModelRegistry, load_weights
+from ml.features.store import FeatureStore
+from ml.registry.mlflow_registry import ModelRegistry, load_weights
 from ml.tickers import PARENT_NAME
-from ml.train import TrainConfig, train_parent
+from ml.training.train import TrainConfig, train_parent
 
 CONFIG = TrainConfig(epochs=1, hidden=8, layers=1, history_days=700, seed=3)
 

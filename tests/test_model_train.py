@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,14 @@ from ml.errors import (
     InvalidTicker,
     ModelNotFound,
 )
-from ml.evaluate import evaluate
-from ml.feature_store import FeatureStore
-from ml.features import MODEL_FEATURES
-from ml.model import predict_log_returns
-from ml.predict import predict, predict_many
-from ml.registry import LoadedModel, ModelRegistry
+from ml.evaluation.evaluate import evaluate
+from ml.features.store import FeatureStore
+from ml.features.technical import MODEL_FEATURES
+from ml.model.lstm import predict_log_returns
+from ml.registry.mlflow_registry import LoadedModel, ModelRegistry
+from ml.serving.predict import predict, predict_many
 from ml.tickers import PARENT_NAME, child_name
-from ml.train import STRATEGIES, TrainConfig, TrainHooks, prepare, train_child, train_parent
+from ml.training.train import STRATEGIES, TrainConfig, TrainHooks, prepare, train_child, train_parent
 
 CONFIG = TrainConfig(epochs=3, hidden=16, history_days=700, patience=3, seed=7)
 CARD_KEYS = {
@@ -327,8 +327,8 @@ def test_cancel_between_epochs_registers_nothing(trained: Trained) -> None:
 def test_champion_moves_only_when_not_worse(trained: Trained) -> None:
     store, registry = trained.store, trained.registry
     name = child_name("MSFT")
-    a = train_child("MSFT", "scratch", store=store, registry=registry, config=replace(CONFIG, seed=1))
-    b = train_child("MSFT", "scratch", store=store, registry=registry, config=replace(CONFIG, seed=2))
+    a = train_child("MSFT", "scratch", store=store, registry=registry, config=CONFIG.with_(seed=1))
+    b = train_child("MSFT", "scratch", store=store, registry=registry, config=CONFIG.with_(seed=2))
     metric_a, metric_b = a["test"]["mase_persistence_mean"], b["test"]["mase_persistence_mean"]
     assert a["champion"] is True
     assert b["champion"] is (metric_b <= metric_a) and "on the same test windows" in b["decision"]
@@ -337,7 +337,7 @@ def test_champion_moves_only_when_not_worse(trained: Trained) -> None:
         pytest.skip("the two seeds tied exactly")
     registry.set_champion(name, better["version"])
     again = train_child(
-        "MSFT", "scratch", store=store, registry=registry, config=replace(CONFIG, seed=worse_seed)
+        "MSFT", "scratch", store=store, registry=registry, config=CONFIG.with_(seed=worse_seed)
     )
     assert again["test"] == worse["test"]  # same seed, same data: the same model
     assert again["champion"] is False and again["decision"].startswith(f"kept champion v{better['version']}")
@@ -345,18 +345,14 @@ def test_champion_moves_only_when_not_worse(trained: Trained) -> None:
     assert registry.client.get_run(again["run_id"]).data.tags["stockq.champion"] == "false"
     registry.set_champion(name, worse["version"])
     best_seed = 1 if worse_seed == 2 else 2
-    last = train_child(
-        "MSFT", "scratch", store=store, registry=registry, config=replace(CONFIG, seed=best_seed)
-    )
+    last = train_child("MSFT", "scratch", store=store, registry=registry, config=CONFIG.with_(seed=best_seed))
     assert last["champion"] is True and registry.champion_version(name) == last["version"]
 
 
 def test_bad_training_input(trained: Trained) -> None:
     store, registry = trained.store, trained.registry
     with pytest.raises(InsufficientHistory, match="need at least 140 trading days"):
-        train_child(
-            "AAPL", "scratch", store=store, registry=registry, config=replace(CONFIG, history_days=150)
-        )
+        train_child("AAPL", "scratch", store=store, registry=registry, config=CONFIG.with_(history_days=150))
     with pytest.raises(FeaturesMissing, match="ingest it first"):
         train_child("ZZZZ", "scratch", store=store, registry=registry, config=CONFIG)
     with pytest.raises(InvalidTicker):
@@ -375,7 +371,7 @@ def test_child_without_parent_fails_or_trains_parent_first(
     with pytest.raises(ModelNotFound, match=r"train the parent first \(train_parent\)"):
         train_child("AAPL", "freeze", store=store, registry=registry, config=CONFIG)
     assert registry.champion_version(PARENT_NAME) is None
-    config = replace(CONFIG, epochs=1)
+    config = CONFIG.with_(epochs=1)
     summary = train_child(
         "AAPL", "fine_tune", store=store, registry=registry, config=config, train_parent_if_missing=True
     )

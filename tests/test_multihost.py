@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from ml.registry import JOB_TAG, ModelRegistry
+from ml.registry.mlflow_registry import JOB_TAG, ModelRegistry
 from ml.settings import Settings
 from ml.tickers import child_name
 from tests import netns, rabbit

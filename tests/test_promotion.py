@@ -2,20 +2,19 @@
 
 The slow tests use the long synthetic series of test_backtest (4 origins x 500 windows: 2000 pooled
 windows, seeds fixed, so every run gives the same numbers); the promotion loss weighs every horizon the
-same (ml.promotion), which is what lets an AR(1) edge at days 1-2 show through the 7-day forecast.
+same (ml.evaluation.promotion), which is what lets an AR(1) edge at days 1-2 show through the 7-day forecast.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from ml.backtest import walk_forward
-from ml.promotion import compare_backtests, walk_forward_decision
-from ml.recipes import strategy_recipe
+from ml.evaluation.backtest import walk_forward
+from ml.evaluation.promotion import compare_backtests, walk_forward_decision
+from ml.training.recipes import strategy_recipe
 from tests.test_backtest import LR, POWER, SPEC, synthetic
 
 
@@ -57,7 +56,7 @@ def test_only_common_windows_are_compared_and_too_few_mean_no_test() -> None:
 
 def _run(kind: str, seed: int = 0) -> dict[str, Any]:
     recipe = strategy_recipe("scratch", SPEC, LR)
-    return walk_forward(synthetic(kind, 4000, 0), recipe, replace(POWER, seed=seed), device="cpu")
+    return walk_forward(synthetic(kind, 4000, 0), recipe, POWER.with_(seed=seed), device="cpu")
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.features import compute_features, rsi
+from ml.features.technical import compute_features, rsi
 
 
 def test_rsi_is_50_on_a_flat_series_and_100_on_a_pure_rise() -> None:

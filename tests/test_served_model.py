@@ -4,7 +4,7 @@ calibrated band, and the parent fallback (real bundled data, Feast offline store
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ml.backtest import BacktestConfig, origin_splits, parent_cutoff
-from ml.baselines import BASELINES, ewma_volatility
-from ml.calibration import apply_cqr
-from ml.dataprep import load_dataset
+from ml.config import BacktestConfig
 from ml.errors import Paused
-from ml.feature_store import FeatureStore
-from ml.model import predict_log_returns
-from ml.predict import predict
-from ml.registry import ModelRegistry
+from ml.evaluation.backtest import origin_splits, parent_cutoff
+from ml.evaluation.baselines import BASELINES, ewma_volatility
+from ml.evaluation.calibration import apply_cqr
+from ml.features.store import FeatureStore
+from ml.model.lstm import predict_log_returns
+from ml.registry.mlflow_registry import ModelRegistry
+from ml.serving.predict import predict
 from ml.tickers import PARENT_NAME, child_name
-from ml.train import BACKTEST_FILE, TrainConfig, TrainHooks, train_child, train_parent
+from ml.training.dataprep import load_dataset
+from ml.training.train import BACKTEST_FILE, TrainConfig, TrainHooks, train_child, train_parent
 from tests.conftest import flush_db, make_settings
 from webapp import create_app
 
@@ -51,7 +52,7 @@ def served(feature_env: tuple[object, FeatureStore], tmp_path_factory: pytest.Te
     registry = ModelRegistry(uri, (tmp / "art").as_uri())
     parent = train_parent(store=store, registry=registry, config=CONFIG)
     child = train_child("AAPL", "fine_tune", store=store, registry=registry, config=CONFIG)
-    again = train_child("AAPL", "fine_tune", store=store, registry=registry, config=replace(CONFIG, seed=6))
+    again = train_child("AAPL", "fine_tune", store=store, registry=registry, config=CONFIG.with_(seed=6))
     return Served(store, registry, uri, parent, child, again)
 
 
@@ -163,7 +164,7 @@ def test_a_paused_walk_forward_training_resumes_without_running_its_backtest_aga
 ) -> None:
     store = feature_env[1]
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri())
-    config = replace(CONFIG, epochs=3, backtest=replace(BACKTEST, epochs=3, patience=3))
+    config = CONFIG.with_(epochs=3, backtest=BACKTEST.with_(epochs=3, patience=3))
     pauses = iter([True])
     first = TrainHooks(job_key="job-1", should_pause=lambda: next(pauses, False))
     with pytest.raises(Paused):

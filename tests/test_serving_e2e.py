@@ -14,7 +14,7 @@ import redis
 import requests
 from flask.testing import FlaskClient
 
-from ml.registry import ModelRegistry
+from ml.registry.mlflow_registry import ModelRegistry
 from ml.tickers import PARENT_NAME, child_name
 from tests.conftest import fresh_settings
 from tests.procs import FAST_TRAINING, Proc, free_port, start_all, start_gunicorn, start_worker, wait_until

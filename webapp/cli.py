@@ -170,8 +170,8 @@ def ingest(tickers: tuple[str, ...], local: bool, out: Output) -> None:
     job = None
     if local:
         from ml.data import make_source
-        from ml.feature_store import FeatureStore
-        from ml.pipeline import ingest as run_ingest
+        from ml.features.pipeline import ingest as run_ingest
+        from ml.features.store import FeatureStore
         from ml.settings import configure_process_env
 
         s = Settings()

@@ -27,7 +27,7 @@ def skill_line(card: dict[str, Any]) -> str:
     """The card's verdict: skill over the best baseline with its 90 % interval, or why there is none."""
     verdict = card.get("verdict")
     if verdict is None:
-        # ml.compare's NO_SKILL wording; importing it would load torch into the CLI (4 s).
+        # ml.evaluation.compare's NO_SKILL wording; importing it would load torch into the CLI (4 s).
         return "no measurable skill shown (a single holdout, no interval)"
     return str(verdict["text"])
 

@@ -41,7 +41,7 @@ def _reader() -> Any:
     """One card reader per API process, made on first use: MLflow is imported then, never at start."""
     reader = current_app.extensions.get("stockq.cards")
     if reader is None:
-        from ml.cards import CardReader
+        from ml.registry.cards import CardReader
 
         reader = CardReader(current_app.extensions["stockq"].settings.tracking_uri)
         current_app.extensions["stockq.cards"] = reader

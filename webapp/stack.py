@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from ml.mlflow_store import ensure_tracking_store
+from ml.registry.mlflow_store import ensure_tracking_store
 from ml.settings import Settings
 from webapp.supervisor import Supervisor
 

@@ -15,7 +15,8 @@ import redis
 from workers.heartbeat import ALIVE_FOR_S
 
 log = logging.getLogger(__name__)
-CHAMPION = "champion"  # ml.registry.CHAMPION (not imported: it would load torch into the exporter)
+# ml.registry.mlflow_registry.CHAMPION (not imported: it would load torch into the exporter)
+CHAMPION = "champion"
 
 
 class WorkerLiveness:

@@ -53,7 +53,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> Any:
-        from ml.feature_store import FeatureStore
+        from ml.features.store import FeatureStore
 
         s = self.settings
         return FeatureStore(
@@ -68,7 +68,7 @@ class Runtime:
 
     @cached_property
     def registry(self) -> Any:
-        from ml.registry import ModelRegistry
+        from ml.registry.mlflow_registry import ModelRegistry
 
         return ModelRegistry(self.settings.tracking_uri, self.settings.artifact_root)
 
@@ -92,7 +92,7 @@ class Runtime:
 
     # -- operations the tasks share --------------------------------------------------------------
     def ingest(self, tickers: list[str], on_ticker: Any = None) -> dict[str, Any]:
-        from ml.pipeline import ingest
+        from ml.features.pipeline import ingest
 
         return ingest(tickers, source=self.source, store=self.store, on_ticker=on_ticker)
 
@@ -115,7 +115,7 @@ class Runtime:
 
     def forecast(self, ticker: str, model: str = "auto") -> dict[str, Any]:
         """A forecast from the cache when the same model version already saw the same data day."""
-        from ml.predict import predict
+        from ml.serving.predict import predict
         from ml.tickers import PARENT_NAME
 
         ticker = validate_ticker(ticker)

@@ -111,7 +111,7 @@ def submit(rt: Runtime, celery: Celery, job_type: str, task: str, params: dict[s
 
 def champions(rt: Runtime) -> dict[str, str | None]:
     """Each child with a champion: ticker -> the date its champion was trained until (None: unknown)."""
-    from ml.cards import CardReader
+    from ml.registry.cards import CardReader
 
     out = {}
     for model in CardReader(rt.settings.tracking_uri).models():

@@ -24,8 +24,7 @@ PARENT_WAIT_POLL_S = 2.0
 
 
 def _train_config(rt: Runtime, epochs: int | None) -> Any:
-    from ml.backtest import BacktestConfig
-    from ml.train import TrainConfig
+    from ml.config import BacktestConfig, TrainConfig
 
     s = rt.settings
     epochs = epochs or s.default_epochs
@@ -39,7 +38,7 @@ def _train_config(rt: Runtime, epochs: int | None) -> Any:
 
 
 def _hooks(ctx: JobContext) -> Any:
-    from ml.train import TrainHooks
+    from ml.config import TrainHooks
 
     return TrainHooks(
         on_epoch=ctx.on_epoch,
@@ -61,7 +60,7 @@ def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
     """The parent a child needs, trained once however many child trainings ask at the same moment: the
     first takes the parent's single-flight lock and trains, the others wait for its champion."""
     from ml.tickers import PARENT_NAME
-    from ml.train import train_parent
+    from ml.training.train import train_parent
 
     flight = _single_flight(ctx.rt, INDEX_TICKER)
     while ctx.rt.registry.champion_version(PARENT_NAME) is None:
@@ -86,7 +85,7 @@ def _ingest_for(ctx: JobContext, ticker: str) -> None:
 
 
 def _train(ctx: JobContext, ticker: str, strategy: str, epochs: int | None) -> dict[str, Any]:
-    from ml.train import train_child, train_parent
+    from ml.training.train import train_child, train_parent
 
     config = _train_config(ctx.rt, epochs)
     if ticker == INDEX_TICKER:
@@ -250,7 +249,7 @@ def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tupl
 @shared_task(name="stockq.predict_batch", acks_late=True, soft_time_limit=120, time_limit=150)
 def predict_batch(job_id: str, tickers: list[str], model: str = "auto", attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
-        from ml.predict import predict_many
+        from ml.serving.predict import predict_many
 
         ctx.stage("forecast")
         return predict_many(
@@ -263,7 +262,7 @@ def predict_batch(job_id: str, tickers: list[str], model: str = "auto", attempt:
 @shared_task(name="stockq.chart", acks_late=True, soft_time_limit=60, time_limit=90)
 def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
-        from ml.chart import forecast_chart
+        from ml.serving.chart import forecast_chart
 
         ctx.stage("forecast")
         model = "auto" if ctx.rt.has_model(ticker, "auto") else "parent"

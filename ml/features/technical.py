@@ -98,3 +98,15 @@ def build_window(features: pd.DataFrame, window: int) -> np.ndarray:
             f"history), have {len(rows)}"
         )
     return rows[MODEL_FEATURES].to_numpy(dtype=np.float64)[-window:]
+
+
+# The technical indicators the global model may read as extra inputs (the benchmark's ablation), without
+# the exact linear combinations of others (macd = ema_12 - ema_26; signal = macd - hist, all over close).
+TECHNICAL_INPUTS = ("rsi_14", "macd_hist_rel", "sma_20_rel", "sma_50_rel", "ema_12_rel", "ema_26_rel")
+
+
+def technical_inputs(close: pd.Series) -> pd.DataFrame:
+    """TECHNICAL_INPUTS of a close series; RSI centred on 0 in [-1, 1] like the other bounded inputs."""
+    frame = compute_features(pd.DataFrame({"close": close}))
+    frame["rsi_14"] = (frame["rsi_14"] - 50.0) / 50.0
+    return frame[list(TECHNICAL_INPUTS)]

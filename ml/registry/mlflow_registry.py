@@ -24,10 +24,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ml.cards import CARD_FILE, CHAMPION, MODEL_DIR
 from ml.errors import Cancelled, CorruptModel, InvalidInput, ModelNotFound
-from ml.model import ModelSpec, QuantileLSTM
-from ml.scaler import Scaler
+from ml.model.lstm import ModelSpec, QuantileLSTM
+from ml.model.scaler import Scaler
+from ml.registry.cards import CARD_FILE, CHAMPION, MODEL_DIR
 from ml.tickers import PARENT_NAME
 
 # MLflow decides on telemetry when it is imported, so this must precede the import. Workers log, they have
@@ -205,7 +205,7 @@ class ModelRegistry:
     def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
-        from ml.mlflow_store import ensure_tracking_store  # schema built once across processes
+        from ml.registry.mlflow_store import ensure_tracking_store  # schema built once across processes
 
         ensure_tracking_store(tracking_uri, artifact_root)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

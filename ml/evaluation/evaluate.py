@@ -1,16 +1,16 @@
 """Forecast metrics on a held-out period (pure: arrays in, plain-float dict out).
 
 "MASE" here is the model's MAE divided by a naive forecast's MAE on the same test targets (a relative MAE,
-which ml.scoring names `rel_mae_zero`; ml.scoring's `mase` is the proper, in-sample-scaled one): below 1
-beats the baseline. The baselines are persistence (tomorrow's close = today's, a zero log return)
-and drift (the train split's mean daily log return, times the horizon).
+which ml.evaluation.scoring names `rel_mae_zero`; ml.evaluation.scoring's `mase` is the proper,
+in-sample-scaled one): below 1 beats the baseline. The baselines are persistence (tomorrow's close = today's,
+a zero log return) and drift (the train split's mean daily log return, times the horizon).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ml.scoring import pinball_losses
+from ml.evaluation.scoring import pinball_losses
 
 _EPS = 1e-12
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from filelock import FileLock
 from sqlalchemy.engine import make_url
 
-# MLflow decides on telemetry when it is imported (see ml/registry.py), so this precedes the import.
+# MLflow decides on telemetry when it is imported (see ml/registry/mlflow_registry.py), so this precedes
+# the import.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # A fresh schema takes about 1.3 s to build on the development machine; a lock held far longer than this

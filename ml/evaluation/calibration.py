@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.scoring import ALPHA, check_shapes
+from ml.evaluation.scoring import ALPHA, check_shapes
 
 METHOD = "cqr"
 

@@ -1,7 +1,7 @@
 """Proper forecast scores for the 10/50/90 % quantile forecasts (pure: arrays in, plain-float dicts out).
 
 Shapes throughout: `y` (n, horizon) realised log returns from each window's last close, `q` (n, horizon, 3)
-predicted quantiles at ml.model.QUANTILES. Everything a test of significance needs per window is exposed
+predicted quantiles at ml.model.lstm.QUANTILES. Everything a test of significance needs per window is exposed
 as an (n, horizon) loss array (`pinball_losses`, `interval_scores`); `score` condenses them to a dict.
 
 - pinball: the mean quantile (pinball) loss over the three levels, the training objective.
@@ -12,11 +12,11 @@ as an (n, horizon) loss array (`pinball_losses`, `interval_scores`); `score` con
 - mase: MAE of the median over the in-sample MAE of the naive (zero-return, random-walk) forecast at the
   same horizon on the TRAINING targets (Hyndman & Koehler 2006, with the h-step naive as the scale).
 - rel_mae_zero: MAE over the zero-return forecast's MAE on the SAME evaluation targets (a relative MAE;
-  what ml.evaluate calls "mase_persistence").
+  what ml.evaluation.evaluate calls "mase_persistence").
 - direction accuracy: share of windows whose realised sign the median got right, ties excluded: a zero
   realised return, or a median of exactly 0 (no call: the zero-return baseline makes none, so it has no
   direction accuracy). Shown next to `up_rate` (the share of ups among non-zero returns, what "always up"
-  would score) and a Pesaran–Timmermann p-value (ml.stats).
+  would score) and a Pesaran–Timmermann p-value (ml.evaluation.stats).
 - coverage_80 with `miss_below` / `miss_above`, and the interval (Winkler) score of the 10-90 band:
   width + (2 / alpha) * distance outside the band, alpha = 0.2 (Gneiting & Raftery 2007, eq. 43).
 """
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ml.model import QUANTILES
-from ml.stats import pesaran_timmermann
+from ml.evaluation.stats import pesaran_timmermann
+from ml.model.lstm import QUANTILES
 
 ALPHA = 0.2  # the 10-90 band is the central 80 % interval
 _EPS = 1e-12

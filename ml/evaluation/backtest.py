@@ -5,10 +5,10 @@ everything the recipe and the baselines learn has its target known by then:
 
     [ train ............ ] purge [ val ] purge | eval: o .. o + step - 1 | next origin ...
 
-with purge = horizon samples, as in ml.dataprep.chronological_split, so no training or validation label
-overlaps another split's labels. Each origin fits its own scaler on its training rows, trains a fresh model
-with the project's one loop (ml.loop.fit: early stopping on val), calibrates its band with CQR on val,
-and forecasts the eval windows; the baselines learn from every sample known at the origin. The eval
+with purge = horizon samples, as in ml.training.dataprep.chronological_split, so no training or validation
+label overlaps another split's labels. Each origin fits its own scaler on its training rows, trains a fresh
+model with the project's one loop (ml.training.loop.fit: early stopping on val), calibrates its band with CQR
+on val, and forecasts the eval windows; the baselines learn from every sample known at the origin. The eval
 windows of consecutive origins are adjacent, so the pooled series is every day of the last K * step.
 
 A recipe that starts from a parent (freeze / fine_tune) names it, and the parent must have stopped
@@ -21,18 +21,21 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import numpy as np
 import torch
 
-from ml.baselines import MAX_QR_ROWS, baseline_forecasts
-from ml.calibration import apply_cqr, fit_cqr
-from ml.compare import compare
-from ml.dataprep import (
-    EVAL_FRACTION,
+from ml.config import BacktestConfig, StopCallback
+from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
+from ml.evaluation.baselines import baseline_forecasts
+from ml.evaluation.calibration import apply_cqr, fit_cqr
+from ml.evaluation.compare import compare
+from ml.evaluation.scoring import naive_scale, pinball_losses, score
+from ml.model.lstm import predict_log_returns
+from ml.training.dataprep import (
     MIN_EVAL_SAMPLES,
     MIN_TRAIN_SAMPLES,
     Dataset,
@@ -40,45 +43,12 @@ from ml.dataprep import (
     fit_scaler,
     make_tensors,
 )
-from ml.errors import InsufficientHistory, InvalidInput, ParentOverlap
-from ml.loop import StopCallback, fit, resolve_device
-from ml.model import predict_log_returns
-from ml.recipes import ParentModel, Recipe
-from ml.scoring import naive_scale, pinball_losses, score
+from ml.training.loop import fit, resolve_device
+from ml.training.recipes import ParentModel, Recipe
 
 CANDIDATES = ("model_cqr", "model")  # what is served (calibrated) first: the verdict is about it
 WINDOW_LOSSES = ("model_cqr", "zero_ewma")  # the served band, and the random walk a champion must beat
 _ORIGIN_KEYS = ("pinball", "crps", "mae", "mase", "rel_mae_zero", "direction_accuracy", "coverage_80")
-
-
-@dataclass(frozen=True)
-class BacktestConfig:
-    origins: int = 8
-    step: int = 21  # trading days between origins, and the eval windows of each
-    epochs: int = 20
-    batch_size: int = 64
-    patience: int = 5
-    seed: int = 1337
-    val_fraction: float = EVAL_FRACTION
-    max_qr_rows: int = MAX_QR_ROWS
-    bootstrap_reps: int = 1000
-
-    def __post_init__(self) -> None:
-        bounds = {
-            "origins": (1, 100),
-            "step": (1, 2000),
-            "epochs": (1, 500),
-            "batch_size": (1, 4096),
-            "patience": (1, 500),
-            "max_qr_rows": (50, 100_000),
-            "bootstrap_reps": (50, 100_000),
-        }
-        for name, (lo, hi) in bounds.items():
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
-                raise InvalidInput(f"backtest {name} must be an integer in {lo}..{hi}, got {value!r}")
-        if not 0.05 <= self.val_fraction <= 0.5:
-            raise InvalidInput(f"backtest val_fraction must be in [0.05, 0.5], got {self.val_fraction!r}")
 
 
 def origin_splits(n_samples: int, horizon: int, config: BacktestConfig) -> list[Split]:
@@ -255,7 +225,7 @@ def walk_forward(
     return {
         "ticker": data.ticker,
         "recipe": recipe.label,
-        "config": asdict(config),
+        "config": config.model_dump(),
         "horizon": horizon,
         "window": data.window,
         "purge_days": horizon,

@@ -1,10 +1,10 @@
 """Inference core: champion model + one online window -> dated 7-day quantile forecasts of the close.
 
 Every band is served calibrated: the card's CQR correction (fit on the walk-forward's out-of-sample
-windows, ml.calibration) is applied to the model's raw quantiles. A parent serving another ticker than its
-own (no child yet) learnt ^GSPC's volatility: its band is rescaled around the median so that the day-1
-band is as wide as that ticker's own RiskMetrics 80 % band today (the parent's shape across horizons kept),
-and the result says `fallback: parent`.
+windows, ml.evaluation.calibration) is applied to the model's raw quantiles. A parent serving another ticker
+than its own (no child yet) learnt ^GSPC's volatility: its band is rescaled around the median so that the
+day-1 band is as wide as that ticker's own RiskMetrics 80 % band today (the parent's shape across horizons
+kept), and the result says `fallback: parent`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import numpy as np
 from scipy import stats
 
 from ml.calendar import next_sessions
-from ml.calibration import apply_cqr
 from ml.errors import InsufficientHistory, InvalidInput, ModelNotFound, StockqError
-from ml.model import QUANTILES, predict_log_returns
-from ml.registry import LoadedModel, ModelRegistry
+from ml.evaluation.calibration import apply_cqr
+from ml.model.lstm import QUANTILES, predict_log_returns
+from ml.registry.mlflow_registry import LoadedModel, ModelRegistry
 from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
 
 if TYPE_CHECKING:
-    from ml.feature_store import FeatureStore, OnlineWindow
+    from ml.features.store import FeatureStore, OnlineWindow
 
 MODEL_CHOICES = ("auto", "child", "parent")
 GetModel = Callable[[str], LoadedModel | None]
@@ -86,7 +86,7 @@ def served_band(window: OnlineWindow, loaded: LoadedModel, raw: np.ndarray) -> t
     q = apply_cqr(raw[None], calibration)[0] if calibration else np.asarray(raw, np.float64)
     info: dict[str, Any] = {"calibration": calibration["method"] if calibration else None}
     if loaded.kind == "parent" and window.ticker != INDEX_TICKER:
-        from ml.baselines import ewma_volatility  # statsmodels, for the parent fallback only
+        from ml.evaluation.baselines import ewma_volatility  # statsmodels, for the parent fallback only
 
         daily = window.window[:, window.feature_names.index("log_ret_1d")]
         z = stats.norm.ppf(QUANTILES)

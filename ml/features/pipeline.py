@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 
 from ml.data.base import DataSource
-from ml.feature_store import FeatureStore, PreparedWrite
-from ml.features import compute_features
+from ml.features.store import FeatureStore, PreparedWrite
+from ml.features.technical import compute_features
 from ml.tickers import validate_ticker
 
 log = logging.getLogger(__name__)

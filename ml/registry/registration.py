@@ -10,24 +10,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ml.evaluate import evaluate
-from ml.features import MODEL_FEATURES
-from ml.model import QuantileLSTM, predict_log_returns
-from ml.promotion import holdout_decision, walk_forward_decision
+from ml.evaluation.evaluate import evaluate
+from ml.evaluation.promotion import holdout_decision, walk_forward_decision
+from ml.features.technical import MODEL_FEATURES
+from ml.model.lstm import QuantileLSTM, predict_log_returns
 
 if TYPE_CHECKING:
-    from ml.dataprep import Prepared
-    from ml.loop import FitResult
-    from ml.registry import ModelRegistry, TrainingRun
-    from ml.train import _Job
-    from ml.train_config import TrainHooks
+    from ml.config import TrainHooks
+    from ml.registry.mlflow_registry import ModelRegistry, TrainingRun
+    from ml.training.dataprep import Prepared
+    from ml.training.job import TrainingJob
+    from ml.training.loop import FitResult
 
 ROLE_TAG = "role"  # "served" or "backtest_parent" (registered, never promoted)
 TRAINED_UNTIL_TAG = "trained_until"
 DATA_UNTIL_TAG = "data_until"
 
 
-def _common_card(job: _Job, prep: Prepared, model: QuantileLSTM, fitted: FitResult) -> dict[str, Any]:
+def _common_card(job: TrainingJob, prep: Prepared, model: QuantileLSTM, fitted: FitResult) -> dict[str, Any]:
     return {
         "name": job.name,
         "kind": job.kind,
@@ -46,7 +46,7 @@ def _common_card(job: _Job, prep: Prepared, model: QuantileLSTM, fitted: FitResu
 
 
 def finish(
-    job: _Job,
+    job: TrainingJob,
     run: TrainingRun,
     prep: Prepared,
     model: QuantileLSTM,
@@ -130,7 +130,7 @@ def arch_key(arch: dict[str, Any]) -> str:
     return "-".join(f"{k}{arch[k]}" for k in ("hidden", "layers", "window", "horizon"))
 
 
-def _walk_forward_card(job: _Job, prep: Prepared, backtest: dict[str, Any]) -> dict[str, Any]:
+def _walk_forward_card(job: TrainingJob, prep: Prepared, backtest: dict[str, Any]) -> dict[str, Any]:
     data = prep.data
     n = len(data.targets)
     metrics = backtest["metrics"]

@@ -23,8 +23,8 @@ from filelock import FileLock
 from ml.data.atomic import atomic_write
 from ml.data.base import check_range
 from ml.errors import FeaturesMissing, StaleFeatures
-from ml.feature_defs import DAILY_VIEW, WINDOW_VIEW, definitions, offline_dirs
-from ml.features import FEATURE_COLUMNS, MODEL_FEATURES, build_window, model_rows
+from ml.features.definitions import DAILY_VIEW, WINDOW_VIEW, definitions, offline_dirs
+from ml.features.technical import FEATURE_COLUMNS, MODEL_FEATURES, build_window, model_rows
 from ml.tickers import ticker_filename, validate_ticker
 
 # Sources whose history is frozen (shipped in a package): their rows are as fresh as they will ever be.

@@ -1,9 +1,9 @@
 """How a model to evaluate is made: a fresh module per training, its learning rate, and its parent.
 
 The backtest trains one model per origin, so it takes a recipe rather than a model. `strategy_recipe`
-builds ml.train's three strategies; anything else (another architecture, a different init) is a Recipe
-with its own `build`. A recipe that starts from a parent's weights names the parent, so the backtest can
-check that the parent never trained on the evaluation period.
+builds ml.training.train's three strategies; anything else (another architecture, a different init) is a
+Recipe with its own `build`. A recipe that starts from a parent's weights names the parent, so the backtest
+can check that the parent never trained on the evaluation period.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from ml.model import ModelSpec, QuantileLSTM
-from ml.scaler import Scaler
+from ml.model.lstm import ModelSpec, QuantileLSTM
+from ml.model.scaler import Scaler
 
 STRATEGIES = ("freeze", "fine_tune", "scratch")
 # Fine-tuning starts from weights that already fit: a full learning rate would mostly undo the transfer.
@@ -40,8 +40,8 @@ class Recipe:
 
 
 def strategy_recipe(strategy: str, spec: ModelSpec, lr: float, parent: ParentModel | None = None) -> Recipe:
-    """The recipes of ml.train's strategies: scratch (random init), freeze (parent LSTM fixed), fine_tune
-    (all layers from the parent at a tenth of the learning rate)."""
+    """The recipes of ml.training.train's strategies: scratch (random init), freeze (parent LSTM fixed),
+    fine_tune (all layers from the parent at a tenth of the learning rate)."""
     if (strategy == "scratch") != (parent is None):
         raise ValueError("scratch takes no parent; freeze and fine_tune need one")
 

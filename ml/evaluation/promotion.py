@@ -2,13 +2,13 @@
 
 Walk-forward (the served models): the candidate replaces the champion only when its pinball loss is lower
 on the SAME walk-forward windows (matched by decision date) by a one-sided Diebold–Mariano test with HAC
-variance at lag h - 1, at p < 0.10 (ml.compare.decide_promotion). The loss of a window is its pinball loss
-at each horizon divided by the champion's mean loss at that horizon, then averaged over horizons: every
-horizon weighs the same. Unscaled, the 7-day losses (about sqrt(7) times the 1-day ones, and where daily
+variance at lag h - 1, at p < 0.10 (ml.evaluation.compare.decide_promotion). The loss of a window is its
+pinball loss at each horizon divided by the champion's mean loss at that horizon, then averaged over horizons:
+every horizon weighs the same. Unscaled, the 7-day losses (about sqrt(7) times the 1-day ones, and where daily
 returns leave almost nothing to learn) would drown the short horizons, and the test would mostly measure
-noise; scaled, a real short-horizon edge shows while the test stays one test per window series. A
-champion without comparable windows (a first champion, a card from before walk-forward, or a period that
-no longer overlaps) is replaced, and the decision says why.
+noise; scaled, a real short-horizon edge shows while the test stays one test per window series. A champion
+without comparable windows (a first champion, a card from before walk-forward, or a period that no longer
+overlaps) is replaced, and the decision says why.
 
 Holdout (a plain library training without a backtest config): the champion is re-scored on the
 candidate's own test windows and kept when the candidate's relative MAE is higher.
@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml.compare import PROMOTION_P, decide_promotion
 from ml.errors import CorruptModel
-from ml.evaluate import evaluate
-from ml.model import predict_log_returns
+from ml.evaluation.compare import PROMOTION_P, decide_promotion
+from ml.evaluation.evaluate import evaluate
+from ml.model.lstm import predict_log_returns
 
 if TYPE_CHECKING:
-    from ml.registry import ModelRegistry
+    from ml.registry.mlflow_registry import ModelRegistry
 
 CHAMPION_METRIC = "mase_persistence_mean"  # holdout only; lower is better
 SERVED = "model_cqr"  # the calibrated band is what users get, so it is what is compared

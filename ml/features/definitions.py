@@ -1,4 +1,4 @@
-"""Feast object definitions, shared by `feature_repo/` (for `feast apply`) and `ml.feature_store`."""
+"""Feast object definitions, shared by `feature_repo/` (for `feast apply`) and `ml.features.store`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, Int64, String
 
-from ml.features import EXTRA_FEATURES, MODEL_FEATURES
+from ml.features.technical import EXTRA_FEATURES, MODEL_FEATURES
 
 DAILY_VIEW = "daily_features"
 WINDOW_VIEW = "model_window"

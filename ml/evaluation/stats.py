@@ -41,7 +41,7 @@ def _interval(
 ) -> tuple[float, float]:
     """Percentile interval of func(*resampled arrays) under a moving-block bootstrap of the rows."""
     # Imported here: `arch` loads its whole volatility-model package, seconds that every importer of
-    # ml.evaluate (so ml.train) would pay for a bootstrap it may never run.
+    # ml.evaluation.evaluate (so ml.training.train) would pay for a bootstrap it may never run.
     from arch.bootstrap import MovingBlockBootstrap
 
     mbb = MovingBlockBootstrap(block, *arrays, seed=np.random.default_rng(seed))

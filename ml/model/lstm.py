@@ -1,7 +1,8 @@
 """LSTM encoder + monotone quantile head over log returns, and the one inference path every caller uses.
 
 The network never sees or emits a price: it reads standardised scale-free features and emits, per horizon
-day, the 10/50/90 % quantiles of the log return from the last close in target-scale units (see ml.scaler).
+day, the 10/50/90 % quantiles of the log return from the last close in target-scale units (see
+ml.model.scaler).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ml.scaler import Scaler
+from ml.model.scaler import Scaler
 
 QUANTILES = (0.1, 0.5, 0.9)
 _INFERENCE_BATCH = 1024
@@ -38,6 +39,7 @@ class QuantileLSTM(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
+        self.register_buffer("levels", torch.tensor(QUANTILES), persistent=False)
         self.lstm = nn.LSTM(
             spec.n_features,
             spec.hidden,

@@ -2,7 +2,7 @@
 
 A thin reader over the MLflow registry (MlflowClient only, imported when a reader is made), so the API's
 processes never load PyTorch to answer `GET /models`. The served card is the JSON artifact each version's
-run logged last (ml.registration), with the champion decision in it.
+run logged last (ml.registry.registration), with the champion decision in it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _missing(exc: Exception) -> bool:
 
 class CardReader:
     def __init__(self, tracking_uri: str) -> None:
-        from ml.mlflow_store import ensure_tracking_store
+        from ml.registry.mlflow_store import ensure_tracking_store
 
         ensure_tracking_store(tracking_uri)
         from mlflow import MlflowClient

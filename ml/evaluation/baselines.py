@@ -13,8 +13,8 @@ A model earns its place only by beating these on the same windows:
   at most `max_rows` of the most recent training windows; crossing quantiles are sorted per row
   (monotone rearrangement, Chernozhukov et al. 2010).
 
-A parent "as is" is one more forecaster: pass its `ml.model.predict_log_returns` output where these are
-compared (ml.backtest does).
+A parent "as is" is one more forecaster: pass its `ml.model.lstm.predict_log_returns` output where these are
+compared (ml.evaluation.backtest does).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from scipy import stats
 from statsmodels.regression.quantile_regression import QuantReg
 from statsmodels.tools.sm_exceptions import IterationLimitWarning
 
-from ml.features import MODEL_FEATURES
-from ml.model import QUANTILES
-from ml.scaler import Scaler
+from ml.config import MAX_QR_ROWS
+from ml.features.technical import MODEL_FEATURES
+from ml.model.lstm import QUANTILES
+from ml.model.scaler import Scaler
 
 BASELINES = ("zero_ewma", "empirical", "linear_quantile")
 RISKMETRICS_LAMBDA = 0.94
-MAX_QR_ROWS = 2000
 _QR_MAX_ITER = 2000
 _RANK_TOL = 1e-8
 _RETURN_COLUMN = MODEL_FEATURES.index("log_ret_1d")
@@ -115,7 +115,7 @@ def baseline_forecasts(
 ) -> dict[str, np.ndarray]:
     """Every baseline's (n_eval, horizon, 3) quantiles for the samples in `evaluate`.
 
-    features: (rows, features) raw rows; windows / targets: the samples (ml.train.Dataset's arrays);
+    features: (rows, features) raw rows; windows / targets: the samples (ml.training.train.Dataset's arrays);
     train: the samples the baselines may learn from; scaler: fit on those rows (the model's own).
     """
     horizon = targets.shape[1]

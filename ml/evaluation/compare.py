@@ -5,7 +5,7 @@ must be consecutive days (a walk-forward's evaluation windows, concatenated in d
 block bootstrap and the HAC variance rely on the dependence being between neighbours.
 
 The loss compared is each window's pinball loss averaged over the three levels and all h horizons (one
-number per 7-day forecast); its differentials are dependent over h - 1 lags (see ml.stats).
+number per 7-day forecast); its differentials are dependent over h - 1 lags (see ml.evaluation.stats).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ml.scoring import pinball_losses, score
-from ml.stats import REPS, bootstrap_mean, bootstrap_skill, diebold_mariano
+from ml.evaluation.scoring import pinball_losses, score
+from ml.evaluation.stats import REPS, bootstrap_mean, bootstrap_skill, diebold_mariano
 
 PROMOTION_P = 0.10
 NO_SKILL = "no measurable skill"

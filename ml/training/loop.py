@@ -15,15 +15,14 @@ from typing import Any
 
 import torch
 
-from ml.dataprep import Tensors
+from ml.config import EpochCallback, StopCallback
 from ml.errors import Cancelled, CorruptModel, InvalidInput, Paused
-from ml.model import QuantileLSTM, pinball_loss
+from ml.model.lstm import QuantileLSTM
+from ml.model.vol_lstm import pinball
+from ml.training.dataprep import Tensors
 
 _GRAD_CLIP = 1.0
 _EVAL_BATCH = 1024
-
-EpochCallback = Callable[[int, int, float, float], None]
-StopCallback = Callable[[], bool]
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -62,13 +61,24 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def val_loss(model: QuantileLSTM, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None) -> float:
+def _forward(model: torch.nn.Module, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    return model(x) if ids is None else model(x, ids)
+
+
+def val_loss(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    amp: torch.dtype | None,
+    ids: torch.Tensor | None = None,
+) -> float:
     model.eval()
     total = torch.zeros((), device=x.device)
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         for start in range(0, len(x), _EVAL_BATCH):
-            pred = model(x[start : start + _EVAL_BATCH]).float()
-            total += pinball_loss(pred, y[start : start + _EVAL_BATCH]) * len(pred)
+            part = slice(start, start + _EVAL_BATCH)
+            pred = _forward(model, x[part], None if ids is None else ids[part]).float()
+            total += pinball(pred, y[part], model.levels) * len(pred)
     return float(total) / len(x)
 
 
@@ -195,8 +205,9 @@ def fit(
         for idx in torch.randperm(n, generator=shuffle).split(batch_size):
             idx = idx.to(device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                pred = model(tensors.x_train[idx])
-            loss = pinball_loss(pred.float(), tensors.y_train[idx])
+                ids = None if tensors.ids_train is None else tensors.ids_train[idx]
+                pred = _forward(model, tensors.x_train[idx], ids)
+            loss = pinball(pred.float(), tensors.y_train[idx], model.levels)
             optimizer.zero_grad(set_to_none=True)
             grad_scaler.scale(loss).backward()
             grad_scaler.unscale_(optimizer)
@@ -205,7 +216,7 @@ def fit(
             grad_scaler.update()
             train_total += loss.detach() * len(idx)
         train_loss = float(train_total) / n
-        loss_val = val_loss(model, tensors.x_val, tensors.y_val, amp)
+        loss_val = val_loss(model, tensors.x_val, tensors.y_val, amp, tensors.ids_val)
         seconds = time.perf_counter() - started
         state.epoch = epoch
         state.history.append(

@@ -11,16 +11,16 @@ import pandas as pd
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ml.config import EVAL_FRACTION
 from ml.errors import InsufficientHistory, InvalidInput
-from ml.features import MODEL_FEATURES
-from ml.model import ModelSpec
-from ml.scaler import Scaler
+from ml.features.technical import MODEL_FEATURES
+from ml.model.lstm import ModelSpec
+from ml.model.scaler import Scaler
 
 if TYPE_CHECKING:  # the store arrives as an argument: data preparation imports no Feast
-    from ml.feature_store import FeatureStore
-    from ml.train_config import TrainConfig
+    from ml.config import TrainConfig
+    from ml.features.store import FeatureStore
 
-EVAL_FRACTION = 0.15  # of the usable samples, for each of val and test
 MIN_TRAIN_SAMPLES = 40
 MIN_EVAL_SAMPLES = 10
 
@@ -135,6 +135,9 @@ class Tensors:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    # Ticker ids for a model with an embedding (ml.model.vol_lstm); None for a per-ticker model.
+    ids_train: torch.Tensor | None = None
+    ids_val: torch.Tensor | None = None
 
 
 def make_tensors(data: Dataset, split: Split, scaler: Scaler, device: torch.device) -> Tensors:

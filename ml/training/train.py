@@ -1,29 +1,36 @@
 """Training entry points: `train_parent` (^GSPC) and `train_child` (freeze / fine_tune / scratch on top of
-the parent), and `_train`, which runs one training top to bottom: the data (ml.dataprep), the evaluation,
-the loop (ml.loop.fit), then the card, registration and champion decision (ml.registration).
+the parent), and `_train`, which runs one training top to bottom: the data (ml.training.dataprep), the
+evaluation, the loop (ml.training.loop.fit), then the card, registration and champion decision
+(ml.registry.registration).
 
 Two evaluations. With `TrainConfig.backtest` set (what the workers do), the walk-forward backtest
-(ml.backtest) evaluates the recipe first, and the registered, served model is then refit on EVERY sample
-with a known target for the backtest's early-stopped number of epochs: it has seen all the data, and its
-card inherits the evaluation. A child's backtest starts from a parent that stopped learning before the
-child's first origin minus the purge (the served parent champion if it did, else a `backtest_parent`
-version trained with `until` = that cutoff, registered but never promoted, and reused while it is recent);
-the served child refits from the served parent champion; the card names both. Without it, one
-chronological holdout split (fast: a library call, the tests of the loop and the registry).
+(ml.evaluation.backtest) evaluates the recipe first, and the registered, served model is then refit on EVERY
+sample with a known target for the backtest's early-stopped number of epochs: it has seen all the data, and
+its card inherits the evaluation. A child's backtest starts from a parent that stopped learning before the
+child's first origin minus the purge (the served parent champion if it did, else a `backtest_parent` version
+trained with `until` = that cutoff, registered but never promoted, and reused while it is recent); the served
+child refits from the served parent champion; the card names both. Without it, one chronological holdout split
+(fast: a library call, the tests of the loop and the registry).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ml.backtest import origin_splits, parent_cutoff, walk_forward
-from ml.dataprep import (
+from ml.config import TrainConfig, TrainHooks
+from ml.errors import Cancelled, InvalidInput, ModelNotFound
+from ml.evaluation.backtest import origin_splits, parent_cutoff, walk_forward
+from ml.features.technical import MODEL_FEATURES
+from ml.model.lstm import ModelSpec, QuantileLSTM
+from ml.registry.registration import DATA_UNTIL_TAG, ROLE_TAG, TRAINED_UNTIL_TAG, arch_key, finish
+from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
+from ml.training.dataprep import (
     Dataset,
     chronological_split,
     load_dataset,
@@ -32,23 +39,18 @@ from ml.dataprep import (
     prepare_refit,
     prepare_split,
 )
-from ml.errors import Cancelled, InvalidInput, ModelNotFound
-from ml.features import MODEL_FEATURES
-from ml.loop import (
+from ml.training.job import TrainingJob
+from ml.training.loop import (
     Checkpointing,
     autocast_dtype,
     fit,
     resolve_device,
 )
-from ml.model import ModelSpec, QuantileLSTM
-from ml.recipes import STRATEGIES, ParentModel, Recipe, strategy_recipe
-from ml.registration import DATA_UNTIL_TAG, ROLE_TAG, TRAINED_UNTIL_TAG, arch_key, finish
-from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
-from ml.train_config import TrainConfig, TrainHooks
+from ml.training.recipes import STRATEGIES, ParentModel, Recipe, strategy_recipe
 
 if TYPE_CHECKING:  # the adapters arrive as arguments: training imports neither Feast nor MLflow
-    from ml.feature_store import FeatureStore
-    from ml.registry import LoadedModel, ModelRegistry
+    from ml.features.store import FeatureStore
+    from ml.registry.mlflow_registry import LoadedModel, ModelRegistry
 
 # Re-exported: callers import the training API from here.
 __all__ = [
@@ -74,21 +76,12 @@ BACKTEST_FILE = "backtest.json"
 BACKTEST_PARENT_MAX_AGE = timedelta(days=365)
 
 
-@dataclass(frozen=True)
-class _Job:
-    name: str
-    kind: str  # "parent" | "child"
-    ticker: str
-    strategy: str | None
-    parent: LoadedModel | None
-    backtest_parent: bool = False  # registered for children's backtests, never promoted
-
-
 def train_parent(
     *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks | None = None
 ) -> dict[str, Any]:
-    """Train the shared parent on ^GSPC, register it, and let the champion rule (ml.promotion) decide."""
-    job = _Job(PARENT_NAME, "parent", INDEX_TICKER, None, None)
+    """Train the shared parent on ^GSPC, register it, and let the champion rule (ml.evaluation.promotion)
+    decide."""
+    job = TrainingJob(PARENT_NAME, "parent", INDEX_TICKER, None, None)
     return _train(job, store=store, registry=registry, config=config, hooks=hooks or TrainHooks())
 
 
@@ -123,15 +116,13 @@ def train_child(
                     f"strategy {strategy} needs a parent model and {PARENT_NAME} has no champion: train the "
                     "parent first (train_parent) or pass train_parent_if_missing=True"
                 )
-            train_parent(
-                store=store, registry=registry, config=replace(config, history_days=None), hooks=hooks
-            )
+            train_parent(store=store, registry=registry, config=config.with_(history_days=None), hooks=hooks)
         parent = registry.load(PARENT_NAME)
-    job = _Job(child_name(ticker), "child", ticker, strategy, parent)
+    job = TrainingJob(child_name(ticker), "child", ticker, strategy, parent)
     return _train(job, store=store, registry=registry, config=config, hooks=hooks)
 
 
-def _spec(job: _Job, config: TrainConfig) -> ModelSpec:
+def _spec(job: TrainingJob, config: TrainConfig) -> ModelSpec:
     if job.parent is not None:
         return job.parent.model.spec
     return ModelSpec(
@@ -150,18 +141,18 @@ def _parent_model(loaded: LoadedModel) -> ParentModel:
     return ParentModel(loaded.model, loaded.scaler, until, f"{loaded.name} v{loaded.version}")
 
 
-def _recipe(job: _Job, spec: ModelSpec, lr: float, parent: ParentModel | None = None) -> Recipe:
+def _recipe(job: TrainingJob, spec: ModelSpec, lr: float, parent: ParentModel | None = None) -> Recipe:
     if parent is None and job.parent is not None:
         parent = _parent_model(job.parent)
     return strategy_recipe(job.strategy or "scratch", spec, lr, parent)
 
 
-def _build_model(job: _Job, spec: ModelSpec, device: torch.device) -> QuantileLSTM:
+def _build_model(job: TrainingJob, spec: ModelSpec, device: torch.device) -> QuantileLSTM:
     return _recipe(job, spec, 1.0).build().to(device)
 
 
 def _backtest_recipe(
-    job: _Job, data: Dataset, spec: ModelSpec, *, store: FeatureStore, registry: ModelRegistry,
+    job: TrainingJob, data: Dataset, spec: ModelSpec, *, store: FeatureStore, registry: ModelRegistry,
     config: TrainConfig, hooks: TrainHooks,
 ) -> Recipe:  # fmt: skip
     if job.parent is None:
@@ -202,12 +193,12 @@ def _backtest_parent(
     )
     if version is None:
         spec = served.model.spec
-        parent_config = replace(
-            config, until=cutoff, backtest=None, hidden=spec.hidden, layers=spec.layers,
+        parent_config = config.with_(
+            until=cutoff, backtest=None, hidden=spec.hidden, layers=spec.layers,
             dropout=spec.dropout, window=spec.window, horizon=spec.horizon,
         )  # fmt: skip
         key = f"{hooks.job_key}:backtest-parent" if hooks.job_key else None
-        job = _Job(PARENT_NAME, "parent", INDEX_TICKER, None, None, backtest_parent=True)
+        job = TrainingJob(PARENT_NAME, "parent", INDEX_TICKER, None, None, backtest_parent=True)
         version = _train(job, store=store, registry=registry, config=parent_config,
                          hooks=replace(hooks, job_key=key))["version"]  # fmt: skip
     loaded = registry.load(PARENT_NAME, version)
@@ -216,7 +207,7 @@ def _backtest_parent(
 
 
 def _train(
-    job: _Job, *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks
+    job: TrainingJob, *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks
 ) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -232,7 +223,7 @@ def _train(
         )
     served = _recipe(job, spec, config.lr)
     params = {
-        **{k: v for k, v in asdict(config).items() if k not in ("device", "backtest")},
+        **config.model_dump(exclude={"device", "backtest"}),
         **spec.to_dict(),
         "kind": job.kind,
         "ticker": job.ticker,
@@ -241,7 +232,7 @@ def _train(
         "effective_lr": served.lr,
         "device": str(device),
         "evaluation": "holdout" if config.backtest is None else "walk_forward",
-        "backtest": None if config.backtest is None else asdict(config.backtest),
+        "backtest": None if config.backtest is None else config.backtest.model_dump(),
         "samples_train_val_test": "/".join(
             str(s.stop - s.start) for s in (prep.split.train, prep.split.val, prep.split.test)
         ),

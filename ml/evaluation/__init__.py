@@ -1,0 +1,1 @@
+"""Evaluation: baselines, scoring, statistics, calibration, the walk-forward backtest and promotion."""

@@ -1,0 +1,1 @@
+"""Models: the quantile LSTM and its feature scaler."""

@@ -1,0 +1,1 @@
+"""Registry: the MLflow model registry, its tracking store, model cards and registration."""

@@ -1,0 +1,1 @@
+"""Serving: forecasts from the champion models and their charts."""

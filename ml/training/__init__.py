@@ -1,0 +1,1 @@
+"""Training: data preparation, the training loop, recipes and the training entry points."""
