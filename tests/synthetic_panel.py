@@ -1,0 +1,54 @@
+"""Synthetic panels with a known volatility process, for the evaluation's acceptance tests.
+
+`garch_factor_panel`: every stock's return is beta * market + idiosyncratic, both with GARCH(1,1)
+volatility (Student-t shocks), so volatility is forecastable from the past and shared through the market:
+a global model that reads the market and pools the tickers has something to learn. `iid_panel`: i.i.d.
+normal returns of constant volatility, where nothing beats a volatility estimate and a zero median.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml.tickers import INDEX_TICKER
+
+
+def _garch(
+    rng: np.random.Generator, n: int, omega: float, alpha: float, beta: float, nu: float
+) -> np.ndarray:
+    shocks = rng.standard_t(nu, n) / np.sqrt(nu / (nu - 2))
+    var = np.empty(n)
+    out = np.empty(n)
+    var[0] = omega / (1 - alpha - beta)
+    for t in range(n):
+        if t:
+            var[t] = omega + alpha * out[t - 1] ** 2 + beta * var[t - 1]
+        out[t] = np.sqrt(var[t]) * shocks[t]
+    return out
+
+
+def _closes(returns: dict[str, np.ndarray], start: str) -> dict[str, pd.Series]:
+    dates = pd.bdate_range(start, periods=len(next(iter(returns.values()))))
+    return {name: pd.Series(100.0 * np.exp(np.cumsum(r)), index=dates) for name, r in returns.items()}
+
+
+def garch_factor_panel(n_tickers: int = 6, years: int = 12, seed: int = 0) -> dict[str, pd.Series]:
+    rng = np.random.default_rng(seed)
+    n = 252 * years
+    market = _garch(rng, n, omega=2e-6, alpha=0.09, beta=0.89, nu=6.0)
+    returns = {INDEX_TICKER: market}
+    for i in range(n_tickers):
+        beta = 0.6 + 0.8 * rng.random()
+        idio = _garch(rng, n, omega=4e-6 * (1 + i % 3), alpha=0.08, beta=0.9, nu=5.0)
+        returns[f"S{i:02d}"] = beta * market + idio
+    return _closes(returns, "2000-01-03")
+
+
+def iid_panel(n_tickers: int = 6, years: int = 12, seed: int = 0) -> dict[str, pd.Series]:
+    rng = np.random.default_rng(seed)
+    n = 252 * years
+    returns = {INDEX_TICKER: 0.01 * rng.standard_normal(n)}
+    for i in range(n_tickers):
+        returns[f"S{i:02d}"] = 0.015 * rng.standard_normal(n)
+    return _closes(returns, "2000-01-03")
