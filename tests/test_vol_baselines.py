@@ -11,7 +11,8 @@ from scipy import stats
 
 from ml.evaluation.garch import cumulative_variance, fit_garch_t, next_day_variance
 from ml.evaluation.quantile_loss import pinball
-from ml.evaluation.vol_baselines import BASELINES, baseline_quantiles, ewma_sigma, forward_returns
+from ml.evaluation.vol_baselines import BASELINES, _ewma_variance, baseline_quantiles, forward_returns
+from ml.features.volatility import ewma_sigma
 
 LEVELS = np.array((0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95))
 H = 5
@@ -81,20 +82,17 @@ def test_pinball_by_hand() -> None:
         pinball(np.array([0.5]), q, LEVELS)
 
 
-def test_ewma_sigma_is_the_causal_riskmetrics_recursion() -> None:
+def test_baselines_use_the_inputs_ewma_variance_and_refuse_gaps() -> None:
     r = np.r_[np.full(5, np.nan), np.random.default_rng(1).normal(0, 0.01, 60)]
-    expected = np.full(65, np.nan)
     var = np.mean(r[5:25] ** 2)  # seed: the first 20 returns, defined on the 20th
-    expected[24] = np.sqrt(var)
     for t in range(25, 65):
         var = 0.94 * var + 0.06 * r[t] ** 2
-        expected[t] = np.sqrt(var)
-    np.testing.assert_allclose(ewma_sigma(r), expected, rtol=1e-12)
-    series = pd.Series(r, index=pd.bdate_range("2020-01-01", periods=65), name="X")
-    out = ewma_sigma(series, lam=0.94)
-    assert isinstance(out, pd.Series) and out.index.equals(series.index) and out.name == "X"
+    out = _ewma_variance(r, 0.94)
+    assert np.isnan(out[:24]).all()
+    np.testing.assert_allclose(out[-1], var, rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt(out), ewma_sigma(pd.Series(r)).to_numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="gap"):
-        ewma_sigma(np.r_[r[:40], np.nan, r[41:]])
+        _ewma_variance(np.r_[r[:40], np.nan, r[41:]], 0.94)
 
 
 def test_forward_returns_sum_the_next_h_days() -> None:

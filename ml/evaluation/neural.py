@@ -23,8 +23,7 @@ import torch
 from ml.config import PanelModelConfig
 from ml.model.scaler import Scaler
 from ml.model.vol_lstm import VolQuantileLSTM, VolSpec, predict_z
-from ml.training.dataprep import Tensors
-from ml.training.loop import fit, resolve_device
+from ml.training.loop import Tensors, fit, resolve_device
 from ml.training.panel import (
     PanelData,
     Samples,
@@ -106,8 +105,9 @@ def _split(
     """Training and validation samples of `tickers` (decision rows, inclusive bounds)."""
     train = select_samples(panel, window=s.window, horizon=s.horizon, first_row=train_first,
                            last_row=train_last, stride=stride, tickers=tickers)  # fmt: skip
+    # Every validation day: early stopping on a year of strided samples is too noisy to pick an epoch by.
     val = select_samples(panel, window=s.window, horizon=s.horizon, first_row=val_first, last_row=val_last,
-                         stride=stride, tickers=tickers)  # fmt: skip
+                         tickers=tickers)  # fmt: skip
     return train, val
 
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import signal, stats
+from scipy import stats
 
 from ml.evaluation.garch import Mean, cumulative_variance, fit_garch_t, next_day_variance
+from ml.features.volatility import ewma_sigma
 
 RISKMETRICS_LAMBDA = 0.94
-EWMA_SEED_OBS = 20
 GARCH_WINDOW = 2500
 MIN_FIT_OBS = 500  # two years: fewer leaves the 5 % quantile on a couple of dozen points
 # Realised variances relative to the EWMA variance are floored here before the log: a zero return
@@ -89,29 +89,9 @@ def _check_no_gaps(r: np.ndarray, name: str = "the returns") -> None:
 
 
 def _ewma_variance(r: np.ndarray, lam: float) -> np.ndarray:
-    out = np.full(r.shape, np.nan)
-    valid = np.flatnonzero(np.isfinite(r))
-    if valid.size == 0:
-        return out
-    first = valid[0]
+    """The inputs' RiskMetrics variance (ml.features.volatility), on a gap-free return array."""
     _check_no_gaps(r)
-    if valid.size < EWMA_SEED_OBS:
-        return out
-    # Causal seed: sigma^2 is first defined on the seed's last day, from the seed days alone.
-    seeded = first + EWMA_SEED_OBS - 1
-    seed = float(np.mean(r[first : seeded + 1] ** 2))
-    out[seeded] = seed
-    out[seeded + 1 :], _ = signal.lfilter([1 - lam], [1.0, -lam], r[seeded + 1 :] ** 2, zi=[lam * seed])
-    return out
-
-
-def ewma_sigma(returns: pd.Series | np.ndarray, lam: float = RISKMETRICS_LAMBDA) -> pd.Series | np.ndarray:
-    """RiskMetrics daily volatility: sigma_t^2 = lam sigma_{t-1}^2 + (1 - lam) r_t^2, seeded with the mean
-    square of the first 20 returns (NaN before that; leading NaN returns are skipped)."""
-    sigma = np.sqrt(_ewma_variance(np.asarray(returns, np.float64), lam))
-    return (
-        pd.Series(sigma, index=returns.index, name=returns.name) if isinstance(returns, pd.Series) else sigma
-    )
+    return ewma_sigma(pd.Series(r), lam).to_numpy() ** 2
 
 
 def forward_returns(r: np.ndarray, horizon: int) -> np.ndarray:

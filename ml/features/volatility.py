@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import signal
 
 SIGMA_COLUMN = "sigma"
 TRADING_DAYS = 252
@@ -57,9 +58,10 @@ def ewma_sigma(log_returns: pd.Series, lam: float = 0.94) -> pd.Series:
     r2 = valid.to_numpy(dtype=float) ** 2
     var = np.full(len(r2), np.nan)
     if len(r2) >= EWMA_SEED:
-        var[EWMA_SEED - 1] = r2[:EWMA_SEED].mean()
-        for t in range(EWMA_SEED, len(r2)):
-            var[t] = lam * var[t - 1] + (1.0 - lam) * r2[t]
+        seed = r2[:EWMA_SEED].mean()
+        var[EWMA_SEED - 1] = seed
+        # The recursion as a first-order IIR filter (scipy runs it in C; a Python loop costs ~10 ms/ticker).
+        var[EWMA_SEED:], _ = signal.lfilter([1.0 - lam], [1.0, -lam], r2[EWMA_SEED:], zi=[lam * seed])
     sigma = pd.Series(np.sqrt(var), index=valid.index, name=SIGMA_COLUMN)
     return sigma.reindex(log_returns.index)
 
