@@ -72,19 +72,29 @@ class Settings(BaseSettings):
     # Train on only the last N calendar days of history (None: all of it).
     train_history_days: int | None = None
     auto_train_epochs: int = 5
-    # The walk-forward evaluation every training runs before its refit on all the data (K + 1 models per
-    # training, so its own, smaller epochs): origins every `backtest_step` trading days.
-    backtest_origins: int = Field(8, ge=1, le=100)
-    backtest_step: int = Field(21, ge=1)
-    backtest_epochs: int = Field(20, ge=1, le=500)
-    backtest_bootstrap_reps: int = Field(1000, ge=50)
+    # Which panel the served global model learns from: every ingested ticker (`panel`) or the design's
+    # ^GSPC-only parent (`gspc`); an evaluation without a `universe` of its own evaluates this one.
+    parent_universe: Literal["panel", "gspc"] = "panel"
+    # The `evaluate` job (ml.evaluation.run): a walk-forward refit every `evaluate_refit_months` from
+    # `evaluate_first_year`, a decision every trading day, on the training queue under a time limit of its
+    # own (a refit per origin). Raising it past the training's: raise the GPU job's activeDeadlineSeconds
+    # (compose/k8s/worker-training-gpu.yaml) with it.
+    evaluate_first_year: int = Field(2005, ge=1900, le=2100)
+    evaluate_refit_months: int = Field(12, ge=1, le=60)
+    evaluate_epochs: int = Field(12, ge=1, le=500)  # the first origin's model, trained from scratch
+    evaluate_warm_epochs: int = Field(3, ge=1, le=500)  # each later origin, from the previous weights
+    evaluate_stride: int = Field(4, ge=1, le=50)  # every stride-th decision day is a training sample
+    evaluate_bootstrap_reps: int = Field(1000, ge=50, le=100_000)
+    evaluate_time_limit_s: int = Field(3600, ge=60)
     # How long a crashed auto-training can block the next request for the same ticker.
     singleflight_ttl_s: float = 120.0
     # `celery beat` (workers/scheduled.py, one active beat through a Redis lock): a 5-field crontab in UTC
     # or a number of seconds; empty disables it. Ingest + materialize the known tickers after the US close
-    # (weekdays), then retrain the children whose stored data moved past what they were trained until.
+    # (weekdays), then retrain the children whose stored data moved past what they were trained until,
+    # then evaluate the served recipe again (the cards and the next promotion quote it).
     schedule_ingest: str = "30 22 * * 1-5"
     schedule_retrain: str = "0 2 * * *"
+    schedule_evaluate: str = "0 3 * * *"
 
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = 30.0
@@ -134,6 +144,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return (self.var_path / "mlartifacts").as_uri()
+
+    @property
+    def longest_task_s(self) -> int:
+        """The longest hard time limit of any task: a message held unacked that long is not lost."""
+        return max(self.train_time_limit_s, self.evaluate_time_limit_s) + 60
 
     @property
     def broker(self) -> str:

@@ -33,14 +33,21 @@ def _closes(returns: dict[str, np.ndarray], start: str) -> dict[str, pd.Series]:
     return {name: pd.Series(100.0 * np.exp(np.cumsum(r)), index=dates) for name, r in returns.items()}
 
 
-def garch_factor_panel(n_tickers: int = 6, years: int = 12, seed: int = 0) -> dict[str, pd.Series]:
+def garch_factor_panel(
+    n_tickers: int = 6, years: int = 12, seed: int = 0, alpha: float = 0.09, persistence: float = 0.98
+) -> dict[str, pd.Series]:
+    """GARCH(1,1)-t market and idiosyncratic parts; `alpha` is the reaction to yesterday's shock and
+    `persistence` = alpha + beta (RiskMetrics' EWMA assumes 0.06 and 1.0: the further from those, the
+    more there is to learn)."""
     rng = np.random.default_rng(seed)
     n = 252 * years
-    market = _garch(rng, n, omega=2e-6, alpha=0.09, beta=0.89, nu=6.0)
+    beta_g = persistence - alpha
+    market = _garch(rng, n, omega=1e-4 * (1 - persistence) * 0.8, alpha=alpha, beta=beta_g, nu=6.0)
     returns = {INDEX_TICKER: market}
     for i in range(n_tickers):
         beta = 0.6 + 0.8 * rng.random()
-        idio = _garch(rng, n, omega=4e-6 * (1 + i % 3), alpha=0.08, beta=0.9, nu=5.0)
+        level = 1e-4 * (1 + i % 3) * (1 - persistence)  # long-run idiosyncratic variance differs by ticker
+        idio = _garch(rng, n, omega=level, alpha=alpha, beta=beta_g, nu=5.0)
         returns[f"S{i:02d}"] = beta * market + idio
     return _closes(returns, "2000-01-03")
 

@@ -68,6 +68,17 @@ def test_submit_answers_202_with_location_and_a_queued_record(client: FlaskClien
         ("/predict", {"tickers": [f"T{i}" for i in range(101)]}, "tickers"),
         ("/predict", {"tickers": ["AAPL", "MSFT", "aapl"]}, "tickers"),
         ("/agent/chat", {"ticker": "AAPL", "question": "x" * 501}, "question"),
+        ("/evaluate", {"tickers": []}, "tickers"),
+        ("/evaluate", {"tickers": ["AAPL", "aapl"]}, "tickers"),
+        ("/evaluate", {"tickers": ["../etc"]}, "tickers"),
+        ("/evaluate", {"tickers": "AAPL"}, "tickers"),
+        ("/evaluate", {"universe": "world"}, "universe"),
+        ("/evaluate", {"first_year": 1899}, "first_year"),
+        ("/evaluate", {"first_year": "2021"}, "first_year"),
+        ("/evaluate", {"first_year": 2021.0}, "first_year"),
+        ("/evaluate", {"refit_months": 0}, "refit_months"),
+        ("/evaluate", {"refit_months": 61}, "refit_months"),
+        ("/evaluate", {"epochs": 3}, "epochs"),
     ],
 )
 def test_schema_errors_are_422_naming_the_field(
@@ -78,6 +89,28 @@ def test_schema_errors_are_422_naming_the_field(
     err = error_of(r)
     assert err["code"] == "validation_error"
     assert field in err["message"]
+
+
+def test_evaluate_answers_202_and_records_what_was_asked(client: FlaskClient) -> None:
+    r = client.post("/evaluate", json={})
+    assert r.status_code == 202 and r.headers["Location"] == r.get_json()["status_url"]
+    job = client.get(r.headers["Location"]).get_json()
+    # Left out: every ingested ticker and the worker's settings, filled in where the job runs.
+    assert (job["type"], job["status"]) == ("evaluate", "queued")
+    assert job["params"] == {"tickers": None, "universe": None, "first_year": None, "refit_months": None}
+    body = {"tickers": ["aapl", "brk.b"], "universe": "gspc", "first_year": 2021, "refit_months": 6}
+    job = client.get(client.post("/evaluate", json=body).headers["Location"]).get_json()
+    assert job["params"] == {**body, "tickers": ["AAPL", "BRK.B"]}
+    assert [j["type"] for j in client.get("/jobs?type=evaluate").get_json()["jobs"]] == ["evaluate"] * 2
+
+
+def test_a_running_evaluation_is_cancelled_between_origins(client: FlaskClient, settings) -> None:
+    job_id = client.post("/evaluate", json={"first_year": 2021}).get_json()["job_id"]
+    jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "OK"
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 202 and r.get_json()["cancel_requested"] is True
+    assert jobs.cancel_requested(job_id)
 
 
 @pytest.mark.parametrize("wait", ["-1", "10.5", "abc"])
@@ -246,7 +279,8 @@ def test_ready_names_what_is_missing(client: FlaskClient) -> None:
 def test_openapi_is_generated_from_the_models(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/train", "/predict-child", "/predict", "/agent/chat", "/status/{job_id}", "/jobs/{job_id}"):
+    for path in ("/train", "/predict-child", "/predict", "/agent/chat", "/evaluate", "/status/{job_id}",
+                 "/jobs/{job_id}"):  # fmt: skip
         assert path in spec["paths"], path
     schemas = spec["components"]["schemas"]
     assert schemas["TrainRequest"]["properties"]["epochs"]["anyOf"][0]["maximum"] == 500
@@ -318,6 +352,18 @@ def test_rate_limits_are_per_tenant_and_per_endpoint_class(tmp_path: Path) -> No
     # another tenant has its own budget
     bob = {"Authorization": f"Bearer {KEY_B}"}
     assert client.post("/train", json={"ticker": "AAPL"}, headers=bob).status_code == 202
+
+
+def test_an_evaluation_is_charged_like_a_training(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, 10, 11, rate_limit_train="2/minute")
+    flush_db(s.redis_url)
+    client = create_app(s).test_client()
+    assert client.post("/train", json={"ticker": "AAPL"}).status_code == 202
+    assert client.post("/evaluate", json={}).status_code == 202
+    limited = client.post("/evaluate", json={})
+    assert limited.status_code == 429 and error_of(limited)["code"] == "rate_limited"
+    assert client.post("/predict-child", json={"ticker": "AAPL"}).status_code == 202  # its own budget
+    assert client.get("/jobs?type=evaluate").get_json()["count"] == 1  # the refused one made no job
 
 
 def test_with_auth_off_the_limit_identity_is_the_address_not_the_token(tmp_path: Path) -> None:

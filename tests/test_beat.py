@@ -26,10 +26,12 @@ from workers.dispatch import publish
 from workers.jobs import JobRegistry, owner_index
 from workers.runtime import Runtime
 from workers.scheduled import (
+    EVALUATE_PARAMS,
     OWNER,
     beat_config,
     ingest_batches,
     parse_schedule,
+    schedule_evaluation,
     schedule_ingests,
     schedule_retrains,
     stale_children,
@@ -48,7 +50,7 @@ def test_schedules_come_from_the_settings() -> None:
     with pytest.raises(ValueError, match="5-field crontab"):
         parse_schedule("30 22 * *")
 
-    conf = beat_config(Settings(schedule_ingest="600", schedule_retrain=""))
+    conf = beat_config(Settings(schedule_ingest="600", schedule_retrain="", schedule_evaluate=""))
     assert set(conf["beat_schedule"]) == {"daily-ingest"}
     entry = conf["beat_schedule"]["daily-ingest"]
     assert entry["task"] == "stockq.plan_ingest" and entry["options"]["queue"] == "inference"
@@ -60,7 +62,11 @@ def test_schedules_come_from_the_settings() -> None:
     assert {n: str(e["schedule"]) for n, e in defaults.items()} == {
         "daily-ingest": str(crontab("30", "22", "1-5")),
         "nightly-retrain": str(crontab("0", "2")),
+        "nightly-evaluate": str(crontab("0", "3")),  # after the retrains
     }
+    evaluate = beat_config(Settings(schedule_evaluate="30 4 * * 6"))["beat_schedule"]["nightly-evaluate"]
+    assert evaluate["task"] == "stockq.plan_evaluate" and evaluate["options"]["queue"] == "inference"
+    assert evaluate["schedule"] == crontab("30", "4", "6")
 
 
 def test_retrain_only_children_whose_data_moved() -> None:
@@ -97,7 +103,7 @@ def _sends(proc: Proc) -> int:
 @pytest.mark.slow
 def test_two_beats_schedule_each_run_once(tmp_path: Path, private_redis: int) -> None:
     settings = make_settings(tmp_path / "var", 0, 1, redis_url=f"redis://127.0.0.1:{private_redis}/0")
-    schedules = {"STOCKQ_SCHEDULE_INGEST": "2", "STOCKQ_SCHEDULE_RETRAIN": ""}
+    schedules = {"STOCKQ_SCHEDULE_INGEST": "2", "STOCKQ_SCHEDULE_RETRAIN": "", "STOCKQ_SCHEDULE_EVALUATE": ""}
     client = redis.Redis.from_url(settings.redis_url)
     worker = start_worker(settings, "inference", "planner", **schedules)
     beats = [_beat(settings, settings.var_path / f"beat-{i}.log", **schedules) for i in range(2)]
@@ -128,6 +134,22 @@ def test_two_beats_schedule_each_run_once(tmp_path: Path, private_redis: int) ->
         assert {m["headers"]["task"] for m in messages} == {"stockq.ingest"}
     finally:
         worker.stop()
+
+
+def test_one_scheduled_evaluation_at_a_time(tmp_path: Path, private_redis: int) -> None:
+    """The planner submits an evaluation of every ingested ticker, and none while it is still pending."""
+    settings = make_settings(tmp_path / "var", 0, 1, redis_url=f"redis://127.0.0.1:{private_redis}/0")
+    rt, celery = Runtime(settings), create_celery(settings)
+    (first,) = schedule_evaluation(rt, celery)
+    assert schedule_evaluation(rt, celery) == []  # still queued
+    record = rt.jobs.get(first)
+    assert record is not None
+    assert (record["type"], record["owner"], record["params"]) == ("evaluate", OWNER, EVALUATE_PARAMS)
+    (message,) = [json.loads(m) for m in rt.redis.lrange("training", 0, -1)]
+    assert (message["headers"]["id"], message["headers"]["task"]) == (first, "stockq.evaluate")
+    assert rt.jobs.mark_cancelled(first)  # finished: the next night evaluates again
+    (second,) = schedule_evaluation(rt, celery)
+    assert second != first
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 against a real stack: gunicorn with two tenants, a training worker and an inference worker.
 
 One module, one stack, one browser: tenant A trains ^GSPC at 1280×800 and watches the progress bar move,
-opens the job and sees the chart, the forecast table and the backtest next to its baselines; a wrong key
+opens the job and sees the chart, the forecast table and the card (not evaluated yet); a wrong key
 brings the prompt back and leaves nothing of A's on the page; tenant B does the same at a 390 px phone
 width and never sees A's job. Screenshots go to var/screenshots/ (git-ignored) as artifacts.
 """
@@ -237,25 +237,18 @@ def open_job_and_check_detail(driver: Any, job_id: str) -> None:
     assert len(rows) == 7
     for date, p10, p50, p90, _ in rows:
         assert len(date) == 10 and float(p10) < float(p50) < float(p90), rows
-    forecasters = wait_until(
-        lambda: js(
-            driver,
-            "return Object.fromEntries([...document.querySelectorAll('#backtest-table tbody tr')]"
-            ".map(r => [r.dataset.forecaster, r.cells[2].textContent]))",
-        ),
-        60,
-        "the backtest table",
-    )
-    assert {"model_cqr", "zero_ewma", "empirical", "linear_quantile"} <= set(forecasters), forecasters
-    assert " to " in forecasters["zero_ewma"]  # the served model's skill over it, with its interval
-    assert "skill" in driver.find_element("id", "card-verdict").text
+    # A training is not evaluated: the card says so and what `stockq evaluate` costs (the evaluation's
+    # own rendering: tests/test_evaluate_job.py).
+    verdict = wait_until(lambda: driver.find_element("id", "card-verdict").text, 60, "the card's verdict")
+    assert "not evaluated yet: run `stockq evaluate`" in verdict, verdict
+    assert not driver.find_element("id", "evaluation").is_displayed()
     flower = wait_until(lambda: driver.find_elements("id", "flower-link"), 20, "the Flower link")
     assert flower[0].get_attribute("href").endswith("/task/" + job_id)
     assert "/#/runs/" in driver.find_element("id", "mlflow-link").get_attribute("href")
 
 
 @pytest.mark.slow
-def test_tenant_a_trains_at_desktop_size_and_sees_chart_forecast_and_backtest(
+def test_tenant_a_trains_at_desktop_size_and_sees_chart_forecast_and_card(
     stack: dict[str, Any], browser: Any
 ) -> None:
     browser.get(stack["base"] + "/")
@@ -276,7 +269,7 @@ def test_tenant_a_trains_at_desktop_size_and_sees_chart_forecast_and_backtest(
         30,
         "the models table",
     )
-    assert row[2] == "v1" and row[3] == "2022-12-28" and "%" in row[4] and "→" in row[5], row
+    assert row[2] == "v1" and row[3] == "2022-12-28" and row[4:] == ["not evaluated yet", "—", "—"], row
     screenshot(browser, "console-desktop-models.png")
     browser.find_element("id", "tab-jobs").click()
     stack["alice_job"] = job_id

@@ -36,6 +36,8 @@ def test_the_document_is_public_and_documents_every_status_with_one_error_body(
     for status, response in train["responses"].items():
         if status != "202":
             assert response["content"]["application/json"]["schema"] == error_body, status
+    assert set(ops["post", "/evaluate"]["responses"]) == set(train["responses"])
+    assert ops["post", "/evaluate"]["security"] == [{"bearer": []}]
     assert {"404", "409"} <= set(ops["delete", "/jobs/{job_id}"]["responses"])
     assert "422" not in ops["get", "/health"]["responses"]  # nothing there is validated
     chart = ops["get", "/forecast/{ticker}.{fmt}"]["responses"]["200"]["content"]
@@ -44,6 +46,27 @@ def test_the_document_is_public_and_documents_every_status_with_one_error_body(
     assert (ticker["pattern"], ticker["minLength"], ticker["maxLength"]) == (TICKER_PATTERN, 1, 12)
     record = doc["components"]["schemas"]["JobRecord"]["properties"]
     assert "job_id" in record and "Deprecated" in record["id"]["description"]
+
+
+def test_the_evaluate_body_is_published_with_the_limits_the_server_checks(client: FlaskClient) -> None:
+    doc = client.get("/openapi.json").get_json()
+    props = doc["components"]["schemas"]["EvaluateRequest"]["properties"]
+    assert doc["paths"]["/evaluate"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EvaluateRequest"
+    }
+    (tickers,) = [t for t in props["tickers"]["anyOf"] if t.get("type") == "array"]
+    assert (tickers["minItems"], tickers["maxItems"], tickers["items"]["pattern"]) == (1, 100, TICKER_PATTERN)
+    (universe,) = [u for u in props["universe"]["anyOf"] if "enum" in u]
+    assert set(universe["enum"]) == {"panel", "gspc"}
+    (first_year,) = [y for y in props["first_year"]["anyOf"] if y.get("type") == "integer"]
+    assert (first_year["minimum"], first_year["maximum"]) == (1900, 2100)
+    (months,) = [m for m in props["refit_months"]["anyOf"] if m.get("type") == "integer"]
+    assert (months["minimum"], months["maximum"]) == (1, 60)
+    job_type = doc["components"]["schemas"]["JobRecord"]["properties"]["type"]
+    assert "evaluate" in job_type["enum"]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert client.post("/evaluate", json={"refit_months": 61}, headers=auth).status_code == 422
+    assert client.post("/evaluate", json={"refit_months": 60}, headers=auth).status_code == 202
 
 
 def test_the_schema_s_ticker_rule_is_the_server_s(client: FlaskClient) -> None:

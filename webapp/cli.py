@@ -22,6 +22,7 @@ from webapp.cli_render import (
     model_line,
     models_table,
     print_card,
+    print_evaluation,
     print_links,
     skill_line,
 )
@@ -106,8 +107,8 @@ def demo(epochs: int, out: Output) -> None:
 @click.option("--no-wait", is_flag=True, help="Submit and return the job id.")
 @scripted
 def train(ticker: str, strategy: str, epochs: int | None, no_wait: bool, out: Output) -> None:
-    """Train a model (^GSPC: the parent); ends with its skill against the best baseline and where to
-    see the chart."""
+    """Train a model (^GSPC: the parent); ends with the verdict of its recipe's latest evaluation and
+    where to see the chart."""
     api = Api(Settings())
     body = {"ticker": ticker, "strategy": strategy, "epochs": epochs}
     if no_wait:
@@ -120,10 +121,38 @@ def train(ticker: str, strategy: str, epochs: int | None, no_wait: bool, out: Ou
     card = api.card(result["name"], result["version"])
     found = links(api.base, result["ticker"])
     out.out.print(f"[bold]{model_line(card)}[/bold]", highlight=False)
-    out.out.print(f"skill: {skill_line(card)}", highlight=False)
+    out.out.print(f"verdict: {skill_line(card)}", highlight=False)
     out.out.print(f"decision: {result['decision']}", highlight=False)
     print_links(out.out, found)
     out.emit({"job": job, "card": card, "links": found})
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("tickers", nargs=-1)
+@click.option("--universe", type=click.Choice(["panel", "gspc"]), default=None,
+              help="What the model learns from (default: STOCKQ_PARENT_UNIVERSE).")  # fmt: skip
+@click.option("--first-year", type=int, default=None, help="The first refit year (default: 2005).")
+@click.option("--refit-months", type=int, default=None, help="Months between refits (default: 12).")
+@click.option("--no-wait", is_flag=True, help="Submit and return the job id.")
+@scripted
+def evaluate(
+    tickers: tuple[str, ...], universe: str | None, first_year: int | None, refit_months: int | None,
+    no_wait: bool, out: Output,
+) -> None:  # fmt: skip
+    """Evaluate the served recipe walk-forward (default: over every ingested ticker) against zero+EWMA
+    and the volatility baselines; prints the verdict, the pooled skill over each with its 90 % interval
+    and DM p-value, and the MLflow run holding the per-window losses. Cards quote the latest one."""
+    api = Api(Settings())
+    body = {"tickers": list(tickers) or None, "universe": universe, "first_year": first_year,
+            "refit_months": refit_months}  # fmt: skip
+    if no_wait:
+        accepted = api.call("POST", "/evaluate", json=body)
+        out.out.print(f"job {accepted['job_id']}", highlight=False)
+        out.emit({"job": accepted})
+        return
+    job = submit_and_follow(api, "/evaluate", body, out)
+    print_evaluation(out.out, job["result"])
+    out.emit({"job": job})
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -133,7 +162,7 @@ def train(ticker: str, strategy: str, epochs: int | None, no_wait: bool, out: Ou
               help="Also save the forecast chart (PNG) to this file.")  # fmt: skip
 @scripted
 def predict(ticker: str, model: str, chart: Path | None, out: Output) -> None:
-    """Forecast the next 7 trading days; ends with the model's skill against the best baseline and where
+    """Forecast the next 7 trading days; ends with the verdict of the model's latest evaluation and where
     to see the chart."""
     api = Api(Settings())
     job = submit_and_follow(api, "/predict-child", {"ticker": ticker, "model": model}, out)
@@ -144,7 +173,7 @@ def predict(ticker: str, model: str, chart: Path | None, out: Output) -> None:
     out.out.print(forecast_table(result))
     if result.get("fallback"):
         out.out.print(f"fallback: {result['fallback']} (no child model for {result['ticker']})")
-    out.out.print(f"{model_line(card)}; skill: {skill_line(card)}", highlight=False)
+    out.out.print(f"{model_line(card)}; verdict: {skill_line(card)}", highlight=False)
     print_links(out.out, found, saved)
     out.emit({"job": job, "card": card, "links": found, "chart_file": saved})
 
@@ -228,8 +257,9 @@ def jobs(status_: str | None, type_: str | None, limit: int, out: Output) -> Non
 @click.option("--version", type=int, default=None, help="a registered version (default: the champion)")
 @scripted
 def models(name: str | None, version: int | None, out: Output) -> None:
-    """List registered models, or show one model's card: skill against the best baseline with its
-    interval ("no measurable skill" when it includes zero), calibration, and the champion decision."""
+    """List registered models, or show one model's card: the latest evaluation of its recipe (verdict,
+    pooled skill over zero+EWMA and each baseline with intervals and DM p-values, 80 % coverage) or that
+    none ran yet, and the champion decision."""
     api = Api(Settings())
     if name is None:
         body = api.call("GET", "/models")

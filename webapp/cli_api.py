@@ -100,6 +100,9 @@ def follow(api: Api, job_id: str, out: Output) -> dict[str, Any]:
             if "epoch" in prog:
                 detail += f" · epoch {prog['epoch']}/{prog['epochs']} loss {prog['loss']:.4f}"
                 progress.update(task, total=prog["epochs"], completed=prog["epoch"])
+            elif "steps" in prog:  # an evaluation: step k of n is running (an origin, then the baselines)
+                detail += f" · {prog['text']} ({prog['step']}/{prog['steps']})"
+                progress.update(task, total=prog["steps"], completed=prog["step"] - 1)
             progress.update(task, detail=detail)
             if job["status"] in FINISHED:
                 return job

@@ -1,5 +1,6 @@
 """`stockq demo`: the whole story on one machine, narrated: what started, where the data came from, the
-models and their skill intervals, the forecast, the chart saved under var/ and the console's address."""
+models and the evaluation their cards quote (or that none ran yet, and how long `stockq evaluate` takes),
+the forecast, the chart saved under var/ and the console's address."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ml.settings import Settings
 from webapp.cli_api import Api, submit_and_follow
 from webapp.cli_output import UNREACHABLE, CliError, Output
-from webapp.cli_render import forecast_table, ingest_lines, links, model_line, skill_line
+from webapp.cli_render import forecast_table, ingest_lines, links, model_line, quoted_evaluation
 from webapp.data_note import data_note_soon
 from webapp.stack import WORKER_GROUPS, Stack
 
@@ -68,12 +69,15 @@ def run_demo(epochs: int, out: Output) -> None:
             (f"train the child AAPL from it (fine_tune, {epochs} epochs)",
              {"ticker": "AAPL", "strategy": "fine_tune", "epochs": epochs}),
         ):  # fmt: skip
-            say(f"[bold]{label}[/bold]: walk-forward backtest against baselines, refit, register")
+            say(f"[bold]{label}[/bold]: train, register, decide the champion")
             result = submit_and_follow(api, "/train", body, out)["result"]
             card = api.card(result["name"], result["version"])
             summary["models"].append(card)
             say(f"  {model_line(card)}", highlight=False)
-            say(f"  {skill_line(card)}", highlight=False)
+            # The evaluation is a job of its own (minutes to an hour): the demo quotes the latest one.
+            say(f"  {quoted_evaluation(card)}", highlight=False)
+            if card.get("evaluation") is not None:
+                say(f"  {card['verdict']['text']}", highlight=False)
 
         say("[bold]predict AAPL[/bold]: 7 trading days, median and 80 % band")
         forecast = submit_and_follow(api, "/predict-child", {"ticker": "AAPL"}, out)["result"]

@@ -1,4 +1,5 @@
-"""What `stockq` prints for people: forecasts, model cards, skill lines, ingests and where to look next."""
+"""What `stockq` prints for people: forecasts, model cards, evaluations, skill lines, ingests and where to
+look next."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from webapp.evaluation_cost import not_evaluated_text
 
 
 def forecast_table(result: dict[str, Any]) -> Table:
@@ -24,12 +27,9 @@ def forecast_table(result: dict[str, Any]) -> Table:
 
 
 def skill_line(card: dict[str, Any]) -> str:
-    """The card's verdict: skill over the best baseline with its 90 % interval, or why there is none."""
-    verdict = card.get("verdict")
-    if verdict is None:
-        # ml.evaluation.compare's NO_SKILL wording; importing it would load torch into the CLI (4 s).
-        return "no measurable skill shown (a single holdout, no interval)"
-    return str(verdict["text"])
+    """The card's verdict (skill over zero+EWMA with its 90 % interval, from the latest evaluation of its
+    recipe), or that none ran yet and what one costs."""
+    return not_evaluated_text() if card.get("evaluation") is None else str(card["verdict"]["text"])
 
 
 def model_line(card: dict[str, Any]) -> str:
@@ -37,22 +37,62 @@ def model_line(card: dict[str, Any]) -> str:
     return f"{card['name']} v{card['version']}{champion}, trained until {card.get('trained_until', 'n/a')}"
 
 
+def quoted_evaluation(card: dict[str, Any]) -> str:
+    """Which evaluation the card quotes (its date and period), or that none ran yet and what one costs."""
+    evaluation = card.get("evaluation")
+    if evaluation is None:
+        return not_evaluated_text()
+    first, last = evaluation["period"]
+    return (f"quotes the evaluation of {evaluation['evaluated_at'][:10]}: decisions {first} to {last}, "
+            f"{len(evaluation['tickers'])} tickers (MLflow run {evaluation['run_id']})")  # fmt: skip
+
+
+def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
+    """When, over what and where an evaluation ran, how its tickers fared one by one, and where its
+    per-window losses are."""
+    first, last = evaluation["period"]
+    counts = evaluation["counts"]
+    return [
+        f"evaluation of {evaluation['evaluated_at'][:10]}: {evaluation['recipe']} recipe "
+        f"({evaluation['universe']} universe), decisions {first} to {last} "
+        f"({evaluation['n_decisions']} days), {len(evaluation['tickers'])} tickers, "
+        f"{evaluation['origins']} refits, {evaluation['seconds'] / 60:.1f} min on {evaluation['device']}",
+        f"per ticker: {counts['skill_over_reference']} of {counts['tickers']} show skill over zero+EWMA, "
+        f"{counts['coverage_80_in_75_85']} keep 80 % band coverage within 75-85 %",
+        f"losses: {evaluation['losses_artifact']} in MLflow run {evaluation['run_id']}",
+    ]
+
+
+def evaluation_table(evaluation: dict[str, Any]) -> Table:
+    """Pooled over every ticker: each forecaster's loss and coverage, and the evaluated recipe's skill
+    over it with its 90 % interval and the Diebold-Mariano p-value."""
+    pooled = evaluation["pooled"]
+    recipe = evaluation["recipe"]
+    table = Table("forecaster", "pinball", "coverage 80", f"{recipe}'s skill over it (90 % interval)", "DM p")
+    for name in (recipe, evaluation["reference"], *evaluation["baselines"]):
+        s = pooled["skill"].get(name)
+        skill = f"{s['skill']:+.1%} ({s['lo']:+.1%} to {s['hi']:+.1%})" if s else ""
+        table.add_row(
+            name, f"{pooled['pinball'][name]:.5f}", f"{pooled['coverage_80'][name]:.1%}", skill,
+            f"{s['dm_p_value']:.3f}" if s else "",
+        )  # fmt: skip
+    return table
+
+
+def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
+    console.print(f"[bold]{evaluation['verdict']['text']}[/bold]", highlight=False)
+    for line in evaluation_lines(evaluation):
+        console.print(line, highlight=False)
+    console.print(evaluation_table(evaluation))
+
+
 def print_card(console: Console, card: dict[str, Any]) -> None:
-    console.print(f"[bold]{model_line(card)}[/bold], evaluated by {card.get('evaluation')}")
-    verdict = card.get("verdict")
-    if verdict is not None:
-        bt = card["backtest"]
-        console.print(
-            f"{len(bt['origins'])} walk-forward origins from {bt['first_origin']}, {bt['n_windows']} windows"
-        )
-    console.print(f"skill: {skill_line(card)}")
-    if verdict is not None:
-        coverage = card["coverage"]
-        console.print(f"80% band coverage {coverage['before']:.1%} raw, {coverage['after']:.1%} calibrated")
-        table = Table("forecaster", "pinball", "coverage 80")
-        for label, m in card["backtest"]["metrics"].items():
-            table.add_row(label, f"{m['pinball']:.5f}", f"{m['coverage_80']:.1%}")
-        console.print(table)
+    console.print(f"[bold]{model_line(card)}[/bold]", highlight=False)
+    evaluation = card.get("evaluation")
+    if evaluation is None:
+        console.print(not_evaluated_text(), highlight=False)
+    else:
+        print_evaluation(console, evaluation)
     decision = card.get("decision") or {}
     console.print(f"decision: {decision.get('text') or card.get('champion_decision', 'n/a')}")
 

@@ -17,6 +17,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field
 
+from webapp.evaluation_cost import not_evaluated_text
 from webapp.routes import _visible_job
 from webapp.schemas import ErrorBody, JobPath
 from workers.dispatch import task_id
@@ -69,7 +70,9 @@ def _mlflow_link(base: str, result: Any) -> str | None:
 def page() -> str:
     """The console page (HTML; not part of the API document)."""
     flower, mlflow = _bases()
-    return render_template("console.html", flower_url=flower, mlflow_url=mlflow)
+    return render_template(
+        "console.html", flower_url=flower, mlflow_url=mlflow, not_evaluated=not_evaluated_text()
+    )
 
 
 @console.get("/console/jobs/<job_id:job_id>", tags=[console_tag], responses={200: JobView, 404: ErrorBody})

@@ -56,6 +56,7 @@ def list_models() -> Response:
 
 @models.get("/models/<name>", tags=[models_tag], responses={200: None, 404: ErrorBody})
 def model_card(path: ModelPath, query: VersionQuery) -> Response:
-    """A version's card: walk-forward backtest, baselines, skill, calibration and champion decision."""
+    """A version's card: the latest evaluation of its recipe (`evaluation`: the summary `POST /evaluate`
+    records, or null before any ran) and its `verdict`, calibration and the champion decision."""
     version = None if query.version is None else str(query.version)
     return jsonify(_reader().card(path.name, version))

@@ -2,8 +2,8 @@
 
 The identity is the tenant (its key's name) when auth is on, else the client address: with auth off a
 rotating bearer token buys nothing. Each endpoint class has its own budget, so a ping does not cost what
-a training costs: training submissions, prediction submissions (charts too), agent questions, and reads.
-Probes are free.
+a training costs: training submissions (ingests and evaluations too), prediction submissions (charts too),
+agent questions, and reads. Probes are free.
 
 Budgets keep flask-limiter's syntax (`600/minute`, `10/second;600/minute`, parsed by `limits`, the library
 behind it), counted in fixed windows whose keys name their own start, so the reset time needs no second
@@ -27,7 +27,7 @@ from webapp.auth import ANONYMOUS, PUBLIC_PATHS, PUBLIC_PREFIXES, current_tenant
 from webapp.errors import ApiError
 from workers.jobs import Window
 
-TRAIN_PATHS = ("/train", "/ingest")
+TRAIN_PATHS = ("/train", "/ingest", "/evaluate")
 AGENT_PATHS = ("/agent/",)
 PREFIX = "stockq:ratelimit"
 
@@ -66,7 +66,7 @@ def endpoint_class() -> str:
 
 # The endpoints whose windows are counted by their submit (webapp/submit.py).
 SUBMITTING = frozenset({"api.train", "api.predict_child", "api.predict_batch", "api.agent_chat", "api.ingest",
-                        "api.ping", "api.forecast_chart"})  # fmt: skip
+                        "api.ping", "api.forecast_chart", "api.evaluate"})  # fmt: skip
 
 
 @dataclass(frozen=True)

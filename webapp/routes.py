@@ -16,6 +16,7 @@ from webapp.schemas import (
     BatchPredictRequest,
     ChartPath,
     ErrorBody,
+    EvaluateRequest,
     Health,
     IngestRequest,
     JobAccepted,
@@ -110,6 +111,14 @@ def train(body: TrainRequest) -> Response:
     return _submit("train", body.model_dump())
 
 
+@api.post("/evaluate", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
+def evaluate(body: EvaluateRequest) -> Response:
+    """Evaluate the served recipe walk-forward (a refit per origin, a decision every trading day) against
+    zero+EWMA and the volatility baselines; cards and promotion quote the latest evaluation. As heavy as
+    many trainings: charged like one, cancellable between origins, progress per origin."""
+    return _submit("evaluate", body.model_dump())
+
+
 @api.post("/predict-child", tags=[jobs_tag], responses={200: JobRecord, 202: JobAccepted, 422: ErrorBody})
 def predict_child(query: WaitQuery, body: PredictRequest) -> Response:
     """Forecast the next 7 trading days; with `wait`, answer 200 with the result when it is ready."""
@@ -168,7 +177,8 @@ def list_jobs(query: JobsQuery) -> Response:
 def cancel_job(path: JobPath) -> Response:
     """Cancel: a queued job never runs (200); a running one stops at its next stage boundary (202): a
     training at its next epoch, an ingest between tickers, an analysis between agent nodes, a prediction
-    or chart before its forward pass. A running ping cannot be cancelled (409 not_cancellable)."""
+    or chart before its forward pass, an evaluation between origins. A running ping cannot be cancelled
+    (409 not_cancellable)."""
     ctx = _ctx()
     job = _visible_job(path.job_id)
     if job["status"] == "running" and job["type"] not in CANCELLABLE_RUNNING:

@@ -13,7 +13,8 @@ from ml.tickers import validate_ticker
 Strategy = Literal["freeze", "fine_tune", "scratch"]
 ModelChoice = Literal["auto", "child", "parent"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobType = Literal["train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart"]
+JobType = Literal["train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart", "evaluate"]
+Universe = Literal["panel", "gspc"]
 MAX_BATCH = 100
 # validate_ticker's rule as the API takes it (either case, upper-cased on the way in; never a leading dot),
 # published in the schema: a generated client or a fuzzer knows exactly what is accepted.
@@ -91,6 +92,21 @@ class AgentRequest(_Request):
 
 class IngestRequest(_Request):
     tickers: list[Ticker] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra={"uniqueItems": True})
+
+    _check_tickers = field_validator("tickers", mode="before")(_unique_tickers)
+
+
+class EvaluateRequest(_Request):
+    # Left out: the worker's settings (STOCKQ_EVALUATE_*, STOCKQ_PARENT_UNIVERSE), as a training's epochs.
+    tickers: list[Ticker] | None = Field(
+        None, min_length=1, max_length=MAX_BATCH, json_schema_extra={"uniqueItems": True},
+        description="The panel to evaluate on (default: every ingested ticker); ^GSPC always joins it.",
+    )  # fmt: skip
+    universe: Universe | None = Field(
+        None, description="What the global model learns from: the whole panel, or ^GSPC alone (the parent)."
+    )
+    first_year: int | None = Field(None, ge=1900, le=2100, strict=True, description="The first refit year.")
+    refit_months: int | None = Field(None, ge=1, le=60, strict=True, description="Months between refits.")
 
     _check_tickers = field_validator("tickers", mode="before")(_unique_tickers)
 

@@ -27,6 +27,7 @@ TASKS = {
     "ingest": "stockq.ingest",
     "ping": "stockq.ping",
     "chart": "stockq.chart",
+    "evaluate": "stockq.evaluate",
 }
 
 

@@ -9,11 +9,12 @@ from ml.settings import Settings
 
 QUEUES = ("training", "inference", "agent", "ingest")
 
-# Task name -> queue. Training can run on GPU workers; the agent queue runs one process per embedded
-# Qdrant path; ingest does network I/O and must not hold up predictions.
+# Task name -> queue. Training and evaluation (a refit per origin) can run on GPU workers; the agent
+# queue runs one process per embedded Qdrant path; ingest does network I/O and must not hold up predictions.
 TASK_ROUTES = {
     "stockq.train": {"queue": "training"},
     "stockq.auto_train": {"queue": "training"},
+    "stockq.evaluate": {"queue": "training"},
     "stockq.predict": {"queue": "inference"},
     "stockq.predict_batch": {"queue": "inference"},
     "stockq.ping": {"queue": "inference"},
@@ -56,7 +57,7 @@ def _amqp_args(settings: Settings, queue: str) -> dict[str, object]:
         # RabbitMQ closes the channel of a consumer that holds a message unacked longer than this (30 min
         # by default, less than a training may take). Honoured per queue from RabbitMQ 3.12; older servers
         # need `consumer_timeout` in rabbitmq.conf.
-        "x-consumer-timeout": (settings.train_time_limit_s + 60 + 300) * 1000,
+        "x-consumer-timeout": (settings.longest_task_s + 300) * 1000,
         "x-delivery-limit": settings.max_attempts + 1,
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
         "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
@@ -115,7 +116,7 @@ def _redis_options(hard_limit: int) -> dict[str, object]:
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
-    hard_limit = settings.train_time_limit_s + 60
+    hard_limit = settings.longest_task_s
     broker = _amqp_options(settings) if settings.broker_is_amqp else _redis_options(hard_limit)
     return {
         "broker_url": settings.broker,
@@ -132,7 +133,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_reject_on_worker_lost": False,
         # One message at a time per process: long trainings must not hoard queued jobs.
         "worker_prefetch_multiplier": 1,
-        # Defaults; each task sets its own limits (training gets the longest).
+        # Defaults; each task sets its own limits (training and evaluation get the longest).
         "task_soft_time_limit": 300,
         "task_time_limit": 330,
         "result_backend_transport_options": {"visibility_timeout": hard_limit + 300},
@@ -165,7 +166,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("stockq", include=["workers.tasks", "workers.scheduled"])
+    app = Celery("stockq", include=["workers.tasks", "workers.evaluation", "workers.scheduled"])
     # The settings stay out of app.conf: `celery inspect conf` and Flower print the whole config, and
     # Celery masks values only by key name. Tasks read them from `workers.settings`.
     app.conf.update(celery_config(settings))

@@ -26,7 +26,7 @@ from ml.errors import Cancelled, Paused, StockqError
 from workers import logs, preemption
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.dispatch import publish, publish_record
-from workers.jobs import Delivery
+from workers.jobs import KEEPS_LATE_RESULT, Delivery
 from workers.leases import LeaseKeeper
 from workers.runtime import Runtime, get_runtime
 from workers.singleflight import SingleFlight
@@ -216,7 +216,7 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
         if result is DEFERRED:
             return "deferred", None
         # Counted, and a cancel looked for, in one round trip.
-        if ctx.rt.jobs.executed(ctx.job_id) and ctx.job_type != "train":
+        if ctx.rt.jobs.executed(ctx.job_id) and ctx.job_type not in KEEPS_LATE_RESULT:
             return "cancelled", None  # the cancel arrived during the work: its result is not kept
         return "succeeded", jsonable(result)
     except Cancelled:

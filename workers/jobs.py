@@ -36,10 +36,15 @@ class JobStatus(StrEnum):
 
 STATUSES = tuple(s.value for s in JobStatus)
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-JOB_TYPES = ("train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart")
-# A running job of these types stops at its next stage boundary when cancelled; a running ping is over
-# before a cancel could reach it (the API answers 409 not_cancellable).
-CANCELLABLE_RUNNING = frozenset({"train", "predict", "predict_batch", "analyze", "ingest", "chart"})
+JOB_TYPES = ("train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart", "evaluate")
+# A running job of these types stops at its next stage boundary when cancelled (an evaluation between
+# origins); a running ping is over before a cancel could reach it (the API answers 409 not_cancellable).
+CANCELLABLE_RUNNING = frozenset(
+    {"train", "predict", "predict_batch", "analyze", "ingest", "chart", "evaluate"}
+)
+# A cancel that arrives once these have recorded their work (a model registered, an evaluation logged)
+# keeps the job's result: the registry already holds it, and the record must say so.
+KEEPS_LATE_RESULT = frozenset({"train", "evaluate"})
 
 INDEX = "stockq:jobs"  # job id -> submission time, every job
 EXPIRY_INDEX = "stockq:jobs:expiry"  # "owner|job id" -> when the record expires (trimmed on submit)

@@ -1,10 +1,12 @@
-"""Scheduled work: `celery -A workers beat -S workers.scheduled.RedBeat` fires two planning tasks, and they
+"""Scheduled work: `celery -A workers beat -S workers.scheduled.RedBeat` fires planning tasks, and they
 submit ordinary jobs (owner `scheduler`) through workers/dispatch.py, so a scheduled ingest or retrain
 gets a record, a lease, fencing and retries like any job a client submits.
 
 - daily: ingest + materialize every known ticker (^GSPC and each child with a champion);
 - nightly: retrain (fine-tune) each child whose stored data moved past what its champion was trained
-  until, unless a scheduled retrain of it is still queued or running.
+  until, unless a scheduled retrain of it is still queued or running;
+- nightly, after the retrains: evaluate the served recipe over every ingested ticker (what the cards quote
+  and promotion reads), unless the previous scheduled evaluation is still queued or running.
 
 redbeat keeps the schedule in Redis and holds a lock there while a beat runs: a second beat (a rollout,
 a standby, a mistake) waits for the lock instead of sending every entry twice. The planners run on the
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 OWNER = "scheduler"
 PLAN_INGEST = "stockq.plan_ingest"
 PLAN_RETRAIN = "stockq.plan_retrain"
+PLAN_EVALUATE = "stockq.plan_evaluate"
+# What `POST /evaluate {}` records: every ingested ticker, the worker's settings for the rest.
+EVALUATE_PARAMS = {"tickers": None, "universe": None, "first_year": None, "refit_months": None}
 # Tickers per scheduled ingest job: ingest is all-or-nothing per job, so one bad ticker fails only its
 # batch, and a batch stays well inside the ingest task's 600 s limit.
 INGEST_BATCH = 25
@@ -65,6 +70,7 @@ def beat_config(s: Settings) -> dict[str, Any]:
     entries = {
         "daily-ingest": (PLAN_INGEST, s.schedule_ingest),
         "nightly-retrain": (PLAN_RETRAIN, s.schedule_retrain),
+        "nightly-evaluate": (PLAN_EVALUATE, s.schedule_evaluate),
     }
     beat_schedule = {}
     for name, (task, text) in entries.items():
@@ -142,12 +148,12 @@ def _stored_until(rt: Runtime, ticker: str) -> date | None:
     return None if stored is None or stored.empty else stored["event_timestamp"].max().date()
 
 
-def _pending_retrains(rt: Runtime) -> set[str]:
-    """Tickers of the scheduler's train jobs still queued or running."""
+def _pending(rt: Runtime, job_type: str) -> list[dict[str, Any]]:
+    """The parameters of the scheduler's jobs of `job_type` still queued or running."""
     pipe = rt.redis.pipeline()
     for job_id in rt.redis.smembers(inflight_key(OWNER)):
         pipe.hmget(rt.jobs.key(job_id.decode()), "type", "params")
-    return {json.loads(params)["ticker"] for kind, params in pipe.execute() if kind == b"train" and params}
+    return [json.loads(params) for kind, params in pipe.execute() if kind == job_type.encode() and params]
 
 
 def schedule_ingests(rt: Runtime, celery: Celery) -> list[str]:
@@ -159,12 +165,21 @@ def schedule_ingests(rt: Runtime, celery: Celery) -> list[str]:
 
 def schedule_retrains(rt: Runtime, celery: Celery) -> list[str]:
     trained = champions(rt)
-    pending = _pending_retrains(rt)
+    pending = {p["ticker"] for p in _pending(rt, "train")}
     stale = stale_children(trained, {t: _stored_until(rt, t) for t in trained if t not in pending})
     params = [{"ticker": t, "strategy": "fine_tune", "epochs": None} for t in stale]
     jobs = [submit(rt, celery, "train", "stockq.train", p) for p in params]
     log.info("scheduled %d retrain(s) for %s (still pending: %s)", len(jobs), stale, sorted(pending))
     return jobs
+
+
+def schedule_evaluation(rt: Runtime, celery: Celery) -> list[str]:
+    if _pending(rt, "evaluate"):
+        log.info("scheduled evaluation skipped: the previous one is still pending")
+        return []
+    job = submit(rt, celery, "evaluate", "stockq.evaluate", EVALUATE_PARAMS)
+    log.info("scheduled evaluation %s", job)
+    return [job]
 
 
 @shared_task(name=PLAN_INGEST, soft_time_limit=60, time_limit=90)
@@ -175,3 +190,8 @@ def plan_ingest() -> list[str]:
 @shared_task(name=PLAN_RETRAIN, soft_time_limit=120, time_limit=150)
 def plan_retrain() -> list[str]:
     return schedule_retrains(runtime(), app)
+
+
+@shared_task(name=PLAN_EVALUATE, soft_time_limit=60, time_limit=90)
+def plan_evaluate() -> list[str]:
+    return schedule_evaluation(runtime(), app)

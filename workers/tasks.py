@@ -24,17 +24,12 @@ PARENT_WAIT_POLL_S = 2.0
 
 
 def _train_config(rt: Runtime, epochs: int | None) -> Any:
-    from ml.config import BacktestConfig, TrainConfig
+    from ml.config import PanelModelConfig, TrainConfig
 
     s = rt.settings
-    epochs = epochs or s.default_epochs
-    # Every training is evaluated walk-forward here, on the training queue, then refit on all the data;
-    # the backtest never trains longer than the training asked for.
-    backtest = BacktestConfig(
-        origins=s.backtest_origins, step=s.backtest_step, epochs=min(s.backtest_epochs, epochs),
-        bootstrap_reps=s.backtest_bootstrap_reps,
-    )  # fmt: skip
-    return TrainConfig(epochs=epochs, history_days=s.train_history_days, window=s.window, backtest=backtest)
+    # The served model only: its evaluation is a job of its own (`evaluate`, workers/evaluation.py).
+    model = PanelModelConfig(epochs=epochs or s.default_epochs)
+    return TrainConfig(model=model, universe=s.parent_universe, history_days=s.train_history_days)
 
 
 def _hooks(ctx: JobContext) -> Any:

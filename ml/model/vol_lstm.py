@@ -79,6 +79,10 @@ class VolQuantileLSTM(nn.Module):
             nn.Linear(spec.hidden + spec.embed, spec.hidden), nn.GELU(), nn.Dropout(spec.dropout)
         )
         self.log_scale = nn.Linear(spec.hidden, spec.horizon)
+        # A linear path from the last day's inputs to the log multiplier: HAR in this model's terms (log
+        # realised volatilities at several spans relative to sigma-hat), learnt in a few steps, so the
+        # recurrent part only has to add what a linear volatility model cannot see.
+        self.linear_scale = nn.Linear(len(spec.inputs), spec.horizon)
         self.gaps = nn.Linear(spec.hidden, spec.horizon * (n_levels - 1))
         self.drift = nn.Linear(spec.hidden, spec.horizon) if spec.drift else None
         z = stats.norm.ppf(spec.levels)
@@ -86,7 +90,7 @@ class VolQuantileLSTM(nn.Module):
         # Gaps between neighbouring normal quantiles, outward from the median: below, then above.
         gaps = np.concatenate([np.diff(z[: median + 1])[::-1], np.diff(z[median:])])
         with torch.no_grad():
-            for head in (self.log_scale, self.gaps, self.drift):
+            for head in (self.log_scale, self.linear_scale, self.gaps, self.drift):
                 if head is not None:
                     head.weight.zero_()
                     head.bias.zero_()
@@ -114,7 +118,8 @@ class VolQuantileLSTM(nn.Module):
         if self.drift is not None:
             centre = self.drift(hidden).float().unsqueeze(-1)
         shape = torch.cat([below, torch.zeros_like(centre), above], dim=-1) + centre
-        return shape * torch.exp(self.log_scale(hidden).float()).unsqueeze(-1)
+        log_scale = self.log_scale(hidden).float() + self.linear_scale(x[:, -1]).float()
+        return shape * torch.exp(log_scale).unsqueeze(-1)
 
 
 def pinball(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

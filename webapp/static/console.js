@@ -138,6 +138,7 @@ async function submitJob(event) {
 
 function tickerOf(job) {
   const p = job.params || {};
+  if (job.type === "evaluate" && !p.tickers) return "every ingested";
   return p.ticker || (p.tickers || []).join(", ");
 }
 
@@ -155,6 +156,9 @@ function progressCell(job) {
     const bar = el("progress", null, { max: p.epochs, value: p.epoch || 0 });
     bar.setAttribute("aria-label", `epoch ${p.epoch} of ${p.epochs}`);
     cell.append(bar, el("span", `epoch ${p.epoch}/${p.epochs} · loss ${fmt(p.loss, 4)}`, { class: "small" }));
+  } else if (p.steps) {  // an evaluation: step k of n is running (an origin, then the baselines)
+    cell.append(el("progress", null, { max: p.steps, value: p.step - 1 }),
+      el("span", `${p.text} (${p.step}/${p.steps})`, { class: "small" }));
   } else if (p.total) {
     cell.append(el("progress", null, { max: p.total, value: p.done || 0 }),
       el("span", `${p.done}/${p.total}`, { class: "small" }));
@@ -221,8 +225,8 @@ async function poll() {
 // --- a job's detail ------------------------------------------------------------------------------------
 
 function clearDetail() {
-  for (const id of ["#chart", "#forecast", "#report", "#card", "#detail-error"]) $(id).hidden = true;
-  for (const id of ["#detail-facts", "#detail-links", "#forecast-table tbody", "#backtest-table tbody",
+  for (const id of ["#chart", "#forecast", "#report", "#card", "#evaluation", "#detail-error"]) $(id).hidden = true;
+  for (const id of ["#detail-facts", "#detail-links", "#forecast-table tbody", "#evaluation-table tbody",
     "#report-body"]) $(id).replaceChildren();
   for (const id of ["#chart-status", "#forecast-note", "#card-verdict", "#card-note", "#detail-json"]) {
     $(id).textContent = "";
@@ -296,6 +300,12 @@ async function showResult(job) {
   const model = job.type === "train" ? { name: r.name, version: r.version } : r.model || (r.forecast || {}).model;
   if (model && model.name) tasks.push(showCard(model.name, model.version));
   if (job.type === "analyze") fact("Stance", `${r.stance} (confidence ${fmt(r.confidence)})`);
+  if (job.type === "evaluate") {
+    $("#card").hidden = false;
+    $("#card-verdict").textContent = r.verdict.text;
+    $("#card-note").textContent = evaluationNote(r) + ` ${fmt(r.seconds / 60, 1)} min on ${r.device}.`;
+    showEvaluation(r);
+  }
   await Promise.all(tasks);
 }
 
@@ -373,6 +383,19 @@ function valueCell(value, detail) {
   return cell;
 }
 
+function notEvaluated() {
+  // The server renders the benchmark's figure into the page (webapp/evaluation_cost.py).
+  return document.body.dataset.notEvaluated;
+}
+
+function evaluationNote(ev) {
+  const c = ev.counts;
+  return `Evaluation of ${ev.evaluated_at.slice(0, 10)}: decisions ${ev.period[0]} to ${ev.period[1]}, ` +
+    `${ev.tickers.length} tickers, ${ev.origins} refits (${ev.universe} universe). ` +
+    `${c.skill_over_reference} of ${c.tickers} tickers show skill over zero+EWMA on their own; ` +
+    `${c.coverage_80_in_75_85} keep 80 % coverage within 75–85 %.`;
+}
+
 async function showCard(name, version) {
   let card;
   try {
@@ -385,26 +408,26 @@ async function showCard(name, version) {
   }
   $("#card").hidden = false;
   $("#card-verdict").textContent = `${card.name} v${card.version}${card.champion ? " (champion)" : ""}: ` +
-    (card.verdict ? card.verdict.text : "a single holdout, no skill interval");
-  const bt = card.backtest;
-  if (!bt || !bt.metrics) return;
-  const cov = card.coverage || {};
-  $("#card-note").textContent = `${bt.origins.length} walk-forward origins from ${bt.first_origin}, ` +
-    `${bt.n_windows} windows; 80 % band coverage ${pct(cov.before)} raw, ${pct(cov.after)} calibrated. ` +
-    `Trained until ${card.trained_until}. Decision: ${(card.decision || {}).text || card.champion_decision || "—"}`;
-  const skill = card.skill || {};
-  const rows = Object.entries(bt.metrics).map(([label, m]) => {
-    const band = (bt.pinball_interval || {})[label];
+    (card.evaluation ? card.verdict.text : notEvaluated());
+  const ev = card.evaluation;
+  const decision = `Trained until ${card.trained_until}. ` +
+    `Decision: ${(card.decision || {}).text || card.champion_decision || "—"}`;
+  $("#card-note").textContent = ev ? evaluationNote(ev) + " " + decision : decision;
+  if (ev) showEvaluation(ev);
+}
+
+function showEvaluation(ev) {
+  // Pooled over every ticker: each forecaster's loss and coverage, the recipe's skill over it and DM p.
+  const rows = [ev.recipe, ev.reference, ...ev.baselines].map((label) => {
+    const s = ev.pooled.skill[label];
     const row = el("tr", null, { "data-forecaster": label });
-    row.append(el("th", label, { scope: "row" }),
-      valueCell(fmt(m.pinball, 5), band ? `${fmt(band.lo, 5)}–${fmt(band.hi, 5)}` : ""),
-      skill[label] ? valueCell(signedPct(skill[label].skill), `${signedPct(skill[label].lo)} to ${signedPct(skill[label].hi)}`)
-        : el("td"),
-      el("td", pct(m.coverage_80)),
-      el("td", fmt(m.crps, 5)), el("td", fmt(m.winkler_80, 4)));
+    row.append(el("th", label, { scope: "row" }), el("td", fmt(ev.pooled.pinball[label], 5)),
+      s ? valueCell(signedPct(s.skill), `${signedPct(s.lo)} to ${signedPct(s.hi)}`) : el("td"),
+      el("td", s ? fmt(s.dm_p_value, 3) : ""), el("td", pct(ev.pooled.coverage_80[label])));
     return row;
   });
-  $("#backtest-table tbody").replaceChildren(...rows);
+  $("#evaluation-table tbody").replaceChildren(...rows);
+  $("#evaluation").hidden = false;
 }
 
 // --- models ----------------------------------------------------------------------------------------------
@@ -420,12 +443,14 @@ async function refreshModels() {
     const rows = data.models.map((m, i) => {
       const card = cards[i] || {};
       const v = card.verdict;
-      const cov = card.coverage;
+      const ev = card.evaluation;
       const row = el("tr", null, { "data-model": m.name });
       row.append(el("th", m.name, { scope: "row" }), el("td", m.kind || ""),
         el("td", m.champion_version ? "v" + m.champion_version : "none"), el("td", m.trained_until || "—"),
-        el("td", v ? `${interval(v)} over ${v.best_baseline}${v.measurable ? "" : " — no measurable skill"}` : "—"),
-        el("td", cov ? `${pct(cov.before)} → ${pct(cov.after)}` : "—"));
+        el("td", ev ? `${interval(v)}${v.measurable ? "" : " — no measurable skill"}`
+          : cards[i] ? "not evaluated yet" : "—"),
+        el("td", ev ? pct(ev.pooled.coverage_80[ev.recipe]) : "—"),
+        el("td", ev ? `${ev.evaluated_at.slice(0, 10)} (${ev.period[0]} to ${ev.period[1]})` : "—"));
       return row;
     });
     $("#models-table tbody").replaceChildren(...rows);
