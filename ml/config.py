@@ -1,5 +1,5 @@
-"""What a training is asked to do (`TrainConfig`, with its walk-forward `BacktestConfig`) and how its caller
-follows and steers it (`TrainHooks`).
+"""What a training is asked to do (`TrainConfig`, with its `PanelModelConfig`), what an evaluation is
+(`EvaluationConfig`), and how a caller follows and steers a training (`TrainHooks`).
 
 The bottom of the ML package: it imports no other ml module but ml.errors, so training, evaluation and
 registration can all import it without a cycle. The configs are frozen pydantic models, validated on
@@ -13,15 +13,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from ml.errors import InvalidInput
-
-EVAL_FRACTION = 0.15  # of the usable samples, for each of val and test (ml.training.dataprep)
-MAX_QR_ROWS = 2000  # rows the linear quantile regression baseline fits on (ml.evaluation.baselines)
 
 EpochCallback = Callable[[int, int, float, float], None]
 StopCallback = Callable[[], bool]
@@ -56,53 +53,14 @@ class _Config(BaseModel):
 def _expected(field: FieldInfo) -> str:
     lo = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
     hi = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(map(str, get_args(field.annotation)))
     kind = next(t for t in get_args(field.annotation) or (field.annotation,) if t is not type(None))
     if kind is int:
         return "an integer" if lo is None else f"an integer in {lo}..{hi}"
     if kind is float:
         return f"a number in [{lo:g}, {hi:g}]"
     return {date: "a date", str: "a string"}.get(kind, f"a {getattr(kind, '__name__', kind)}")
-
-
-class BacktestConfig(_Config):
-    _label: ClassVar[str] = "backtest "
-
-    origins: int = Field(8, ge=1, le=100)
-    step: int = Field(21, ge=1, le=2000)  # trading days between origins, and the eval windows of each
-    epochs: int = Field(20, ge=1, le=500)
-    batch_size: int = Field(64, ge=1, le=4096)
-    patience: int = Field(5, ge=1, le=500)
-    seed: int = 1337
-    val_fraction: float = Field(EVAL_FRACTION, ge=0.05, le=0.5)
-    max_qr_rows: int = Field(MAX_QR_ROWS, ge=50, le=100_000)
-    bootstrap_reps: int = Field(1000, ge=50, le=100_000)
-
-
-class TrainConfig(_Config):
-    epochs: int = Field(20, ge=1, le=500)
-    lr: float = Field(1e-3, ge=1e-6, le=1.0)
-    batch_size: int = Field(64, ge=1, le=4096)
-    hidden: int = Field(64, ge=1, le=1024)
-    layers: int = Field(2, ge=1, le=8)
-    dropout: float = Field(0.1, ge=0.0, le=0.9)
-    patience: int = Field(5, ge=1, le=500)
-    seed: int = Field(1337, ge=0, le=2**63 - 1)
-    # Train on only the last N calendar days of the data.
-    history_days: int | None = Field(None, ge=1, le=100_000)
-    window: int = Field(60, ge=10, le=250)
-    horizon: int = Field(7, ge=7, le=30)
-    device: str | None = None  # None: CUDA when available, else CPU
-    until: date | None = None  # ignore data after this date (lets a parent stop before a child's period)
-    # Set: evaluate by walk-forward, then refit the served model on all the data (see ml.training.train).
-    backtest: BacktestConfig | None = None
-
-    @field_validator("backtest", mode="before")
-    @classmethod
-    def _backtest_instance(cls, value: object) -> object:
-        # A BacktestConfig, already validated: a plain dict is refused, never silently converted.
-        if value is not None and not isinstance(value, BacktestConfig):
-            raise ValueError("not a BacktestConfig")
-        return value
 
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)  # the quantile levels every forecaster emits
@@ -157,6 +115,21 @@ class EvaluationConfig(_Config):
         return self.model.levels
 
 
+class TrainConfig(_Config):
+    """A registered training (ml.training.train): the model and how its data is chosen.
+
+    The served model is refit on all the data for the epoch count that early stopping chose on the last
+    `val_days` decision days; its evaluation is a separate job (EvaluationConfig).
+    """
+
+    model: PanelModelConfig = PanelModelConfig()
+    universe: Literal["panel", "gspc"] = "panel"  # the parent: every ingested ticker, or ^GSPC alone
+    val_days: int = Field(252, ge=20, le=2520)
+    # Children only: train on the last N calendar days of the ticker's data.
+    history_days: int | None = Field(None, ge=1, le=100_000)
+    until: date | None = None  # ignore data after this date
+
+
 @dataclass(frozen=True)
 class TrainHooks:
     """How a caller follows and steers a training; every field optional (a plain call trains to the end).
@@ -167,7 +140,10 @@ class TrainHooks:
     across processes (the caller brings the lock: ml knows no Redis).
     """
 
-    on_epoch: EpochCallback | None = None
+    on_epoch: EpochCallback | None = None  # each phase counts its own epochs from 1 (see on_phase)
+    # Called with "select" (early stopping on the last val_days) and "refit" (every sample, the chosen
+    # epoch count) as each phase of a training starts.
+    on_phase: Callable[[str], None] | None = None
     should_stop: StopCallback | None = None  # cancel: raises Cancelled, nothing registered
     should_pause: StopCallback | None = None  # checkpoint, then raise Paused
     on_resume: Callable[[int], None] | None = None  # called with the checkpointed epoch

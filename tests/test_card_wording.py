@@ -1,4 +1,5 @@
-"""What the agent's report says about a model's skill: the card's interval, never "beats persistence"."""
+"""What the agent's report says about a model's skill: the card's verdict (the latest evaluation of its
+recipe, with its interval), never "beats persistence"; without an evaluation it claims none."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 from agent.numbers import performance_facts
 from agent.report import backtest_line
-from ml.evaluation.compare import NO_SKILL, verdict
+from ml.evaluation.panel_report import verdict
+from ml.evaluation.promotion import NO_SKILL, NOT_EVALUATED, card_verdict
 
 STEP = {"date": "2023-01-09", "p10": 95.0, "p50": 101.0, "p90": 106.0, "log_return_p10": -0.05,
         "log_return_p50": 0.01, "log_return_p90": 0.06}  # fmt: skip
@@ -16,10 +18,13 @@ FORECAST = {"ticker": "AAPL", "as_of": "2022-12-28", "data_source": "bundled", "
 
 
 def _card(lo: float, hi: float) -> dict[str, Any]:
-    skills = {"zero_ewma": {"skill": (lo + hi) / 2, "lo": lo, "hi": hi, "dm_p_value": 0.3}}
-    v = verdict(skills, {"zero_ewma": 0.01})
-    metrics = {"direction_accuracy": 0.52, "coverage_80": 0.79, "rel_mae_zero": 0.97}
-    return {"backtest": {"metrics": {"model_cqr": metrics}}, "verdict": v}
+    skill = {"skill": (lo + hi) / 2, "lo": lo, "hi": hi, "dm_p_value": 0.3, "dm_statistic": -0.5}
+    report = {"pooled": {"skill": {"zero_ewma": skill}, "coverage_80": {"global": 0.79},
+                         "pinball": {"global": 0.01, "zero_ewma": 0.0101}}}  # fmt: skip
+    evaluation = {"recipe": "child_fine_tune", "universe": "panel", "evaluated_at": "2024-05-01",
+                  "run_id": "r1", "verdict": verdict(report), "pooled": report["pooled"]}  # fmt: skip
+    return {"recipe": "child_fine_tune", "universe": "panel", "evaluation": evaluation,
+            "verdict": card_verdict(evaluation)}  # fmt: skip
 
 
 def test_an_interval_including_zero_is_reported_as_no_measurable_skill() -> None:
@@ -33,9 +38,8 @@ def test_an_interval_including_zero_is_reported_as_no_measurable_skill() -> None
     assert measurable["backtest"]["quality"] > facts["backtest"]["quality"]
 
 
-def test_a_holdout_card_claims_no_skill_whatever_its_relative_mae() -> None:
-    card = {"test": {"mase_persistence_mean": 0.9, "coverage_80_mean": 0.8, "direction_accuracy_mean": 0.55}}
+def test_a_card_without_an_evaluation_claims_no_skill() -> None:
+    card = {"recipe": "global", "universe": "panel", "evaluation": None, "verdict": card_verdict(None)}
     facts = performance_facts(FORECAST, {}, card)
-    assert facts["backtest"]["evaluation"] == "holdout"
-    assert facts["backtest"]["skill"] == f"{NO_SKILL} shown: a single holdout, no interval"
+    assert facts["backtest"]["skill"] == NOT_EVALUATED
     assert "beats persistence" not in backtest_line(facts) + facts["backtest"]["verdict"]

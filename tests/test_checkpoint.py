@@ -1,115 +1,107 @@
-"""Checkpoint and resume: a training paused (or killed) at an epoch boundary continues bit for bit, in the
-same MLflow run, and registers one version however often its job is retried."""
+"""Checkpoint and resume: a training paused at an epoch boundary (in either phase) continues bit for bit,
+in the same MLflow run, and registers one version however often its job is retried."""
 
 from __future__ import annotations
 
-import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from ml.config import PanelModelConfig, TrainConfig, TrainHooks
 from ml.errors import Paused
 from ml.features.store import FeatureStore
 from ml.registry.mlflow_registry import CHECKPOINT_DIR, ModelRegistry
-from ml.tickers import child_name
-from ml.training.job import TrainingJob
-from ml.training.train import (
-    Checkpointing,
-    TrainConfig,
-    TrainHooks,
-    _build_model,
-    _spec,
-    fit,
-    prepare,
-    resolve_device,
-    train_child,
+from ml.tickers import PARENT_NAME, child_name
+from ml.training.train import SELECTION_FILE, train_child, train_parent
+from tests.test_model_train import synthetic_store
+
+DB, FEAST_DB = 4, 5
+CONFIG = TrainConfig(
+    model=PanelModelConfig(epochs=4, hidden=8, embed=2, stride=8, patience=50, seed=11, device="cpu"),
+    val_days=100,
 )
 
-CONFIG = TrainConfig(epochs=5, hidden=16, history_days=500, patience=50, seed=11)
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStore]:
+    yield synthetic_store(tmp_path_factory.mktemp("checkpoint"), DB, FEAST_DB)
 
 
-def _fit(store: FeatureStore, *, pause_after: int | None, resume: dict | None, saved: list) -> Any:
-    job = TrainingJob(child_name("AAPL"), "child", "AAPL", "scratch", None)
-    spec = _spec(job, CONFIG)
-    prep = prepare(store, "AAPL", CONFIG, spec, resolve_device("cpu"))
-    torch.manual_seed(CONFIG.seed)
-    model = _build_model(job, spec, resolve_device("cpu"))
-    epochs_done: list[int] = []
-    fitted = fit(
-        model,
-        prep.tensors,
-        epochs=CONFIG.epochs,
-        lr=CONFIG.lr,
-        batch_size=CONFIG.batch_size,
-        patience=CONFIG.patience,
-        seed=CONFIG.seed,
-        on_epoch=lambda epoch, *_: epochs_done.append(epoch),
-        should_pause=lambda: pause_after is not None and epochs_done[-1] >= pause_after,
-        checkpointing=Checkpointing(lambda state: saved.append(state), resume),
-    )
-    return model, fitted, epochs_done
+def _registry(tmp: Path) -> ModelRegistry:
+    return ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (tmp / "art").as_uri())
 
 
-def test_resumed_fit_ends_with_the_same_weights_as_an_uninterrupted_one(
-    feature_env: tuple[object, FeatureStore],
-) -> None:
-    _, store = feature_env
-    straight, fitted, _ = _fit(store, pause_after=None, resume=None, saved=[])
-    saved: list[dict] = []
-    with pytest.raises(Paused) as paused:
-        _fit(store, pause_after=2, resume=None, saved=saved)
-    assert paused.value.epoch == 2 and saved[-1]["epoch"] == 2
-    # A fresh process would start from the stored bytes: round-trip the checkpoint like the registry does.
-    buffer = io.BytesIO()
-    torch.save(saved[-1], buffer)
-    buffer.seek(0)
-    stored = torch.load(buffer, weights_only=True)
-    resumed, refitted, epochs_run = _fit(store, pause_after=None, resume=stored, saved=[])
-    assert epochs_run == [3, 4, 5] and refitted.resumed_from_epoch == 2
-    assert [h["val_loss"] for h in refitted.history] == [h["val_loss"] for h in fitted.history]
-    for key, value in straight.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+class Steering:
+    """Hooks that pause once after `pause_at` (phase, epoch) and record what they saw."""
 
+    def __init__(self, pause_at: tuple[str, int] | None) -> None:
+        self.pause_at = pause_at
+        self.seen: list[tuple[str, int]] = []
+        self.resumed: list[int] = []
+        self.phase = ""
 
-def test_a_retried_job_resumes_its_run_and_registers_once(
-    feature_env: tuple[object, FeatureStore], tmp_path: Path
-) -> None:
-    _, store = feature_env
-    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri())
-    name = child_name("AAPL")
-    epochs: list[int] = []
+    def hooks(self, job_key: str) -> TrainHooks:
+        def on_phase(phase: str) -> None:
+            self.phase = phase
 
-    def hooks(pause_at: int | None, resumed: list[int]) -> TrainHooks:
         return TrainHooks(
-            on_epoch=lambda epoch, *_: epochs.append(epoch),
-            should_pause=lambda: pause_at is not None and epochs[-1] >= pause_at,
-            on_resume=resumed.append,
-            job_key="job-1",
+            on_epoch=lambda epoch, *_: self.seen.append((self.phase, epoch)),
+            on_phase=on_phase,
+            should_pause=lambda: self.seen[-1] == self.pause_at,
+            on_resume=self.resumed.append,
+            job_key=job_key,
         )
 
-    first_resume: list[int] = []
+
+def test_a_parent_paused_in_each_phase_resumes_bit_for_bit(store: FeatureStore, tmp_path: Path) -> None:
+    straight_registry = _registry(tmp_path / "straight")
+    straight = train_parent(store=store, registry=straight_registry, config=CONFIG,
+                            hooks=Steering(None).hooks("job-straight"))  # fmt: skip
+    registry = _registry(tmp_path / "paused")
+    first = Steering(("select", 2))
     with pytest.raises(Paused):
-        train_child("AAPL", "scratch", store=store, registry=registry, config=CONFIG,
-                    hooks=hooks(3, first_resume))  # fmt: skip
-    resumed: list[int] = []
-    summary = train_child(
-        "AAPL", "scratch", store=store, registry=registry, config=CONFIG, hooks=hooks(None, resumed)
-    )
-    assert first_resume == [] and resumed == [3] and summary["resumed_from_epoch"] == 3
-    assert epochs == [1, 2, 3, 4, 5]  # no completed epoch ran twice
+        train_parent(store=store, registry=registry, config=CONFIG, hooks=first.hooks("job-1"))
+    second = Steering(("refit", 1))
+    with pytest.raises(Paused):
+        train_parent(store=store, registry=registry, config=CONFIG, hooks=second.hooks("job-1"))
+    third = Steering(None)
+    summary = train_parent(store=store, registry=registry, config=CONFIG, hooks=third.hooks("job-1"))
+
+    assert first.seen == [("select", 1), ("select", 2)] and first.resumed == []
+    assert second.seen[:2] == [("select", 3), ("select", 4)] and second.resumed == [2]
+    assert third.seen[0] == ("refit", 2) and third.resumed == [1]  # the selection ran once, never again
+
+    def losses(s: dict) -> list[tuple]:
+        return [(r["phase"], r["epoch"], r["train_loss"], r["val_loss"]) for r in s["history"]]
+
+    assert straight["best_epoch"] >= 2  # so that the refit had an epoch boundary to pause at
+    assert losses(summary) == losses(straight)
+    a = straight_registry.load(PARENT_NAME).model.state_dict()
+    b = registry.load(PARENT_NAME).model.state_dict()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
     runs = registry.client.search_runs([registry.experiment_id()])
     assert [r.info.run_id for r in runs] == [summary["run_id"]]
-    steps = [m.step for m in registry.client.get_metric_history(summary["run_id"], "train_loss")]
-    assert sorted(steps) == [1, 2, 3, 4, 5]
-    assert [a.path for a in registry.client.list_artifacts(summary["run_id"], CHECKPOINT_DIR)]
+    artifacts = [a.path for a in registry.client.list_artifacts(summary["run_id"])]
+    assert SELECTION_FILE in artifacts and CHECKPOINT_DIR in artifacts
+    history = registry.client.get_metric_history(summary["run_id"], "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    refit_steps = [m.step for m in registry.client.get_metric_history(summary["run_id"], "refit_train_loss")]
+    assert sorted(refit_steps) == list(range(1, summary["epochs_run"] + 1))
 
-    # Retried once more after it finished (a crash after registration): nothing new is registered.
-    again = train_child(
-        "AAPL", "scratch", store=store, registry=registry, config=CONFIG, hooks=hooks(None, [])
-    )
+
+def test_a_retried_job_registers_once(store: FeatureStore, tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    name = child_name("S00")
+    summary = train_child("S00", "scratch", store=store, registry=registry, config=CONFIG,
+                          hooks=Steering(None).hooks("job-1"))  # fmt: skip
+    # Retried after it finished (a crash after registration): nothing new is registered or decided.
+    again = train_child("S00", "scratch", store=store, registry=registry, config=CONFIG,
+                        hooks=Steering(None).hooks("job-1"))  # fmt: skip
     assert again["version"] == summary["version"] and again["run_id"] == summary["run_id"]
     assert len(registry.client.search_model_versions(f"name='{name}'")) == 1
     assert registry.champion_version(name) == summary["version"]
@@ -128,31 +120,34 @@ class _SerialReads:
             return self._store.training_frame(*args, **kwargs)
 
 
-def test_two_trainings_at_once_leave_the_better_one_champion(
-    feature_env: tuple[object, FeatureStore], tmp_path: Path
-) -> None:
-    """The decision and the alias move happen under one lock: whichever finishes last, the champion
-    is the one with the better test metric on the same windows."""
-    _, store = feature_env
+def test_two_trainings_at_once_each_decide_under_the_lock(store: FeatureStore, tmp_path: Path) -> None:
+    """Before any evaluation every new version is served provisionally: under the lock, whichever decides
+    last is the champion, and the compare-and-set never sees the champion move under a decision."""
     shared = _SerialReads(store)
-    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri())
+    registry = _registry(tmp_path)
     lock = threading.Lock()
     results: dict[int, dict] = {}
+    errors: list[BaseException] = []
 
     def train(seed: int) -> None:
-        config = CONFIG.with_(seed=seed, epochs=2)
+        config = CONFIG.with_(model=CONFIG.model.with_(seed=seed, epochs=2))
         hooks = TrainHooks(job_key=f"job-{seed}", champion_lock=lambda _name: lock)
-        results[seed] = train_child("MSFT", "scratch", store=shared, registry=registry, config=config,
-                                    hooks=hooks)  # fmt: skip
+        try:
+            results[seed] = train_child("S01", "scratch", store=shared, registry=registry, config=config,
+                                        hooks=hooks)  # fmt: skip
+        except BaseException as exc:
+            errors.append(exc)
 
     threads = [threading.Thread(target=train, args=(seed,)) for seed in (1, 2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    name = child_name("MSFT")
-    versions = {r["version"] for r in results.values()}
-    assert len(versions) == 2 == len(registry.client.search_model_versions(f"name='{name}'"))
-    metric = {r["version"]: r["test"]["mase_persistence_mean"] for r in results.values()}
-    best = min(metric, key=metric.get)
-    assert registry.champion_version(name) == best
+    assert errors == []
+    name = child_name("S01")
+    assert len(registry.client.search_model_versions(f"name='{name}'")) == 2
+    decisions = {r["version"]: r["decision"] for r in results.values()}
+    first = next(v for v, d in decisions.items() if d.startswith("promoted provisionally (first champion"))
+    last = next(v for v in decisions if v != first)
+    assert decisions[last].startswith(f"promoted provisionally (v{last} replaces v{first})")
+    assert registry.champion_version(name) == last

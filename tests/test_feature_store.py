@@ -1,5 +1,5 @@
 """Feature store and ingest against real Redis (DBs 2 and 3) and real Feast: skew, point-in-time, bad input,
-staleness, idempotence, `feast apply` from feature_repo/."""
+staleness, idempotence, the market fetched with every ingest, `feast apply` from feature_repo/."""
 
 from __future__ import annotations
 
@@ -33,10 +33,18 @@ from ml.errors import (
 from ml.features.definitions import definitions
 from ml.features.pipeline import ingest
 from ml.features.store import FeatureStore
-from ml.features.technical import FEATURE_COLUMNS, MODEL_FEATURES, WARMUP, build_window, compute_features
+from ml.features.technical import (
+    FEATURE_COLUMNS,
+    WARMUP,
+    WINDOW_COLUMNS,
+    build_window,
+    compute_features,
+    model_rows,
+)
 from ml.settings import Settings
+from ml.tickers import INDEX_TICKER
 from tests.conftest import BASE_TICKERS, fresh_settings, make_settings
-from tests.test_data_sources import offline_only, synthetic_ohlcv, write_csv
+from tests.test_data_sources import as_source_frame, offline_only, synthetic_ohlcv, write_csv
 
 DB, FEAST_DB = 2, 3
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +83,8 @@ def csv_env(redis_dbs: Settings, tmp_path: Path) -> CsvEnv:
     """Each test ingests its own tickers: the online DB is shared with the `bundled` fixture."""
     settings = make_settings(tmp_path / "var", DB, FEAST_DB)
     store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
-    (tmp_path / "csv").mkdir()
+    # The market every ticker's volatility inputs read: ingested from the same source with any batch.
+    write_csv(tmp_path / "csv", INDEX_TICKER, synthetic_ohlcv(400, seed=99))
     source = make_source(f"csv:{tmp_path / 'csv'}", settings.var_path, cached=False)
     return CsvEnv(settings, store, tmp_path / "csv", source)
 
@@ -96,7 +105,7 @@ def assert_no_skew(store: FeatureStore, ticker: str, now: datetime) -> None:
     assert training.index[-1].date() == online.as_of
     np.testing.assert_array_equal(online.window, build_window(training, store.window))
     assert online.last_close == training["close"].iloc[-1]
-    assert online.feature_names == MODEL_FEATURES
+    assert online.feature_names == WINDOW_COLUMNS
 
 
 # -- bundled: the offline path of the whole pipeline ----------------------------------------------------
@@ -140,7 +149,8 @@ def test_training_frame_is_point_in_time(bundled: tuple[Env, dict]) -> None:
     assert frame.index[0] == pd.Timestamp("2010-01-04") and frame.index[-1] == pd.Timestamp("2010-12-31")
     assert len(frame) == 252 and list(frame.columns) == FEATURE_COLUMNS
     for day in frame.index[[0, 100, 251]]:
-        cut = compute_features(BundledSource().fetch("AAPL", end=day.date()))
+        market = BundledSource().fetch(INDEX_TICKER, end=day.date())["close"]
+        cut = compute_features(BundledSource().fetch("AAPL", end=day.date()), market)
         pd.testing.assert_series_equal(frame.loc[day], cut.iloc[-1], check_exact=True)
 
 
@@ -197,8 +207,22 @@ def test_point_in_time_across_a_growing_history(csv_env: CsvEnv) -> None:
     assert_no_skew(csv_env.store, "PITA", datetime(d2.year, d2.month, d2.day, tzinfo=UTC))
 
 
+def test_every_ingest_reads_the_market_from_the_same_source(csv_env: CsvEnv) -> None:
+    data = synthetic_ohlcv(250, seed=5)
+    write_csv(csv_env.csv_dir, "MKTS", data)
+    assert list(csv_env.run(["MKTS"])) == ["MKTS"]  # the market was read, not stored
+    assert csv_env.store.tickers() == ["MKTS"]
+    market = as_source_frame(synthetic_ohlcv(400, seed=99))["close"]
+    expected = model_rows(compute_features(as_source_frame(data), market))
+    stored = csv_env.store.training_frame("MKTS")
+    assert list(stored.index) == list(expected.index)
+    np.testing.assert_allclose(stored.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-12, equal_nan=True)
+    csv_env.run([INDEX_TICKER, "MKTS"])
+    assert csv_env.store.tickers() == ["MKTS", INDEX_TICKER]
+
+
 def test_revised_or_shorter_history_replaces_online_rows(csv_env: CsvEnv) -> None:
-    data = synthetic_ohlcv(200, seed=2)
+    data = synthetic_ohlcv(300, seed=2)
     now = datetime.combine(data.index[-1].date(), datetime.min.time(), UTC)
     write_csv(csv_env.csv_dir, "REVS", data)
     csv_env.run(["REVS"])
@@ -213,9 +237,9 @@ def test_revised_or_shorter_history_replaces_online_rows(csv_env: CsvEnv) -> Non
     assert after.as_of == before.as_of and not np.array_equal(after.window, before.window)
     assert_no_skew(csv_env.store, "REVS", now)
 
-    write_csv(csv_env.csv_dir, "REVS", revised.iloc[:120])  # the source now ends earlier
+    write_csv(csv_env.csv_dir, "REVS", revised.iloc[:220])  # the source now ends earlier
     csv_env.run(["REVS"])
-    end = revised.index[119]
+    end = revised.index[219]
     assert csv_env.store.training_frame("REVS").index[-1] == end
     assert csv_env.store.online_window("REVS", now=end.to_pydatetime()).as_of == end.date()
     assert_no_skew(csv_env.store, "REVS", end.to_pydatetime())
@@ -226,7 +250,7 @@ def test_revised_or_shorter_history_replaces_online_rows(csv_env: CsvEnv) -> Non
     [
         ("DUPE", lambda d: pd.concat([d, d.iloc[[10]]]), InvalidInput, r"DUPE has duplicate date\(s\) 2019-"),
         ("COLS", lambda d: d.drop(columns=["Volume"]), InvalidInput, r"COLS lacks column\(s\) volume"),
-        ("SHRT", lambda d: d.iloc[:100], InsufficientHistory, r"need at least 60 days .* have 51"),
+        ("SHRT", lambda d: d.iloc[:100], InsufficientHistory, r"need at least 60 days .* have 0"),
         ("NOFILE", None, UnknownTicker, r"no file NOFILE.csv for NOFILE"),
         ("../etc", None, InvalidTicker, r"invalid ticker '../etc'"),
         ("AAPL;DEL", None, InvalidTicker, r"invalid ticker 'AAPL;DEL'"),
@@ -258,7 +282,7 @@ def test_failed_ingest_leaves_everything_stored(
 
 
 def test_online_window_refuses_stale_rows(csv_env: CsvEnv) -> None:
-    write_csv(csv_env.csv_dir, "STAL", synthetic_ohlcv(150, seed=4))
+    write_csv(csv_env.csv_dir, "STAL", synthetic_ohlcv(250, seed=4))
     as_of = date.fromisoformat(str(csv_env.run(["STAL"])["STAL"]["as_of"]))
     at = datetime.combine(as_of, datetime.min.time(), UTC)
     assert csv_env.store.online_window("STAL", now=at + timedelta(days=7)).as_of == as_of  # the limit itself

@@ -1,4 +1,5 @@
-"""Technical features: agreement with the `ta` package, values by hand, no look-ahead, scale-freedom."""
+"""Daily features: the technical ones agree with the `ta` package and by hand; with the volatility inputs,
+no look-ahead and scale-freedom; the online window holds the volatility inputs and sigma by name."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from ml.data.bundled import BundledSource
 from ml.errors import InsufficientHistory
 from ml.features.technical import (
     FEATURE_COLUMNS,
-    MODEL_FEATURES,
+    TECHNICAL_FEATURES,
     WARMUP,
+    WINDOW_COLUMNS,
     build_window,
     compute_features,
     ema,
@@ -21,6 +23,7 @@ from ml.features.technical import (
     rsi,
     sma,
 )
+from ml.features.volatility import SIGMA_COLUMN, VOL_INPUTS, WARMUP_VOL, panel_inputs
 from tests.test_data_sources import as_source_frame, synthetic_ohlcv
 
 
@@ -92,7 +95,7 @@ def test_warm_up_and_close_only_history(aapl: pd.DataFrame) -> None:
     features = compute_features(aapl)
     rows = model_rows(features)
     assert rows.index[0] == aapl.index[WARMUP - 1]  # SMA 50 is the longest look-back
-    assert rows[MODEL_FEATURES].notna().all().all() and len(rows) == len(aapl) - WARMUP + 1
+    assert rows[TECHNICAL_FEATURES].notna().all().all() and len(rows) == len(aapl) - WARMUP + 1
     assert features["volume_z"].isna().all()  # bundled stocks have closes only
 
 
@@ -115,22 +118,41 @@ def test_model_features_are_scale_free(synthetic: pd.DataFrame) -> None:
     scaled[["open", "high", "low", "close"]] *= 1234.5
     scaled["volume"] *= 7
     ours, theirs = compute_features(synthetic), compute_features(scaled)
-    columns = [*MODEL_FEATURES, "volume_z"]
+    columns = [*TECHNICAL_FEATURES, "volume_z", *VOL_INPUTS]
     np.testing.assert_allclose(theirs[columns].to_numpy(), ours[columns].to_numpy(), rtol=1e-8, atol=1e-12)
     assert theirs["close"].iloc[-1] == pytest.approx(ours["close"].iloc[-1] * 1234.5)
+
+
+def test_volatility_inputs_read_the_market(synthetic: pd.DataFrame) -> None:
+    market = as_source_frame(synthetic_ohlcv(400, seed=8))["close"]
+    features = compute_features(synthetic, market)
+    assert list(features.columns) == FEATURE_COLUMNS
+    expected = panel_inputs(synthetic["close"], market)
+    pd.testing.assert_frame_equal(
+        features[[SIGMA_COLUMN, *VOL_INPUTS]], expected[[SIGMA_COLUMN, *VOL_INPUTS]]
+    )
+    own = compute_features(synthetic)  # ^GSPC is its own market: beta and correlation 1
+    assert own["corr_126"].notna().sum() == len(own) - WARMUP_VOL
+    np.testing.assert_allclose(own["corr_126"].dropna(), 1.0)
+    assert not features["mkt_r_sig"].equals(own["mkt_r_sig"])
 
 
 def test_build_window(synthetic: pd.DataFrame) -> None:
     features = compute_features(synthetic)
     window = build_window(features, 60)
-    assert window.shape == (60, len(MODEL_FEATURES)) and window.dtype == np.float64
-    np.testing.assert_array_equal(window, features[MODEL_FEATURES].to_numpy()[-60:])
+    assert window.shape == (60, len(WINDOW_COLUMNS)) and window.dtype == np.float64
+    assert [*VOL_INPUTS, SIGMA_COLUMN] == WINDOW_COLUMNS
+    np.testing.assert_array_equal(window, features[WINDOW_COLUMNS].to_numpy()[-60:])
     np.testing.assert_array_equal(
-        build_window(features.iloc[:200], 60), features[MODEL_FEATURES].to_numpy()[140:200]
+        build_window(features.iloc[:250], 60), features[WINDOW_COLUMNS].to_numpy()[190:250]
     )
-    short = compute_features(synthetic.iloc[:108])
+    short = compute_features(synthetic.iloc[: WARMUP_VOL + 59])
     with pytest.raises(
-        InsufficientHistory, match=r"need at least 60 days .*\(109 trading days of history\), have 59"
+        InsufficientHistory,
+        match=rf"need at least 60 days .*\({WARMUP_VOL + 60} trading days of history\), have 59",
     ):
         build_window(short, 60)
-    assert build_window(compute_features(synthetic.iloc[:109]), 60).shape == (60, len(MODEL_FEATURES))
+    assert build_window(compute_features(synthetic.iloc[: WARMUP_VOL + 60]), 60).shape == (
+        60,
+        len(WINDOW_COLUMNS),
+    )

@@ -12,13 +12,16 @@ from urllib.request import url2pathname
 import pytest
 import torch
 
+from ml.config import PanelModelConfig
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
 from ml.features.store import FeatureStore
+from ml.model.vol_lstm import VolQuantileLSTM
 from ml.registry.mlflow_registry import ModelRegistry, load_weights
 from ml.tickers import PARENT_NAME
 from ml.training.train import TrainConfig, train_parent
+from tests.test_model_train import synthetic_store
 
-CONFIG = TrainConfig(epochs=1, hidden=8, layers=1, history_days=700, seed=3)
+CONFIG = TrainConfig(model=PanelModelConfig(epochs=1, hidden=8, stride=8, seed=3, device="cpu"), val_days=100)
 
 
 class _RunsCode:
@@ -59,12 +62,14 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(feature_env: tuple[object, FeatureStore], tmp_path_factory: pytest.TempPathFactory) -> Env:
-    _, store = feature_env
+def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     tmp = tmp_path_factory.mktemp("model_registry")
+    store = synthetic_store(tmp / "var", 4, 5)
     registry = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (tmp / "art").as_uri())
     first = train_parent(store=store, registry=registry, config=CONFIG)
-    second = train_parent(store=store, registry=registry, config=CONFIG)  # same seed: ties, so promoted
+    second = train_parent(
+        store=store, registry=registry, config=CONFIG
+    )  # not evaluated: served provisionally
     return Env(store, registry, tmp, first, second)
 
 
@@ -91,8 +96,8 @@ def test_artifacts_live_under_the_artifact_root(env: Env) -> None:
 
 def test_alias_lookups_and_moves(env: Env) -> None:
     registry = env.registry
-    assert env.second["champion"] is True and "on the same test windows" in str(env.second["decision"])
-    assert env.first["test"] == env.second["test"]  # deterministic seeds
+    assert env.second["champion"] is True and "v2 replaces v1" in str(env.second["decision"])
+    assert env.first["best_val_loss"] == env.second["best_val_loss"]  # deterministic seeds
     assert registry.champion_version(PARENT_NAME) == "2"
     registry.set_champion(PARENT_NAME, "1")
     assert registry.champion_version(PARENT_NAME) == "1"
@@ -118,7 +123,9 @@ def test_loaded_model_is_eval_on_cpu(env: Env) -> None:
     loaded = env.registry.load(PARENT_NAME, "1")
     assert not loaded.model.training
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    assert isinstance(loaded.model, VolQuantileLSTM) and loaded.model.spec.hidden == 8
     assert (loaded.kind, loaded.strategy, loaded.card["architecture"]["hidden"]) == ("parent", None, 8)
+    assert list(loaded.scaler.feature_names) == list(loaded.model.spec.inputs)
 
 
 def test_two_registries_in_one_process_stay_apart(env: Env, tmp_path: Path) -> None:
@@ -146,11 +153,22 @@ def test_pickle_payload_in_the_store_never_runs(env: Env, weights: Path, tmp_pat
 
 def test_tampered_but_loadable_weights_fail_the_checksum(env: Env, weights: Path) -> None:
     state = torch.load(weights, weights_only=True)
-    state["head.1.bias"] = state["head.1.bias"] + 1.0
+    state["gaps.bias"] = state["gaps.bias"] + 1.0
     torch.save(state, weights)
     with pytest.raises(CorruptModel, match="checksum"):
         env.registry.load(PARENT_NAME, "1")
     assert env.registry.load(PARENT_NAME, "2").version == "2"  # other versions are unaffected
+
+
+def test_an_architecture_that_does_not_fit_the_weights_is_corrupt(env: Env) -> None:
+    path = _artifact(env.registry, "1", "model_card.json")
+    original = path.read_text()
+    try:
+        path.write_text(original.replace('"hidden": 8', '"hidden": 9'))
+        with pytest.raises(CorruptModel, match="do not fit its architecture"):
+            env.registry.load(PARENT_NAME, "1")
+    finally:
+        path.write_text(original)
 
 
 def test_damaged_scaler_is_corrupt(env: Env) -> None:

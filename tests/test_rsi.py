@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.features.technical import compute_features, rsi
+from ml.features.technical import rsi, technical_features
 
 
 def test_rsi_is_50_on_a_flat_series_and_100_on_a_pure_rise() -> None:
@@ -20,7 +20,7 @@ def test_rsi_is_50_on_a_flat_series_and_100_on_a_pure_rise() -> None:
 
 def test_flat_history_gives_neutral_model_features() -> None:
     days = pd.bdate_range("2020-01-02", periods=80)
-    features = compute_features(pd.DataFrame({"close": 50.0, "volume": 1e6}, index=days)).dropna(
+    features = technical_features(pd.DataFrame({"close": 50.0, "volume": 1e6}, index=days)).dropna(
         subset=["rsi_14"]
     )
     assert (features["rsi_14"] == 50.0).all()

@@ -8,7 +8,7 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, Int64, String
 
-from ml.features.technical import EXTRA_FEATURES, MODEL_FEATURES
+from ml.features.technical import FEATURE_COLUMNS
 
 DAILY_VIEW = "daily_features"
 WINDOW_VIEW = "model_window"
@@ -42,13 +42,12 @@ def definitions(offline_root: Path) -> list[Entity | FeatureView]:
         name=DAILY_VIEW,
         entities=[ticker_entity],
         ttl=FEATURE_TTL,
-        schema=[
-            Field(name="close", dtype=Float64),
-            *[Field(name=n, dtype=Float64) for n in [*MODEL_FEATURES, *EXTRA_FEATURES]],
-        ],
+        schema=[Field(name=n, dtype=Float64) for n in FEATURE_COLUMNS],
         source=daily_source,
         online=True,
     )
+    # `window` holds the last rows of ml.features.technical.WINDOW_COLUMNS flattened, named in order by
+    # `feature_names` (comma-separated), so a reader selects its inputs by name.
     window = FeatureView(
         name=WINDOW_VIEW,
         entities=[ticker_entity],

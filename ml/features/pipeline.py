@@ -1,4 +1,8 @@
-"""Ingest entry point: fetch -> features -> offline write -> materialize (idempotent)."""
+"""Ingest entry point: fetch -> features -> offline write -> materialize (idempotent).
+
+Every ticker's volatility inputs read the market (^GSPC), so its history is fetched from the same source
+with any batch (once; from the batch itself when ^GSPC is in it).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Callable
 from ml.data.base import DataSource
 from ml.features.store import FeatureStore, PreparedWrite
 from ml.features.technical import compute_features
-from ml.tickers import validate_ticker
+from ml.tickers import INDEX_TICKER, validate_ticker
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +33,16 @@ def ingest(
     valid = list(dict.fromkeys(validate_ticker(t) for t in tickers))
     batch: list[PreparedWrite] = []
     info: dict[str, dict[str, object]] = {}
-    for ticker in valid:
+    # The market first: every other ticker's features need it.
+    order = sorted(valid, key=lambda t: t != INDEX_TICKER)
+    market = None if INDEX_TICKER in valid or not valid else source.fetch(INDEX_TICKER)["close"]
+    for ticker in order:
         history = source.fetch(ticker)
+        if ticker == INDEX_TICKER:
+            market = history["close"]
         origin = str(history.attrs.get("source", source.name))
-        prepared = store.prepare(ticker, compute_features(history), source=origin)
+        features = compute_features(history, None if ticker == INDEX_TICKER else market)
+        prepared = store.prepare(ticker, features, source=origin)
         batch.append(prepared)
         info[ticker] = {
             "rows": len(prepared.daily),
@@ -42,7 +52,8 @@ def ingest(
         }
         if on_ticker:
             on_ticker(ticker, info[ticker])
-    results = {ticker: {**info[ticker], **stored} for ticker, stored in store.commit(batch).items()}
+    committed = store.commit(batch)
+    results = {ticker: {**info[ticker], **committed[ticker]} for ticker in valid}
     store.materialize(valid)
     log.info("ingested %s", {t: (r["rows"], r["as_of"]) for t, r in results.items()})
     return results

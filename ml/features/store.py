@@ -24,7 +24,13 @@ from ml.data.atomic import atomic_write
 from ml.data.base import check_range
 from ml.errors import FeaturesMissing, StaleFeatures
 from ml.features.definitions import DAILY_VIEW, WINDOW_VIEW, definitions, offline_dirs
-from ml.features.technical import FEATURE_COLUMNS, MODEL_FEATURES, build_window, model_rows
+from ml.features.technical import (
+    FEATURE_COLUMNS,
+    TECHNICAL_FEATURES,
+    WINDOW_COLUMNS,
+    build_window,
+    model_rows,
+)
 from ml.tickers import ticker_filename, validate_ticker
 
 # Sources whose history is frozen (shipped in a package): their rows are as fresh as they will ever be.
@@ -37,9 +43,18 @@ class OnlineWindow:
     ticker: str
     as_of: date
     window: np.ndarray  # (window_len, n_features), float64
-    feature_names: list[str]
+    feature_names: list[str]  # the window's columns (WINDOW_COLUMNS when ingested by this version)
     last_close: float
     source: str
+
+    def columns(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
+        """(window_len, len(names)): the window's columns picked by name."""
+        missing = [n for n in names if n not in self.feature_names]
+        if missing:
+            raise FeaturesMissing(
+                f"online window for {self.ticker} lacks {', '.join(missing)}: ingest it again"
+            )
+        return self.window[:, [self.feature_names.index(n) for n in names]]
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,12 @@ class FeatureStore:
     def _window_path(self, ticker: str) -> Path:
         return offline_dirs(self.offline_root)[1] / f"{ticker_filename(ticker)}.parquet"
 
+    def tickers(self) -> list[str]:
+        """Every ticker with stored daily features, sorted."""
+        found = [pd.read_parquet(p, columns=["ticker"])["ticker"].iloc[0]
+                 for p in offline_dirs(self.offline_root)[0].glob("*.parquet")]  # fmt: skip
+        return sorted(str(t) for t in found)
+
     def stored_daily(self, ticker: str) -> pd.DataFrame | None:
         path = self._daily_path(ticker)
         return pd.read_parquet(path) if path.exists() else None
@@ -159,7 +180,7 @@ class FeatureStore:
                 "window": [window.reshape(-1).tolist()],
                 "window_len": [window.shape[0]],
                 "n_features": [window.shape[1]],
-                "feature_names": [",".join(MODEL_FEATURES)],
+                "feature_names": [",".join(WINDOW_COLUMNS)],
                 "last_close": [float(rows["close"].iloc[-1])],
                 "as_of": [as_of.date().isoformat()],
                 "source": [source],
@@ -209,7 +230,9 @@ class FeatureStore:
         frame = frame.sort_values("event_timestamp")
         frame.index = pd.DatetimeIndex(frame["event_timestamp"]).tz_convert(None).rename("date")
         frame = frame[FEATURE_COLUMNS].astype("float64")
-        empty = frame[MODEL_FEATURES].isna().any(axis=1)
+        # Every stored row has its close and technical features; only the volatility inputs may be NaN
+        # (still warming up), so a missing one of these means the join lost the row.
+        empty = frame[["close", *TECHNICAL_FEATURES]].isna().any(axis=1)
         if empty.any():
             raise FeaturesMissing(
                 f"point-in-time join for {ticker} returned {int(empty.sum())} incomplete row(s), first "
@@ -259,7 +282,7 @@ class FeatureStore:
                 )
         names = row["feature_names"][0].split(",")
         shape = (int(row["window_len"][0]), int(row["n_features"][0]))
-        if names != MODEL_FEATURES:
+        if not set(WINDOW_COLUMNS) <= set(names):
             raise FeaturesMissing(f"online window for {ticker} has another feature set; ingest it again")
         window = np.asarray(row["window"][0], dtype=np.float64).reshape(shape)
         return OnlineWindow(ticker, as_of, window, names, float(row["last_close"][0]), source)

@@ -1,7 +1,9 @@
-"""Technical features, computed from data up to and including day t only (pure: frames in, frames out).
+"""The daily features stored at ingest, computed from data up to and including day t only (pure: frames
+in, frames out): the technical indicators (shown in the snapshot, optional model inputs) and the
+volatility model's inputs (ml.features.volatility), whose last `window` rows are the online model window.
 
-Every feature in MODEL_FEATURES is scale-free (ratios, returns, bounded oscillators), so one parent model
-trained on ^GSPC can read any ticker. Raw indicator functions match the `ta` package's definitions.
+Every technical feature is scale-free (ratios, returns, bounded oscillators). Raw indicator functions
+match the `ta` package's definitions.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from ml.errors import InsufficientHistory
+from ml.features.volatility import SIGMA_COLUMN, VOL_INPUTS, WARMUP_VOL, panel_inputs
 
-MODEL_FEATURES = [
+TECHNICAL_FEATURES = [
     "rsi_14",
     "macd_rel",
     "macd_signal_rel",
@@ -25,8 +28,11 @@ MODEL_FEATURES = [
     "vol_20",
 ]
 EXTRA_FEATURES = ["volume_z"]
-FEATURE_COLUMNS = ["close", *MODEL_FEATURES, *EXTRA_FEATURES]
-# Observations the longest look-back (SMA 50) needs: the first WARMUP - 1 rows carry NaNs.
+# What the online model window carries, by name: the model's inputs and sigma-hat (which scales its answer).
+WINDOW_COLUMNS = [*VOL_INPUTS, SIGMA_COLUMN]
+FEATURE_COLUMNS = ["close", *TECHNICAL_FEATURES, *EXTRA_FEATURES, SIGMA_COLUMN, *VOL_INPUTS]
+# Observations the longest technical look-back (SMA 50) needs: the first WARMUP - 1 rows carry NaNs. A
+# stored row has every technical feature; the volatility inputs fill later (ml.features.volatility).
 WARMUP = 50
 
 
@@ -60,8 +66,8 @@ def macd(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> p
     return pd.DataFrame({"macd": line, "signal": sig, "hist": line - sig}, index=close.index)
 
 
-def compute_features(history: pd.DataFrame) -> pd.DataFrame:
-    """Daily OHLCV (indexed by date) -> FEATURE_COLUMNS (indexed by date), NaN during warm-up."""
+def technical_features(history: pd.DataFrame) -> pd.DataFrame:
+    """Daily OHLCV (indexed by date) -> close, TECHNICAL_FEATURES and EXTRA_FEATURES, NaN during warm-up."""
     close = history["close"].astype("float64")
     log_close = np.log(close)
     m = macd(close)
@@ -81,23 +87,38 @@ def compute_features(history: pd.DataFrame) -> pd.DataFrame:
     volume = history["volume"].astype("float64") if "volume" in history else close * np.nan
     mean, std = volume.rolling(20, min_periods=20).mean(), volume.rolling(20, min_periods=20).std()
     out["volume_z"] = ((volume - mean) / std).where(std > 0)
-    return out[FEATURE_COLUMNS]
+    return out[["close", *TECHNICAL_FEATURES, *EXTRA_FEATURES]]
+
+
+def compute_features(history: pd.DataFrame, market_close: pd.Series | None = None) -> pd.DataFrame:
+    """Daily OHLCV -> FEATURE_COLUMNS (indexed by date), NaN during warm-up.
+
+    `market_close`: ^GSPC's closes, for the market inputs; None for ^GSPC itself (its own market).
+    """
+    technical = technical_features(history)
+    close = technical["close"]
+    vol = panel_inputs(close, close if market_close is None else market_close.astype("float64"))
+    return technical.join(vol.drop(columns="close"))[FEATURE_COLUMNS]
 
 
 def model_rows(features: pd.DataFrame) -> pd.DataFrame:
-    """The rows a model can use: every MODEL_FEATURE present."""
-    return features.dropna(subset=MODEL_FEATURES)
+    """The rows stored: every technical feature present (the volatility inputs may still be warming up)."""
+    return features.dropna(subset=TECHNICAL_FEATURES)
 
 
 def build_window(features: pd.DataFrame, window: int) -> np.ndarray:
-    """The model input ending at the last row of `features`: shape (window, len(MODEL_FEATURES))."""
-    rows = model_rows(features)
-    if len(rows) < window:
+    """The online model window: the last `window` rows of WINDOW_COLUMNS, ending at the last row of
+    `features`, every value finite; shape (window, len(WINDOW_COLUMNS))."""
+    values = features[WINDOW_COLUMNS].to_numpy(dtype=np.float64)
+    complete = np.isfinite(values).all(axis=1)
+    # Complete rows counted back from the last one: the window must end on the as-of day.
+    trailing = len(complete) if complete.all() else int(np.argmin(complete[::-1]))
+    if trailing < window:
         raise InsufficientHistory(
-            f"need at least {window} days of complete features ({window + WARMUP - 1} trading days of "
-            f"history), have {len(rows)}"
+            f"need at least {window} days of complete features ({window + WARMUP_VOL} trading days of "
+            f"history), have {trailing}"
         )
-    return rows[MODEL_FEATURES].to_numpy(dtype=np.float64)[-window:]
+    return values[-window:]
 
 
 # The technical indicators the global model may read as extra inputs (the benchmark's ablation), without
@@ -107,6 +128,6 @@ TECHNICAL_INPUTS = ("rsi_14", "macd_hist_rel", "sma_20_rel", "sma_50_rel", "ema_
 
 def technical_inputs(close: pd.Series) -> pd.DataFrame:
     """TECHNICAL_INPUTS of a close series; RSI centred on 0 in [-1, 1] like the other bounded inputs."""
-    frame = compute_features(pd.DataFrame({"close": close}))
+    frame = technical_features(pd.DataFrame({"close": close}))
     frame["rsi_14"] = (frame["rsi_14"] - 50.0) / 50.0
     return frame[list(TECHNICAL_INPUTS)]

@@ -1,7 +1,8 @@
-"""Per-model standardisation of inputs and targets, fit on the train split only and stored as JSON.
+"""Per-model standardisation of the inputs, fit on the training samples only (ml.training.panel) and
+stored as JSON beside the weights.
 
-Targets are divided by their train-split scale (per horizon) so the network and the pinball loss work in
-units of "typical move for this ticker", which is what lets a parent's weights serve a more volatile child.
+The targets are already standardised by sigma-hat (ml.model.vol_lstm), so their scale is 1 by
+construction; `target_scale` stays in the document (one per horizon day) so that a reader can check it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 # Standardised inputs beyond this many deviations (crash days) are clipped so one outlier cannot saturate
 # the LSTM gates for the rest of its window.
 CLIP = 8.0
-_MIN_STD = 1e-12
 
 
 @dataclass(frozen=True)
@@ -27,30 +27,6 @@ class Scaler:
     fit_start: str  # first and last date of the rows the statistics saw
     fit_end: str
     n_rows: int
-
-    @classmethod
-    def fit(
-        cls,
-        feature_rows: np.ndarray,
-        targets: np.ndarray,
-        *,
-        feature_names: list[str],
-        fit_start: str,
-        fit_end: str,
-    ) -> Scaler:
-        """feature_rows: (rows, features); targets: (samples, horizon) log returns of the same split."""
-        mean = feature_rows.mean(axis=0)
-        std = feature_rows.std(axis=0)
-        target_scale = targets.std(axis=0)
-        return cls(
-            feature_names=list(feature_names),
-            mean=[float(v) for v in mean],
-            std=[float(v) if v > _MIN_STD else 1.0 for v in std],
-            target_scale=[float(v) if v > _MIN_STD else 1.0 for v in target_scale],
-            fit_start=fit_start,
-            fit_end=fit_end,
-            n_rows=int(feature_rows.shape[0]),
-        )
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Any array whose last axis is the features -> standardised float32 of the same shape."""

@@ -1,8 +1,10 @@
-"""Model cards, read without torch: what the API and the CLI show about registered models.
+"""Model cards and evaluation records, read without torch: what the API and the CLI show about models.
 
 A thin reader over the MLflow registry (MlflowClient only, imported when a reader is made), so the API's
-processes never load PyTorch to answer `GET /models`. The served card is the JSON artifact each version's
-run logged last (ml.registry.registration), with the champion decision in it.
+processes never load PyTorch to answer `GET /models`. The stored card is the JSON artifact each version's
+run logged last (ml.registry.registration), with the champion decision in it. A card as read also
+carries `evaluation`: the latest evaluation of its recipe and universe (a run of the
+`stockq-evaluations` experiment, ml.evaluation.run), or None, and the `verdict` derived from it.
 """
 
 from __future__ import annotations
@@ -10,19 +12,58 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
+from ml.evaluation.promotion import card_verdict
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHAMPION = "champion"
 MODEL_DIR = "model"
 CARD_FILE = "model_card.json"
-# Per-window losses (a few thousand numbers) serve the next promotion test, not a reader of the card.
-_HEAVY = ("windows",)
+EVALUATIONS = "stockq-evaluations"  # the experiment of the evaluation runs
+EVALUATION_FILE = "evaluation.json"
+RECIPE_TAG, UNIVERSE_TAG = "recipe", "universe"
 
 
 def _missing(exc: Exception) -> bool:
     return str(getattr(exc, "error_code", "")) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def latest_evaluation(client: MlflowClient, recipe: str, universe: str) -> dict[str, Any] | None:
+    """The newest finished evaluation run of (recipe, universe): its summary with its run_id, or None."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(EVALUATIONS)
+    if experiment is None:
+        return None
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.{RECIPE_TAG} = '{recipe}' and tags.{UNIVERSE_TAG} = '{universe}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            summary = json.loads(Path(client.download_artifacts(run_id, EVALUATION_FILE, tmp)).read_text())
+        except (MlflowException, OSError, ValueError) as exc:
+            raise CorruptModel(f"evaluation run {run_id}: {EVALUATION_FILE} unreadable: {exc}") from exc
+    return {**summary, "run_id": run_id}
+
+
+def with_evaluation(card: dict[str, Any], client: MlflowClient) -> dict[str, Any]:
+    """The card with the latest evaluation of its recipe and universe, and the verdict from it."""
+    recipe, universe = card.get("recipe"), card.get("universe")
+    evaluation = latest_evaluation(client, recipe, universe) if recipe and universe else None
+    return {**card, "evaluation": evaluation, "verdict": card_verdict(evaluation)}
 
 
 class CardReader:
@@ -52,7 +93,8 @@ class CardReader:
         return out
 
     def card(self, name: str, version: str | None = None) -> dict[str, Any]:
-        """A version's card (None: the champion's), with whether it is the champion; ModelNotFound if not."""
+        """A version's card (None: the champion's) with its recipe's latest evaluation and whether it is
+        the champion; ModelNotFound if there is no such version."""
         from mlflow.exceptions import MlflowException
 
         if version is not None and not str(version).isdigit():
@@ -74,8 +116,6 @@ class CardReader:
                 card = json.loads(path.read_text())
             except (MlflowException, OSError, ValueError) as exc:
                 raise CorruptModel(f"{name} v{mv.version}: model card unreadable: {exc}") from exc
-        backtest = card.get("backtest")
-        if isinstance(backtest, dict):
-            card["backtest"] = {k: v for k, v in backtest.items() if k not in _HEAVY}
         champion = self.client.get_registered_model(name).aliases.get(CHAMPION)
+        card = with_evaluation(card, self.client)
         return {**card, "version": str(mv.version), "champion": str(champion) == str(mv.version)}

@@ -25,9 +25,19 @@ import torch
 from torch import nn
 
 from ml.errors import Cancelled, CorruptModel, InvalidInput, ModelNotFound
-from ml.model.lstm import ModelSpec, QuantileLSTM
 from ml.model.scaler import Scaler
-from ml.registry.cards import CARD_FILE, CHAMPION, MODEL_DIR
+from ml.model.vol_lstm import VolQuantileLSTM, VolSpec
+from ml.registry.cards import (
+    CARD_FILE,
+    CHAMPION,
+    EVALUATION_FILE,
+    EVALUATIONS,
+    MODEL_DIR,
+    RECIPE_TAG,
+    UNIVERSE_TAG,
+    latest_evaluation,
+    with_evaluation,
+)
 from ml.tickers import PARENT_NAME
 
 # MLflow decides on telemetry when it is imported, so this must precede the import. Workers log, they have
@@ -59,9 +69,9 @@ _REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
 class LoadedModel:
     name: str
     version: str
-    model: QuantileLSTM
+    model: VolQuantileLSTM
     scaler: Scaler
-    card: dict[str, Any]
+    card: dict[str, Any]  # with the latest evaluation of its recipe (ml.registry.cards.with_evaluation)
     kind: str  # "parent" | "child"
     strategy: str | None
 
@@ -151,7 +161,7 @@ class TrainingRun:
         return str(version)
 
     def log_json(self, value: dict[str, Any], name: str) -> None:
-        """A JSON artifact of this run (e.g. its backtest, so a retried job does not run it again)."""
+        """A JSON artifact of this run (e.g. a finished phase, so a retried job does not run it again)."""
         self.client.log_text(self.run_id, json.dumps(value), name)
 
     def load_json(self, name: str) -> dict[str, Any] | None:
@@ -177,7 +187,8 @@ class TrainingRun:
         self.flush()
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint of this run (None when it has none), its unsent epoch metrics re-sent."""
+        """The last checkpoint of this run (None when it has none), its unsent epoch metrics re-sent (under
+        the checkpoint's `metric_prefix`, when it has one)."""
         if not any(
             a.path.endswith(CHECKPOINT_FILE) for a in self.client.list_artifacts(self.run_id, CHECKPOINT_DIR)
         ):
@@ -192,11 +203,16 @@ class TrainingRun:
                 raise CorruptModel(f"checkpoint of run {self.run_id} is unreadable: {exc}") from exc
         if not isinstance(state, dict) or "epoch" not in state:
             raise CorruptModel(f"checkpoint of run {self.run_id} is not a training checkpoint")
-        logged = {m.step for m in self.client.get_metric_history(self.run_id, "train_loss")}
+        prefix = str(state.get("metric_prefix", ""))
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, f"{prefix}train_loss")}
         for row in state.get("history", []):
             if row["epoch"] not in logged:
-                self.log_epoch(row["epoch"], {"train_loss": row["train_loss"], "val_loss": row["val_loss"],
-                                              "epoch_seconds": row["seconds"]})  # fmt: skip
+                metrics = {
+                    "train_loss": row["train_loss"],
+                    "val_loss": row["val_loss"],
+                    "epoch_seconds": row["seconds"],
+                }
+                self.log_epoch(row["epoch"], {prefix + k: v for k, v in metrics.items()})
         self.flush()
         return state
 
@@ -209,28 +225,58 @@ class ModelRegistry:
 
         ensure_tracking_store(tracking_uri, artifact_root)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._experiment_id: str | None = None
+        self._experiment_ids: dict[str, str] = {}
 
     # -- training side ---------------------------------------------------------------------------
-    def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            found = self.client.get_experiment_by_name(EXPERIMENT)
+    def experiment_id(self, name: str = EXPERIMENT) -> str:
+        if name not in self._experiment_ids:
+            found = self.client.get_experiment_by_name(name)
             if found is None:
                 # A local store (sqlite/file) gets the caller's artifact root so nothing lands in ./mlruns;
                 # a tracking server chooses its own artifact store, reachable from every host.
                 local = urlparse(self.tracking_uri).scheme not in _REMOTE_SCHEMES
                 location = self.artifact_root if local else None
+                if location is not None and name != EXPERIMENT:
+                    location = f"{location.rstrip('/')}/{name}"
                 try:
-                    self._experiment_id = self.client.create_experiment(
-                        EXPERIMENT, artifact_location=location
+                    self._experiment_ids[name] = self.client.create_experiment(
+                        name, artifact_location=location
                     )
                 except MlflowException as exc:
                     if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    self._experiment_id = self.client.get_experiment_by_name(EXPERIMENT).experiment_id
+                    self._experiment_ids[name] = self.client.get_experiment_by_name(name).experiment_id
             else:
-                self._experiment_id = found.experiment_id
-        return self._experiment_id
+                self._experiment_ids[name] = found.experiment_id
+        return self._experiment_ids[name]
+
+    # -- evaluations -------------------------------------------------------------------------------
+    def record_evaluation(self, summary: dict[str, Any], files: dict[str, Path]) -> str:
+        """An evaluation as a finished run of the `stockq-evaluations` experiment, tagged with its recipe
+        and universe: the summary as `evaluation.json` (with the run's id in it), `files` as artifacts
+        under their names. Returns the run id."""
+        tags = {RECIPE_TAG: str(summary["recipe"]), UNIVERSE_TAG: str(summary["universe"])}
+        run_id = self.client.create_run(
+            self.experiment_id(EVALUATIONS),
+            run_name=f"evaluate-{tags[RECIPE_TAG]}-{tags[UNIVERSE_TAG]}",
+            tags=tags,
+        ).info.run_id
+        status = RunStatus.FAILED
+        try:
+            self.client.log_text(run_id, json.dumps({**summary, "run_id": run_id}, indent=1), EVALUATION_FILE)
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, path in files.items():
+                    copy = Path(tmp) / name
+                    copy.write_bytes(Path(path).read_bytes())
+                    self.client.log_artifact(run_id, str(copy))
+            status = RunStatus.FINISHED
+        finally:
+            self.client.set_terminated(run_id, RunStatus.to_string(status))
+        return run_id
+
+    def latest_evaluation(self, recipe: str, universe: str) -> dict[str, Any] | None:
+        """The newest recorded evaluation of (recipe, universe), or None."""
+        return latest_evaluation(self.client, recipe, universe)
 
     @contextlib.contextmanager
     def training_run(
@@ -309,11 +355,6 @@ class ModelRegistry:
             hint = "train the parent first" if name == PARENT_NAME else "train this child first"
             raise ModelNotFound(f"the registry has no {what}: {hint}") from exc
 
-    def version_tags(self, name: str) -> dict[str, dict[str, str]]:
-        """Every registered version of `name` -> its tags (no artifacts downloaded)."""
-        found = self.client.search_model_versions(f"name = '{name}'")
-        return {str(mv.version): dict(mv.tags) for mv in found}
-
     def champion_version(self, name: str) -> str | None:
         try:
             return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
@@ -333,9 +374,11 @@ class ModelRegistry:
             raise CorruptModel(f"artifacts of {mv.name} v{mv.version} cannot be read: {exc}") from exc
 
     def model_card(self, name: str, version: str) -> dict[str, Any]:
+        """The stored card with the latest evaluation of its recipe and the verdict from it."""
         mv = self._version(name, version)
         with tempfile.TemporaryDirectory() as tmp:
-            return _read_card(self._download(mv, f"{MODEL_DIR}/{CARD_FILE}", tmp), mv)
+            card = _read_card(self._download(mv, f"{MODEL_DIR}/{CARD_FILE}", tmp), mv)
+        return with_evaluation(card, self.client)
 
     def load(self, name: str, version: str | None = None, *, device: str | None = None) -> LoadedModel:
         """A registered version (None = the champion), in eval mode on `device` (default CPU)."""
@@ -346,14 +389,16 @@ class ModelRegistry:
             card = _read_card(folder / CARD_FILE, mv)
             try:
                 scaler = Scaler.from_json((folder / SCALER_FILE).read_text())
-                spec = ModelSpec(**card["architecture"])
+                spec = VolSpec.from_dict(card["architecture"])
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 raise CorruptModel(f"{label}: scaler or architecture unreadable: {exc}") from exc
             weights = folder / WEIGHTS_FILE
             if not weights.is_file() or _sha256(weights) != mv.tags.get(SHA_TAG):
                 raise CorruptModel(f"{label}: weights file missing or altered since registration (checksum)")
             state = load_weights(weights)
-        model = QuantileLSTM(spec)
+        if list(scaler.feature_names) != list(spec.inputs):
+            raise CorruptModel(f"{label}: the scaler's inputs are not the model's")
+        model = VolQuantileLSTM(spec)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -364,7 +409,7 @@ class ModelRegistry:
             version=str(mv.version),
             model=model,
             scaler=scaler,
-            card=card,
+            card=with_evaluation(card, self.client),
             kind=str(card.get("kind")),
             strategy=card.get("strategy"),
         )

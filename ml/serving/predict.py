@@ -1,10 +1,11 @@
-"""Inference core: champion model + one online window -> dated 7-day quantile forecasts of the close.
+"""Inference core: champion model + one online window -> dated quantile forecasts of the close.
 
-Every band is served calibrated: the card's CQR correction (fit on the walk-forward's out-of-sample
-windows, ml.evaluation.calibration) is applied to the model's raw quantiles. A parent serving another ticker
-than its own (no child yet) learnt ^GSPC's volatility: its band is rescaled around the median so that the
-day-1 band is as wide as that ticker's own RiskMetrics 80 % band today (the parent's shape across horizons
-kept), and the result says `fallback: parent`.
+The model reads the window's volatility inputs (by name, through its scaler) and its ticker's embedding
+row (a ticker outside its universe: the mean embedding), and predicts standardised quantiles z; the
+served log-return quantile of day h is z * sigma_t * sqrt(h), sigma_t being the window's last sigma-hat.
+When the latest evaluation of the model's recipe fit calibration shifts (per level and horizon, on the z
+scale: ml.evaluation.quantile_calibration), they are applied first. A parent serving another ticker than
+^GSPC (no child yet) says `fallback: parent`, as before the global model.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 
 from ml.calendar import next_sessions
 from ml.errors import InsufficientHistory, InvalidInput, ModelNotFound, StockqError
-from ml.evaluation.calibration import apply_cqr
-from ml.model.lstm import QUANTILES, predict_log_returns
+from ml.evaluation.quantile_calibration import apply_shifts
+from ml.features.volatility import SIGMA_COLUMN
+from ml.model.vol_lstm import horizon_scale, predict_z
 from ml.registry.mlflow_registry import LoadedModel, ModelRegistry
 from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
 
@@ -28,28 +29,37 @@ if TYPE_CHECKING:
     from ml.features.store import FeatureStore, OnlineWindow
 
 MODEL_CHOICES = ("auto", "child", "parent")
+BAND_LEVELS = (0.1, 0.5, 0.9)  # p10 / p50 / p90: the served 80 % band and the median
 GetModel = Callable[[str], LoadedModel | None]
 
 
 def forecast_from_returns(
-    last_close: float, as_of: date, quantile_log_returns: np.ndarray
+    last_close: float, as_of: date, quantile_log_returns: np.ndarray, levels: tuple[float, ...]
 ) -> list[dict[str, Any]]:
-    """(horizon, 3) log-return quantiles from the last close -> one dated price band per trading day."""
-    ordered = np.sort(np.asarray(quantile_log_returns, dtype=np.float64), axis=1)
-    days = next_sessions(as_of, len(ordered))
-    return [
-        {
-            "day": i + 1,
-            "date": day.isoformat(),
-            "p10": last_close * math.exp(q10),
-            "p50": last_close * math.exp(q50),
-            "p90": last_close * math.exp(q90),
-            "log_return_p10": float(q10),
-            "log_return_p50": float(q50),
-            "log_return_p90": float(q90),
-        }
-        for i, (day, (q10, q50, q90)) in enumerate(zip(days, ordered.tolist(), strict=True))
-    ]
+    """(horizon, levels) log-return quantiles from the last close -> one dated row per trading day: the
+    p10 / p50 / p90 band (prices and log returns) and every level in `quantiles`."""
+    q = np.sort(np.asarray(quantile_log_returns, dtype=np.float64), axis=1)
+    at = [levels.index(level) for level in BAND_LEVELS]
+    rows = []
+    for i, day in enumerate(next_sessions(as_of, len(q))):
+        lo, mid, hi = (float(q[i, j]) for j in at)
+        rows.append(
+            {
+                "day": i + 1,
+                "date": day.isoformat(),
+                "p10": last_close * math.exp(lo),
+                "p50": last_close * math.exp(mid),
+                "p90": last_close * math.exp(hi),
+                "log_return_p10": lo,
+                "log_return_p50": mid,
+                "log_return_p90": hi,
+                "quantiles": [
+                    {"level": level, "log_return": float(r), "price": last_close * math.exp(r)}
+                    for level, r in zip(levels, q[i].tolist(), strict=True)
+                ],
+            }
+        )
+    return rows
 
 
 def registry_getter(registry: ModelRegistry) -> GetModel:
@@ -80,27 +90,48 @@ def resolve_model(ticker: str, model: str, get_model: GetModel) -> LoadedModel:
     return parent
 
 
-def served_band(window: OnlineWindow, loaded: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, dict]:
-    """(horizon, 3) raw quantiles -> the band users get, and how it was made."""
-    calibration = loaded.card.get("calibration")
-    q = apply_cqr(raw[None], calibration)[0] if calibration else np.asarray(raw, np.float64)
-    info: dict[str, Any] = {"calibration": calibration["method"] if calibration else None}
+def calibration_shifts(loaded: LoadedModel) -> tuple[np.ndarray | None, str | None]:
+    """The (H, L) z shifts of the latest evaluation of the model's recipe, when they fit its levels."""
+    evaluation = loaded.card.get("evaluation") or {}
+    calibration = evaluation.get("calibration") or {}
+    spec = loaded.model.spec
+    shifts = np.asarray(calibration.get("shifts", []), dtype=np.float64)
+    fits = shifts.shape == (spec.horizon, len(spec.levels))
+    if not fits or [float(v) for v in calibration.get("levels", [])] != list(spec.levels):
+        return None, None
+    return shifts, str(evaluation.get("run_id"))
+
+
+def _inputs(window: OnlineWindow, loaded: LoadedModel) -> tuple[np.ndarray, float]:
+    """The window's last `spec.window` rows of the model's inputs, scaled, and the last sigma-hat."""
+    spec = loaded.model.spec
+    if window.window.shape[0] < spec.window:
+        raise InsufficientHistory(
+            f"{window.ticker}: the online window has {window.window.shape[0]} days, "
+            f"the model needs {spec.window}"
+        )
+    raw = window.columns(spec.inputs)[-spec.window :]
+    sigma = float(window.columns((SIGMA_COLUMN,))[-1, 0])
+    if not np.isfinite(raw).all() or not sigma > 0:
+        raise InsufficientHistory(f"{window.ticker}: the online window has undefined inputs: ingest it again")
+    return loaded.scaler.transform(raw), sigma
+
+
+def _result(window: OnlineWindow, loaded: LoadedModel, z: np.ndarray, sigma: float) -> dict[str, Any]:
+    spec = loaded.model.spec
+    shifts, calibrated_by = calibration_shifts(loaded)
+    served = apply_shifts(z, shifts) if shifts is not None else np.sort(z, axis=-1)
+    log_returns = served * horizon_scale(np.array([sigma]), spec.horizon)[0][:, None]
+    forecast = forecast_from_returns(window.last_close, window.as_of, log_returns, tuple(spec.levels))
+    known = window.ticker in spec.tickers
+    band: dict[str, Any] = {
+        "sigma": sigma,
+        "levels": list(spec.levels),
+        "embedding": "ticker" if known else "mean",
+        "calibration": None if calibrated_by is None else f"evaluation {calibrated_by}",
+    }
     if loaded.kind == "parent" and window.ticker != INDEX_TICKER:
-        from ml.evaluation.baselines import ewma_volatility  # statsmodels, for the parent fallback only
-
-        daily = window.window[:, window.feature_names.index("log_ret_1d")]
-        z = stats.norm.ppf(QUANTILES)
-        wanted = (z[-1] - z[0]) * float(ewma_volatility(daily)[-1])
-        width = float(q[0, -1] - q[0, 0])
-        scale = wanted / width if width > 0 else 1.0
-        q = q[:, 1:2] + (q - q[:, 1:2]) * scale
-        info |= {"fallback": "parent", "volatility_scale": scale}
-    return q, info
-
-
-def _result(window: OnlineWindow, loaded: LoadedModel, raw: np.ndarray) -> dict[str, Any]:
-    quantiles, band = served_band(window, loaded, raw)
-    forecast = forecast_from_returns(window.last_close, window.as_of, quantiles)
+        band["fallback"] = "parent"
     return {
         "ticker": window.ticker,
         "as_of": window.as_of.isoformat(),
@@ -116,8 +147,16 @@ def _result(window: OnlineWindow, loaded: LoadedModel, raw: np.ndarray) -> dict[
         **({"fallback": band["fallback"]} if "fallback" in band else {}),
         "forecast": forecast,
         "next_day": forecast[0],
-        "seven_day": forecast[6],
+        "seven_day": forecast[min(6, len(forecast) - 1)],
     }
+
+
+def _forward(loaded: LoadedModel, windows: list[OnlineWindow]) -> list[tuple[np.ndarray, float]]:
+    """One forward pass over every window the model serves: (z (H, L), sigma) per window."""
+    inputs = [_inputs(w, loaded) for w in windows]
+    ids = loaded.model.spec.ticker_ids([w.ticker for w in windows])
+    z = predict_z(loaded.model, np.stack([x for x, _ in inputs]), ids)
+    return [(z[i], sigma) for i, (_, sigma) in enumerate(inputs)]
 
 
 def predict(
@@ -132,8 +171,8 @@ def predict(
     ticker = validate_ticker(ticker)
     loaded = resolve_model(ticker, model, get_model or registry_getter(registry))
     window = store.online_window(ticker, now=now)
-    quantiles = predict_log_returns(loaded.model, loaded.scaler, _input(window, loaded))
-    return _result(window, loaded, quantiles[0])
+    ((z, sigma),) = _forward(loaded, [window])
+    return _result(window, loaded, z, sigma)
 
 
 def predict_many(
@@ -161,25 +200,14 @@ def predict_many(
             ticker = validate_ticker(raw)
             loaded = resolve_model(ticker, model, get)
             window = store.online_window(ticker, now=now)
-            _input(window, loaded)  # reject a too-short window here, not in the middle of a batch
+            _inputs(window, loaded)  # reject a too-short window here, not in the middle of a batch
         except StockqError as exc:
             results[key] = {"error": exc.to_dict()}
             continue
         groups.setdefault((loaded.name, loaded.version), []).append((window, loaded))
     for members in groups.values():
         loaded = members[0][1]
-        batch = np.concatenate([_input(w, loaded) for w, _ in members])
-        quantiles = predict_log_returns(loaded.model, loaded.scaler, batch)
-        for (window, _), q in zip(members, quantiles, strict=True):
-            results[window.ticker] = _result(window, loaded, q)
+        windows = [w for w, _ in members]
+        for window, (z, sigma) in zip(windows, _forward(loaded, windows), strict=True):
+            results[window.ticker] = _result(window, loaded, z, sigma)
     return results
-
-
-def _input(window: OnlineWindow, loaded: LoadedModel) -> np.ndarray:
-    """The online window cut to the model's length, as a batch of one."""
-    need = loaded.model.spec.window
-    if window.window.shape[0] < need:
-        raise InsufficientHistory(
-            f"{window.ticker}: the online window has {window.window.shape[0]} days, the model needs {need}"
-        )
-    return window.window[None, -need:, :]

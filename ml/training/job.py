@@ -19,5 +19,4 @@ class TrainingJob:
     kind: str  # "parent" | "child"
     ticker: str
     strategy: str | None
-    parent: LoadedModel | None
-    backtest_parent: bool = False  # registered for children's backtests, never promoted
+    parent: LoadedModel | None  # the parent champion a freeze / fine_tune child starts from

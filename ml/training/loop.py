@@ -17,7 +17,6 @@ import torch
 
 from ml.config import EpochCallback, StopCallback
 from ml.errors import Cancelled, CorruptModel, InvalidInput, Paused
-from ml.model.lstm import QuantileLSTM
 from ml.model.vol_lstm import pinball
 from ml.training.dataprep import Tensors
 
@@ -99,7 +98,7 @@ class _LoopState:
 
     def snapshot(
         self,
-        model: QuantileLSTM,
+        model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         grad_scaler: Any,
         shuffle: torch.Generator,
@@ -124,7 +123,7 @@ class _LoopState:
     def restore(
         cls,
         ckpt: dict[str, Any],
-        model: QuantileLSTM,
+        model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         grad_scaler: Any,
         shuffle: torch.Generator,
@@ -151,7 +150,7 @@ class _LoopState:
 
 
 def fit(
-    model: QuantileLSTM,
+    model: torch.nn.Module,
     tensors: Tensors,
     *,
     epochs: int,

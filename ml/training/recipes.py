@@ -1,57 +1,65 @@
-"""How a model to evaluate is made: a fresh module per training, its learning rate, and its parent.
+"""How each registered model starts: the global parent and the per-ticker scratch model from random
+weights, the children from the parent champion's weights.
 
-The backtest trains one model per origin, so it takes a recipe rather than a model. `strategy_recipe`
-builds ml.training.train's three strategies; anything else (another architecture, a different init) is a
-Recipe with its own `build`. A recipe that starts from a parent's weights names the parent, so the backtest
-can check that the parent never trained on the evaluation period.
+- freeze: only the ticker's embedding row and the head learn (the encoder and trunk are fixed; the other
+  embedding rows get no gradient, so Adam leaves them exactly as they were).
+- fine_tune: everything learns, at a tenth of the learning rate.
+- scratch: a per-ticker model with no embedding (the design's baseline).
+A ticker outside the parent's universe gets a new embedding row, initialised at the mean of the others:
+the parent's answer for an unknown ticker is where the child starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import replace
 
-from ml.model.lstm import ModelSpec, QuantileLSTM
-from ml.model.scaler import Scaler
+import torch
+
+from ml.config import PanelModelConfig
+from ml.model.vol_lstm import VolQuantileLSTM, VolSpec
 
 STRATEGIES = ("freeze", "fine_tune", "scratch")
 # Fine-tuning starts from weights that already fit: a full learning rate would mostly undo the transfer.
 FINE_TUNE_LR_FACTOR = 0.1
+# The evaluation recipe (ml.evaluation.neural) whose latest evaluation a model's card quotes.
+PARENT_RECIPE = "global"
+RECIPES = {"freeze": "child_freeze", "fine_tune": "child_fine_tune", "scratch": "per_ticker"}
 
 
-@dataclass(frozen=True)
-class ParentModel:
-    model: QuantileLSTM
-    scaler: Scaler
-    trained_until: date  # the date of the last training target it saw
-    label: str  # e.g. "stockq-parent v3", for the card
+def recipe_of(strategy: str | None) -> str:
+    return PARENT_RECIPE if strategy is None else RECIPES[strategy]
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one origin's model is made: `build` returns a fresh module (random, or a copy of the parent)."""
+def new_spec(
+    config: PanelModelConfig, inputs: tuple[str, ...], tickers: tuple[str, ...], embed: int
+) -> VolSpec:
+    return VolSpec(
+        inputs=inputs, tickers=tickers, hidden=config.hidden, layers=config.layers, embed=embed,
+        dropout=config.dropout, window=config.window, horizon=config.horizon, drift=config.drift,
+        levels=config.levels,
+    )  # fmt: skip
 
-    build: Callable[[], QuantileLSTM]
-    lr: float
-    freeze_lstm: bool = False
-    parent: ParentModel | None = None  # set whenever `build` starts from a parent's weights
-    label: str = "scratch"
+
+def child_spec(parent: VolSpec, ticker: str) -> VolSpec:
+    """The parent's spec, with a row for `ticker` when the parent's universe lacks it."""
+    return parent if ticker in parent.tickers else replace(parent, tickers=(*parent.tickers, ticker))
 
 
-def strategy_recipe(strategy: str, spec: ModelSpec, lr: float, parent: ParentModel | None = None) -> Recipe:
-    """The recipes of ml.training.train's strategies: scratch (random init), freeze (parent LSTM fixed),
-    fine_tune (all layers from the parent at a tenth of the learning rate)."""
-    if (strategy == "scratch") != (parent is None):
-        raise ValueError("scratch takes no parent; freeze and fine_tune need one")
+def from_parent(parent: VolQuantileLSTM, spec: VolSpec, strategy: str) -> VolQuantileLSTM:
+    """A copy of the parent's weights under `spec` (a new embedding row at the mean of the others), set up
+    for `strategy`."""
+    state = {k: v.detach().clone() for k, v in parent.state_dict().items()}
+    grown = len(spec.tickers) - len(parent.spec.tickers)
+    if grown and spec.embed:
+        rows = state["embedding.weight"]
+        state["embedding.weight"] = torch.cat([rows, rows[1:].mean(dim=0, keepdim=True).expand(grown, -1)])
+    model = VolQuantileLSTM(spec)
+    model.load_state_dict(state)
+    if strategy == "freeze":
+        model.lstm.requires_grad_(False)
+        model.trunk.requires_grad_(False)
+    return model
 
-    def build() -> QuantileLSTM:
-        model = QuantileLSTM(parent.model.spec if parent else spec)
-        if parent is not None:
-            model.load_state_dict(parent.model.state_dict())
-        if strategy == "freeze":
-            model.lstm.requires_grad_(False)
-        return model
 
-    factor = FINE_TUNE_LR_FACTOR if strategy == "fine_tune" else 1.0
-    return Recipe(build, lr * factor, strategy == "freeze", parent, strategy)
+def learning_rate(strategy: str | None, lr: float) -> float:
+    return lr * FINE_TUNE_LR_FACTOR if strategy == "fine_tune" else lr

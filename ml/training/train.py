@@ -1,86 +1,50 @@
-"""Training entry points: `train_parent` (^GSPC) and `train_child` (freeze / fine_tune / scratch on top of
-the parent), and `_train`, which runs one training top to bottom: the data (ml.training.dataprep), the
-evaluation, the loop (ml.training.loop.fit), then the card, registration and champion decision
-(ml.registry.registration).
+"""Training entry points: `train_parent` (the global model over the panel, or ^GSPC alone) and
+`train_child` (freeze / fine_tune from the parent champion, or a per-ticker scratch model), and `_train`,
+which runs one training top to bottom in two phases, then registers it (ml.registry.registration).
 
-Two evaluations. With `TrainConfig.backtest` set (what the workers do), the walk-forward backtest
-(ml.evaluation.backtest) evaluates the recipe first, and the registered, served model is then refit on EVERY
-sample with a known target for the backtest's early-stopped number of epochs: it has seen all the data, and
-its card inherits the evaluation. A child's backtest starts from a parent that stopped learning before the
-child's first origin minus the purge (the served parent champion if it did, else a `backtest_parent` version
-trained with `until` = that cutoff, registered but never promoted, and reused while it is recent); the served
-child refits from the served parent champion; the card names both. Without it, one chronological holdout split
-(fast: a library call, the tests of the loop and the registry).
+1. select: train on the decisions before the last `val_days` (purged by the horizon), early stopping on
+   those last days; the epoch with the lowest validation loss is the epoch count.
+2. refit: the served model starts again (random weights with the same seed, or the parent's weights) and
+   trains on EVERY decision with a known target for that many epochs: it has seen all the data.
+Evaluation is a separate job (ml.evaluation.run); the card quotes the latest evaluation of its recipe.
+Both phases checkpoint into the training's MLflow run, so a paused or retried job resumes bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ml.config import TrainConfig, TrainHooks
 from ml.errors import Cancelled, InvalidInput, ModelNotFound
-from ml.evaluation.backtest import origin_splits, parent_cutoff, walk_forward
-from ml.features.technical import MODEL_FEATURES
-from ml.model.lstm import ModelSpec, QuantileLSTM
-from ml.registry.registration import DATA_UNTIL_TAG, ROLE_TAG, TRAINED_UNTIL_TAG, arch_key, finish
+from ml.model.scaler import Scaler
+from ml.model.vol_lstm import VolQuantileLSTM, VolSpec
+from ml.registry.registration import finish
 from ml.tickers import INDEX_TICKER, PARENT_NAME, child_name, validate_ticker
-from ml.training.dataprep import (
-    Dataset,
-    chronological_split,
-    load_dataset,
-    min_rows,
-    prepare,
-    prepare_refit,
-    prepare_split,
-)
+from ml.training.dataprep import Plan, load_panel, make_tensors, phase_samples
 from ml.training.job import TrainingJob
-from ml.training.loop import (
-    Checkpointing,
-    autocast_dtype,
-    fit,
-    resolve_device,
-)
-from ml.training.recipes import STRATEGIES, ParentModel, Recipe, strategy_recipe
+from ml.training.loop import Checkpointing, FitResult, fit, resolve_device
+from ml.training.recipes import STRATEGIES, child_spec, from_parent, learning_rate, new_spec, recipe_of
 
 if TYPE_CHECKING:  # the adapters arrive as arguments: training imports neither Feast nor MLflow
     from ml.features.store import FeatureStore
-    from ml.registry.mlflow_registry import LoadedModel, ModelRegistry
+    from ml.registry.mlflow_registry import ModelRegistry, TrainingRun
 
-# Re-exported: callers import the training API from here.
-__all__ = [
-    "STRATEGIES",
-    "Checkpointing",
-    "Dataset",
-    "TrainConfig",
-    "TrainHooks",
-    "autocast_dtype",
-    "chronological_split",
-    "fit",
-    "min_rows",
-    "prepare",
-    "resolve_device",
-    "train_child",
-    "train_parent",
-]
+__all__ = ["STRATEGIES", "TrainConfig", "TrainHooks", "train_child", "train_parent"]
 
 log = logging.getLogger(__name__)
-BACKTEST_FILE = "backtest.json"
-# A backtest parent older than this before the cutoff is trained again: the parent's knowledge should be
-# as recent as the evaluation allows, within the cost of one parent training per year of new data.
-BACKTEST_PARENT_MAX_AGE = timedelta(days=365)
+SELECTION_FILE = "selection.json"  # the selection phase's outcome: a retried job skips to the refit
+REFIT_PREFIX = "refit_"  # the refit's per-epoch metrics, apart from the selection's
 
 
 def train_parent(
     *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks | None = None
 ) -> dict[str, Any]:
-    """Train the shared parent on ^GSPC, register it, and let the champion rule (ml.evaluation.promotion)
-    decide."""
+    """Train the global parent (universe `panel`: every ticker the store holds features for, and ^GSPC;
+    `gspc`: ^GSPC alone), register it, and let the champion rule (ml.evaluation.promotion) decide."""
     job = TrainingJob(PARENT_NAME, "parent", INDEX_TICKER, None, None)
     return _train(job, store=store, registry=registry, config=config, hooks=hooks or TrainHooks())
 
@@ -95,12 +59,11 @@ def train_child(
     train_parent_if_missing: bool = False,
     hooks: TrainHooks | None = None,
 ) -> dict[str, Any]:
-    """A per-ticker model: `freeze` (parent LSTM fixed, head retrained), `fine_tune` (all layers at a lower
-    learning rate) or `scratch` (parent architecture, random init: the baseline).
+    """A per-ticker model: `freeze` or `fine_tune` from the parent champion, or `scratch`.
 
-    freeze and fine_tune take the architecture (window, hidden, layers, dropout) from the parent champion.
-    Without one they raise ModelNotFound, or first train the parent on its full history
-    (`train_parent_if_missing=True`; the callbacks then see the parent's epochs before the child's).
+    freeze and fine_tune take the architecture and the input statistics from the parent champion. Without
+    one they raise ModelNotFound, or first train the parent (`train_parent_if_missing=True`; the
+    callbacks then see the parent's epochs before the child's).
     """
     hooks = hooks or TrainHooks()
     ticker = validate_ticker(ticker)
@@ -122,122 +85,121 @@ def train_child(
     return _train(job, store=store, registry=registry, config=config, hooks=hooks)
 
 
-def _spec(job: TrainingJob, config: TrainConfig) -> ModelSpec:
-    if job.parent is not None:
-        return job.parent.model.spec
-    return ModelSpec(
-        len(MODEL_FEATURES), config.hidden, config.layers, config.dropout, config.window, config.horizon
-    )
+def plan(job: TrainingJob, store: FeatureStore, config: TrainConfig) -> Plan:
+    m = config.model
+    if job.kind == "parent":
+        tickers = [INDEX_TICKER] if config.universe == "gspc" else store.tickers()
+        panel = load_panel(store, tickers, until=config.until)
+        universe = panel.tickers if config.universe == "panel" else (INDEX_TICKER,)
+        spec = new_spec(m, panel.input_names, universe, m.embed)
+        samples = phase_samples(panel, spec, tickers=spec.tickers, stride=m.stride, val_days=config.val_days)
+        return Plan(panel, spec, samples, config.universe, m.lr, None)
+    parent = job.parent
+    inputs = parent.model.spec.inputs if parent is not None else None
+    panel = load_panel(store, [job.ticker], until=config.until, inputs=inputs)
+    if parent is None:
+        spec = new_spec(m, panel.input_names, (job.ticker,), 0)
+        universe = config.universe
+    else:
+        spec = child_spec(parent.model.spec, job.ticker)
+        universe = str(parent.card.get("universe", config.universe))
+    # One ticker has few samples: a child reads every decision day.
+    samples = phase_samples(panel, spec, tickers=(job.ticker,), stride=1, val_days=config.val_days,
+                            history_days=config.history_days)  # fmt: skip
+    return Plan(panel, spec, samples, universe, learning_rate(job.strategy, m.lr),
+                None if parent is None else parent.scaler)  # fmt: skip
 
 
-def _trained_until(card: dict[str, Any]) -> date | None:
-    value = card.get("trained_until")
-    return date.fromisoformat(value) if isinstance(value, str) else None
+def build_model(job: TrainingJob, spec: VolSpec, seed: int, device: torch.device) -> VolQuantileLSTM:
+    """A fresh module for one phase: the parent's weights for a child, else random under `seed`."""
+    torch.manual_seed(seed)
+    if job.parent is not None and job.strategy is not None:
+        return from_parent(job.parent.model, spec, job.strategy).to(device)
+    return VolQuantileLSTM(spec).to(device)
 
 
-def _parent_model(loaded: LoadedModel) -> ParentModel:
-    # A card from before `trained_until` was recorded: unknown, so never accepted as a backtest parent.
-    until = _trained_until(loaded.card) or date.max
-    return ParentModel(loaded.model, loaded.scaler, until, f"{loaded.name} v{loaded.version}")
-
-
-def _recipe(job: TrainingJob, spec: ModelSpec, lr: float, parent: ParentModel | None = None) -> Recipe:
-    if parent is None and job.parent is not None:
-        parent = _parent_model(job.parent)
-    return strategy_recipe(job.strategy or "scratch", spec, lr, parent)
-
-
-def _build_model(job: TrainingJob, spec: ModelSpec, device: torch.device) -> QuantileLSTM:
-    return _recipe(job, spec, 1.0).build().to(device)
-
-
-def _backtest_recipe(
-    job: TrainingJob, data: Dataset, spec: ModelSpec, *, store: FeatureStore, registry: ModelRegistry,
-    config: TrainConfig, hooks: TrainHooks,
-) -> Recipe:  # fmt: skip
-    if job.parent is None:
-        return _recipe(job, spec, config.lr)
-    assert config.backtest is not None
-    cutoff = parent_cutoff(data, origin_splits(len(data.targets), spec.horizon, config.backtest))
-    served = _parent_model(job.parent)
-    if served.trained_until <= cutoff:
-        return _recipe(job, spec, config.lr, served)
-    return _recipe(job, spec, config.lr, _backtest_parent(job.parent, cutoff, store, registry, config, hooks))
-
-
-def reusable_backtest_parent(
-    tags_by_version: dict[str, dict[str, str]], arch: str, cutoff: date
-) -> str | None:
-    """The newest backtest parent of architecture `arch` that stopped learning by `cutoff` and whose data
-    ends within BACKTEST_PARENT_MAX_AGE of it (by its last data day, not `trained_until`: a holdout
-    training stops learning ~30 % of its history early, so that date always looked stale)."""
-    fits = {}
-    for version, tags in tags_by_version.items():
-        if tags.get(ROLE_TAG) != "backtest_parent" or tags.get("arch") != arch:
-            continue
-        trained_until = date.fromisoformat(tags.get(TRAINED_UNTIL_TAG, "9999-12-31"))
-        data_until = date.fromisoformat(tags.get(DATA_UNTIL_TAG) or tags.get(TRAINED_UNTIL_TAG, "0001-01-01"))
-        if trained_until <= cutoff and cutoff - BACKTEST_PARENT_MAX_AGE <= data_until <= cutoff:
-            fits[version] = data_until
-    return max(fits, key=lambda v: fits[v], default=None)
-
-
-def _backtest_parent(
-    served: LoadedModel, cutoff: date, store: FeatureStore, registry: ModelRegistry, config: TrainConfig,
+def run_phase(
+    phase: str,
+    job: TrainingJob,
+    plan_: Plan,
+    config: TrainConfig,
+    *,
+    epochs: int,
+    device: torch.device,
     hooks: TrainHooks,
-) -> ParentModel:  # fmt: skip
-    """The newest registered backtest parent with the served parent's architecture that stopped learning
-    by `cutoff` (and not long before it), else one trained now with until=cutoff."""
-    version = reusable_backtest_parent(
-        registry.version_tags(PARENT_NAME), arch_key(served.model.spec.to_dict()), cutoff
+    run: TrainingRun,
+    resume: dict[str, Any] | None,
+) -> tuple[VolQuantileLSTM, Scaler, FitResult]:
+    """One phase through the loop: `select` (early stopping on the validation days) or `refit` (every
+    sample, `epochs` epochs; its "validation" is the training set, so early stopping cannot fire)."""
+    m = config.model
+    refit = phase == "refit"
+    train = plan_.samples.all if refit else plan_.samples.train
+    val = plan_.samples.all if refit else plan_.samples.val
+    scaler = plan_.scaler_for(train)
+    tensors = make_tensors(plan_.panel, scaler, plan_.spec, train, val, device)
+    model = build_model(job, plan_.spec, m.seed, device)
+    prefix = REFIT_PREFIX if refit else ""
+    if hooks.on_phase is not None:
+        hooks.on_phase(phase)
+    if resume is not None and hooks.on_resume is not None:
+        hooks.on_resume(int(resume["epoch"]))
+    checkpointing = Checkpointing(
+        lambda state: run.save_checkpoint({**state, "phase": phase, "metric_prefix": prefix}),
+        resume,
+        hooks.checkpoint_every_s,
     )
-    if version is None:
-        spec = served.model.spec
-        parent_config = config.with_(
-            until=cutoff, backtest=None, hidden=spec.hidden, layers=spec.layers,
-            dropout=spec.dropout, window=spec.window, horizon=spec.horizon,
-        )  # fmt: skip
-        key = f"{hooks.job_key}:backtest-parent" if hooks.job_key else None
-        job = TrainingJob(PARENT_NAME, "parent", INDEX_TICKER, None, None, backtest_parent=True)
-        version = _train(job, store=store, registry=registry, config=parent_config,
-                         hooks=replace(hooks, job_key=key))["version"]  # fmt: skip
-    loaded = registry.load(PARENT_NAME, version)
-    until = _trained_until(loaded.card) or date.max
-    return ParentModel(loaded.model, loaded.scaler, until, f"{PARENT_NAME} v{version}")
+    fitted = fit(
+        model,
+        tensors,
+        epochs=epochs,
+        lr=plan_.lr,
+        batch_size=m.batch_size,
+        patience=epochs if refit else m.patience,
+        seed=m.seed,
+        freeze_lstm=job.strategy == "freeze",
+        on_epoch=hooks.on_epoch,
+        should_stop=hooks.should_stop,
+        should_pause=hooks.should_pause,
+        log_epoch=lambda epoch, metrics: run.log_epoch(epoch, {prefix + k: v for k, v in metrics.items()}),
+        checkpointing=checkpointing if hooks.job_key else None,
+    )
+    return model, scaler, fitted
+
+
+def _selection(fitted: FitResult) -> dict[str, Any]:
+    best = min(fitted.history, key=lambda row: row["val_loss"])
+    return {
+        "best_epoch": int(best["epoch"]),
+        "best_val_loss": float(best["val_loss"]),
+        "epochs_run": fitted.epochs_run,
+        "history": fitted.history,
+        "resumed_from_epoch": fitted.resumed_from_epoch,
+    }
 
 
 def _train(
     job: TrainingJob, *, store: FeatureStore, registry: ModelRegistry, config: TrainConfig, hooks: TrainHooks
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    device = resolve_device(config.device)
-    spec = _spec(job, config)
-    data = load_dataset(store, job.ticker, config, spec)
-    if config.backtest is None:
-        prep = prepare_split(data, chronological_split(len(data.targets), spec.horizon), device)
-        evaluation = None
-    else:
-        prep = prepare_refit(data, device)
-        evaluation = _backtest_recipe(
-            job, data, spec, store=store, registry=registry, config=config, hooks=hooks
-        )
-    served = _recipe(job, spec, config.lr)
+    device = resolve_device(config.model.device)
+    p = plan(job, store, config)
     params = {
-        **config.model_dump(exclude={"device", "backtest"}),
-        **spec.to_dict(),
+        **config.model.model_dump(exclude={"device", "levels"}),
+        "universe": p.universe,
+        "val_days": config.val_days,
+        "history_days": config.history_days,
+        "until": config.until,
         "kind": job.kind,
         "ticker": job.ticker,
         "strategy": job.strategy,
+        "recipe": recipe_of(job.strategy),
         "parent_version": job.parent.version if job.parent else None,
-        "effective_lr": served.lr,
+        "effective_lr": p.lr,
         "device": str(device),
-        "evaluation": "holdout" if config.backtest is None else "walk_forward",
-        "backtest": None if config.backtest is None else config.backtest.model_dump(),
-        "samples_train_val_test": "/".join(
-            str(s.stop - s.start) for s in (prep.split.train, prep.split.val, prep.split.test)
-        ),
+        "panel_tickers": len(p.panel.tickers),
+        "samples_train_val_all": f"{len(p.samples.train)}/{len(p.samples.val)}/{len(p.samples.all)}",
     }
-    run_name = f"{job.name}-{'backtest-parent' if job.backtest_parent else job.strategy or 'parent'}"
     tags = {
         "stockq.kind": job.kind,
         "stockq.ticker": job.ticker,
@@ -246,48 +208,32 @@ def _train(
     }
     if hooks.attempt is not None:
         tags["stockq.attempt"] = str(hooks.attempt)
-    with registry.training_run(run_name, params, tags, job_key=hooks.job_key) as run:
-        backtest = None
-        if evaluation is not None:  # the walk-forward first; a retried job finds it in its run
-            backtest = run.load_json(BACKTEST_FILE) if hooks.job_key else None
-            if backtest is None:
-                assert config.backtest is not None
-                backtest = walk_forward(
-                    data, evaluation, config.backtest, device=str(device), should_stop=hooks.should_stop
-                )
-                run.log_json(backtest, BACKTEST_FILE)
-        epochs = config.epochs if backtest is None else int(backtest["refit_epochs"])
-        resume = run.load_checkpoint() if hooks.job_key else None
-        if resume is not None and hooks.on_resume is not None:
-            hooks.on_resume(int(resume["epoch"]))
-        checkpointing = Checkpointing(run.save_checkpoint, resume, hooks.checkpoint_every_s)
-        torch.manual_seed(config.seed)
-        model = served.build().to(device)
-        fitted = fit(
-            model,
-            prep.tensors,
-            epochs=epochs,
-            lr=served.lr,
-            batch_size=config.batch_size,
-            # A refit holds nothing out: it runs the backtest's epochs, early stopping cannot fire.
-            patience=config.patience if backtest is None else epochs,
-            seed=config.seed,
-            freeze_lstm=served.freeze_lstm,
-            on_epoch=hooks.on_epoch,
-            should_stop=hooks.should_stop,
-            should_pause=hooks.should_pause,
-            log_epoch=run.log_epoch,
-            checkpointing=checkpointing if hooks.job_key else None,
-        )
+    with registry.training_run(
+        f"{job.name}-{job.strategy or 'parent'}", params, tags, job_key=hooks.job_key
+    ) as run:
+        checkpoint = run.load_checkpoint() if hooks.job_key else None
+        selection = run.load_json(SELECTION_FILE) if hooks.job_key else None
+        if selection is None:
+            resume = checkpoint if checkpoint is not None and checkpoint.get("phase") == "select" else None
+            _, _, fitted = run_phase("select", job, p, config, epochs=config.model.epochs, device=device,
+                                     hooks=hooks, run=run, resume=resume)  # fmt: skip
+            selection = _selection(fitted)
+            run.log_json(selection, SELECTION_FILE)
+        resume = checkpoint if checkpoint is not None and checkpoint.get("phase") == "refit" else None
+        model, scaler, refit = run_phase(
+            "refit", job, p, config, epochs=selection["best_epoch"], device=device, hooks=hooks, run=run,
+            resume=resume,
+        )  # fmt: skip
         if hooks.should_stop is not None and hooks.should_stop():
-            raise Cancelled(f"training cancelled after {fitted.epochs_run} epochs; nothing registered")
-        summary = finish(job, run, prep, model, fitted, registry, hooks, backtest)
+            raise Cancelled(f"training cancelled after {refit.epochs_run} refit epochs; nothing registered")
+        summary = finish(
+            job, run, p, model, scaler, selection, refit, registry, hooks, str(device), config.model.seed
+        )
     log.info("trained %s v%s: %s", summary["name"], summary["version"], summary["decision"])
+    history = [{**row, "phase": "select"} for row in selection["history"]]
     return {
         **summary,
-        "device": str(device),
         "seconds": round(time.perf_counter() - started, 3),
-        "history": fitted.history,
-        "resumed_from_epoch": fitted.resumed_from_epoch,
-        "backtest_seconds": None if backtest is None else backtest["seconds"],
+        "history": history + [{**row, "phase": "refit"} for row in refit.history],
+        "resumed_from_epoch": refit.resumed_from_epoch or selection["resumed_from_epoch"],
     }
