@@ -60,7 +60,7 @@ fuzz: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-BENCHES ?= features transfer queue inference agent chaos redis_memory metrics_cost submit scale
+BENCHES ?= features skill queue inference agent chaos redis_memory metrics_cost submit scale
 
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done

@@ -20,7 +20,7 @@ from agent.prompts import (
     performance_prompt,
     report_prompt,
 )
-from agent.report import backtest_line, fmt
+from agent.report import fmt, model_line
 from agent.state import CriticVerdict, MarketAnalysis, PerformanceAnalysis, ReportDraft, ScoredNews
 from ml.features.store import FROZEN_SOURCES
 
@@ -70,16 +70,17 @@ class DeterministicAnalyst:
     def performance(self, question: str, facts: dict[str, Any], forecast: dict[str, Any]) -> str:
         seven, nxt = facts["seven_day"], facts["next_day"]
         low, high = seven["band_pct"]
+        next_low, next_high = nxt["band_pct"]
         return (
             f"{facts['ticker']} closed at {facts['last_close']:.2f} on {facts['as_of']}. "
             f"Trend: {_TREND_WORDS[facts['trend']]}. Momentum: RSI 14 at {fmt(facts['rsi_14'], '.1f')} "
             f"({facts['rsi_zone']}), MACD {facts['macd']}, "
             f"{fmt(facts['return_5d_pct'], '+.2f', '%')} over 5 days, "
             f"20-day volatility {fmt(facts['volatility_20d_pct'], '.1f', '%')} annualised. "
-            f"The model's median path ends at {seven['p50']:.2f} on {seven['date']} "
-            f"({seven['return_p50_pct']:+.2f}%), with an 80% band of {seven['p10']:.2f} to "
-            f"{seven['p90']:.2f} ({low:+.2f}% to {high:+.2f}%); the next-day median is {nxt['p50']:.2f} "
-            f"({nxt['return_p50_pct']:+.2f}%). Backtest: {backtest_line(facts)}."
+            f"{model_line(facts)}. Its 80% band for {seven['date']} runs from {seven['p10']:.2f} to "
+            f"{seven['p90']:.2f} ({low:+.2f}% to {high:+.2f}%), and for the next day from "
+            f"{nxt['p10']:.2f} to {nxt['p90']:.2f} ({next_low:+.2f}% to {next_high:+.2f}%). "
+            f"Evaluation: {facts['evaluation']['text']}."
         )
 
     def market(
@@ -107,19 +108,30 @@ class DeterministicAnalyst:
         seven = facts["seven_day"]
         low, high = seven["band_pct"]
         news_mood = mood(market["mean_sentiment"])
+        evaluation = facts["evaluation"]
         summary = (
-            f"On the numbers, {facts['ticker']} is {facts['stance']} over the next 7 trading days: the "
-            f"median forecast is {seven['p50']:.2f} ({seven['return_p50_pct']:+.2f}%) against a last "
-            f"close of {facts['last_close']:.2f}, the trend is {facts['trend']} and the news mood is "
-            f"{news_mood}."
+            f"On the technicals, {facts['ticker']} is {facts['stance']} over the next 7 trading days: the "
+            f"trend is {facts['trend']}, the model's 80% band runs from {seven['p10']:.2f} to "
+            f"{seven['p90']:.2f} ({low:+.2f}% to {high:+.2f}%) around a last close of "
+            f"{facts['last_close']:.2f}, and the news mood is {news_mood}."
         )
         risks = [
-            f"The 80% band runs from {low:+.2f}% to {high:+.2f}%, wide against a median move of "
-            f"{seven['return_p50_pct']:+.2f}%."
+            f"One week in five, the close is expected outside {low:+.2f}% to {high:+.2f}% (the 80% band)."
         ]
-        backtest = facts["backtest"]
-        if backtest["mase_persistence"] is not None and backtest["mase_persistence"] >= 1.0:
-            risks.append("In backtesting the model did not beat a naive last-price forecast.")
+        if facts["stance"] != "neutral":
+            risks.append("The direction rests on the moving averages alone: the model forecasts none.")
+        if not evaluation["evaluated"]:
+            risks.append(f"The model's band is unproven: {evaluation['text']}.")
+        else:
+            if not evaluation["measurable"]:
+                risks.append(
+                    f"The evaluation does not show the band beating zero+EWMA: {evaluation['basis']}."
+                )
+            if evaluation["calibration"] not in (None, "well calibrated"):
+                held = f"{evaluation['coverage_80']:.0%}"
+                risks.append(
+                    f"In the evaluation the 80% band held {held} of outcomes ({evaluation['calibration']})."
+                )
         if facts["rsi_zone"] in ("overbought", "oversold"):
             risks.append(f"RSI 14 is {facts['rsi_zone']}, which often precedes a reversal.")
         if news_mood == "negative":
@@ -134,9 +146,10 @@ class DeterministicAnalyst:
             stance=facts["stance"],
             confidence=facts["confidence"],
             rationale=(
-                f"The 7-day median move is {facts['edge']:+.2f} times the band's half-width (neutral within "
-                f"±{NEUTRAL_EDGE:.2f}); confidence scales its clarity by the backtest quality "
-                f"({backtest['quality']:.2f})."
+                f"The close sits {facts['edge']:+.2f} times the 7-day band's half-width beyond the nearer "
+                f"of its 20- and 50-day averages (neutral within ±{NEUTRAL_EDGE:.2f}); the model's median "
+                "is zero, so the direction is the trend's, and confidence scales its clarity by the "
+                f"evaluation's quality ({evaluation['quality']:.2f})."
             ),
         )
 

@@ -1,7 +1,8 @@
 """Semantic cache of analyst reports in Qdrant.
 
-A report is reusable only for the same ticker, data as-of date, model (name and version) and writer (LLM
-model or the deterministic analyst): those are exact payload filters. Within them, a question hits when its
+A report is reusable only for the same ticker, data as-of date, model (name and version), evaluation (the
+one that calibrated the band and that the report quotes) and writer (LLM model or the deterministic
+analyst): those are exact payload filters. Within them, a question hits when its
 embedding's cosine similarity to a stored question reaches the calibrated threshold; similarity alone can
 not tell tickers apart ("Analysis for AAPL" vs "Analysis for MSFT" scores 0.34, a paraphrase 0.64).
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 COLLECTION = "agent_reports"
 # The payload value that stands for "no LLM", since a filter cannot match a missing value portably.
 DETERMINISTIC = "deterministic"
+UNCALIBRATED = "uncalibrated"  # the payload value for a band no evaluation calibrated
 # Local lock contention, a Qdrant server that is down or answers with an error, a broken storage folder.
 _QDRANT_ERRORS = (RuntimeError, OSError, UnexpectedResponse, ResponseHandlingException)
 
@@ -44,6 +46,9 @@ class CacheKey:
     model_version: str
     writer: str  # the LLM model name, or DETERMINISTIC
     scope: str = "global"  # the tenant an answer was written for (or "global" when shared)
+    # The evaluation that calibrated the served band and that the report quotes: a new `stockq evaluate`
+    # changes both for the same model version, so it must not be answered from an older report.
+    evaluation: str = UNCALIBRATED
 
 
 @dataclass(frozen=True)

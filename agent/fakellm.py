@@ -50,13 +50,13 @@ def canned_analyst(role: str, body: dict[str, Any]) -> Reply:
     """A well-behaved model: short prose, a neutral low-confidence draft (always consistent), approval."""
     if role == REPORT_GENERATOR:
         return ReportDraft(
-            summary="The model sees no clear edge over the next week.",
+            summary="Neither the trend nor the model gives a clear direction for the next week.",
             technicals="Momentum and trend are mixed.",
             news="The headlines do not change the picture.",
-            risks="The 80% band is wide relative to the expected move.",
+            risks="The 80% band is wide relative to the trend.",
             stance="neutral",
             confidence=0.3,
-            rationale="The median move is small against the band.",
+            rationale="The model's median is zero by design and the trend is small against its band.",
         )
     if role == CRITIC:
         return CriticVerdict(approved=True, issues=[])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.report import backtest_line, forecast_table, news_list, technicals_table
+from agent.report import forecast_table, model_line, news_list, technicals_table
 from agent.state import ScoredNews
 
 PERFORMANCE_ANALYST = "Performance Analyst"
@@ -18,10 +18,17 @@ _HOUSE_RULES = (
     "This is model output for research, not investment advice."
 )
 
+# The one fact about the model that every writer must hold on to.
+_THE_MODEL = (
+    "The forecasting model is volatility-scaled: its median is zero by design, so its forecast is the 80% "
+    "band (how far the price may move), never a direction; a direction can only come from the technicals. "
+)
+
 PERFORMANCE_SYSTEM = (
     f"You are the {PERFORMANCE_ANALYST} of an equity research desk. From the technical indicators, the "
-    "model's 7-day quantile forecast and the model's backtest, write one tight paragraph: the trend, the "
-    "momentum, what the forecast's median and 80% band imply, and how much the backtest lets us trust it. "
+    "model's 7-day quantile forecast and the model's evaluation, write one tight paragraph: the trend, the "
+    "momentum, the range the forecast's 80% band gives, and how far the evaluation lets us trust that band. "
+    + _THE_MODEL
     + _HOUSE_RULES
 )
 MARKET_SYSTEM = (
@@ -30,15 +37,17 @@ MARKET_SYSTEM = (
 )
 REPORT_SYSTEM = (
     f"You are the {REPORT_GENERATOR} of an equity research desk. Combine the analysts' notes into the "
-    "sections of a report that answers the question. Tables are added for you; write prose only. Choose a "
-    "stance (bullish, neutral or bearish) consistent with the sign of the 7-day median forecast, and a "
-    "confidence in [0, 1] no higher than the cap the backtest allows. " + _HOUSE_RULES
+    "sections of a report that answers the question. Tables are added for you; write prose only. "
+    + _THE_MODEL
+    + "Choose a stance (bullish, neutral or bearish) consistent with the trend of the close against its "
+    "moving averages, and a confidence in [0, 1] no higher than the cap the model's evaluation allows. "
+    + _HOUSE_RULES
 )
 CRITIC_SYSTEM = (
     f"You are the {CRITIC} of an equity research desk. Check the report against the numbers: a stance that "
-    "contradicts the median forecast, a confidence the backtest does not support, a number that is not in "
-    "the data, a claim the news does not back. Approve only a consistent report; otherwise list each issue "
-    "concretely."
+    "contradicts the trend, a direction credited to the model's forecast (its median is zero by design), a "
+    "confidence the evaluation does not support, a number that is not in the data, a claim the news does "
+    "not back. Approve only a consistent report; otherwise list each issue concretely."
 )
 
 
@@ -50,14 +59,16 @@ def facts_brief(facts: dict[str, Any], forecast: dict[str, Any]) -> str:
         [
             f"Ticker: {facts['ticker']}. Data as of {facts['as_of']} (source: {facts['data_source']}). "
             f"Last close: {facts['last_close']:.2f}.",
-            f"Forecast by model {model['name']} v{model['version']}, price quantiles per trading day:",
+            f"Forecast by model {model['name']} v{model['version']}. {model_line(facts)}. "
+            "Price quantiles per trading day:",
             forecast_table(forecast),
-            f"7-day median change: {seven['return_p50_pct']:+.2f}% (80% band {low:+.2f}% to {high:+.2f}%).",
-            f"Trend: {facts['trend']} (relative to the 20- and 50-day averages).",
+            f"7-day 80% band: {low:+.2f}% to {high:+.2f}% (median {seven['return_p50_pct']:+.2f}%).",
+            f"Trend: {facts['trend']} (the close against its 20- and 50-day averages; the only source of a "
+            "direction).",
             technicals_table(facts),
-            f"Backtest on held-out data: {backtest_line(facts)}.",
+            f"Model evaluation: {facts['evaluation']['text']}.",
             f"Stance from the numbers alone: {facts['stance']} (confidence {facts['confidence']:.2f}; "
-            f"confidence cap from the backtest: {facts['confidence_cap']:.2f}).",
+            f"confidence cap from the evaluation: {facts['confidence_cap']:.2f}).",
         ]
     )
 

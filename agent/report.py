@@ -12,16 +12,18 @@ def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
 
 
 def forecast_table(forecast: dict[str, Any]) -> str:
+    """Price quantiles per day and the 80 % band as returns from the last close: the band is the forecast
+    (how far the price may move), the median stays at the last close by design."""
     rows = [
-        "| Day | Date | p10 | p50 | p90 | p50 change |",
+        "| Day | Date | p10 | p50 | p90 | 80% band |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     last = forecast["last_close"]
     for step in forecast["forecast"]:
-        change = (step["p50"] / last - 1.0) * 100.0
+        low, high = (step[q] / last * 100.0 - 100.0 for q in ("p10", "p90"))
         rows.append(
             f"| {step['day']} | {step['date']} | {step['p10']:.2f} | {step['p50']:.2f} | {step['p90']:.2f} "
-            f"| {change:+.2f}% |"
+            f"| {low:+.2f}% to {high:+.2f}% |"
         )
     return "\n".join(rows)
 
@@ -39,17 +41,13 @@ def technicals_table(facts: dict[str, Any]) -> str:
     )
 
 
-def _share(value: float | None) -> str:
-    return fmt(None if value is None else value * 100, ".0f", "%")
-
-
-def backtest_line(facts: dict[str, Any]) -> str:
-    bt = facts["backtest"]
-    where = "walk-forward" if bt.get("evaluation") == "walk_forward" else "held-out"
+def model_line(facts: dict[str, Any]) -> str:
+    """What kind of forecast this is, so that no reader takes the median for a view."""
+    median, sigma = facts["seven_day"]["return_p50_pct"], facts["daily_sigma_pct"]
     return (
-        f"{bt.get('skill', 'no backtest')} ({where}); direction accuracy {_share(bt['direction_accuracy'])}, "
-        f"80% band coverage {_share(bt['coverage_80'])}, "
-        f"MAE relative to the zero-return forecast {fmt(bt['mase_persistence'])}"
+        "The model is a volatility-scaled quantile forecaster: its median is zero by design "
+        f"({median:+.2f}% at 7 days after calibration), so it forecasts how far the price may move, not "
+        f"which way, from a daily volatility estimate of {sigma:.2f}%"
     )
 
 
@@ -72,15 +70,16 @@ def render_report(
     byline: str,
 ) -> str:
     model = facts["model"]
+    kind = ", ".join(str(x) for x in (model.get("kind"), model.get("strategy")) if x) or "n/a"
     sections = [
         f"# {facts['ticker']}: analyst report",
         f"> **Question:** {question}",
         f"*Data as of {facts['as_of']} (source: {facts['data_source'] or 'unknown'}); model {model['name']} "
-        f"v{model['version']} ({model.get('kind', 'n/a')}, {model.get('strategy', 'n/a')}). {byline}*",
+        f"v{model['version']} ({kind}). {byline}*",
         f"## Summary\n\n{draft.summary}",
-        f"## Forecast\n\nLast close {facts['last_close']:.2f} on {facts['as_of']}; "
-        f"80% band from p10 to p90.\n\n{forecast_table(forecast)}\n\n"
-        f"Backtest: {backtest_line(facts)}.",
+        f"## Forecast\n\nLast close {facts['last_close']:.2f} on {facts['as_of']}; 80% band from p10 to p90. "
+        f"{model_line(facts)}.\n\n{forecast_table(forecast)}\n\n"
+        f"Evaluation: {facts['evaluation']['text']}.",
         f"## Technicals\n\n{draft.technicals}\n\n{technicals_table(facts)}",
         f"## News\n\n{draft.news}" + (f"\n\n{news_list(news)}" if news else ""),
         f"## Risks\n\n{draft.risks}",

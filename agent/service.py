@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.analysts import Analyst, DeterministicAnalyst, LLMAnalyst
-from agent.cache import DETERMINISTIC, CacheKey, SemanticCache
+from agent.cache import DETERMINISTIC, UNCALIBRATED, CacheKey, SemanticCache
 from agent.configuration import AgentConfig
 from agent.graph import build_graph
 from agent.llm import ChatLLM, LLMError
@@ -83,7 +83,13 @@ class AnalystService:
         used = forecast["model"]
         name, version = used["name"], str(used["version"])
         key = CacheKey(
-            ticker, forecast["as_of"], name, version, self._analyst.model or DETERMINISTIC, cache_scope
+            ticker,
+            forecast["as_of"],
+            name,
+            version,
+            self._analyst.model or DETERMINISTIC,
+            cache_scope,
+            evaluation=forecast["band"]["calibration"] or UNCALIBRATED,
         )
 
         stage("cache_lookup")
@@ -163,6 +169,8 @@ def _sources(forecast: dict[str, Any], card: dict[str, Any], final: AgentState) 
             "name": card.get("name"),
             "version": card.get("version"),
             "trained_at": card.get("trained_at"),
+            # The evaluation the report's skill, coverage and confidence cap come from (None: none yet).
+            "evaluation_run_id": (card.get("evaluation") or {}).get("run_id"),
         },
         {"kind": "features", "ticker": forecast["ticker"], "as_of": forecast["as_of"]},
     ]

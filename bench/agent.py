@@ -38,6 +38,7 @@ from agent.embeddings import embed
 from agent.fakellm import FakeOpenAI, Reply, canned_analyst
 from agent.service import AnalystService
 from bench.common import report, summary_ms
+from ml.config import PanelModelConfig
 from ml.data import make_source
 from ml.features.pipeline import ingest
 from ml.features.store import FeatureStore
@@ -147,7 +148,7 @@ def main() -> None:
         store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
         ingest(sorted({"^GSPC", args.ticker}), source=make_source("bundled", settings.var_path), store=store)
         registry = ModelRegistry(settings.tracking_uri, settings.artifact_root)
-        parent = TrainConfig(epochs=1, hidden=8, layers=1, history_days=3 * 365, device="cpu")
+        parent = TrainConfig(model=PanelModelConfig(epochs=1, hidden=8, layers=1, device="cpu"))
         train_parent(store=store, registry=registry, config=parent)
 
         start = time.perf_counter()

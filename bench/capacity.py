@@ -1,35 +1,37 @@
 """The capacity model of bench/scale.py: what one training job costs, taken apart from a measured job, and
-rebuilt for other settings (epochs, walk-forward origins, bootstrap reps, rows of history).
+rebuilt for other settings (the epoch budget, patience, the samples a panel gives).
 
-A worker training runs a walk-forward backtest first (ml/evaluation/backtest.py: K origins, each a fresh model
-trained on the rows known at that origin, then baselines, CQR and forecasts), compares the pooled windows
-(block bootstrap), then refits the served model on every row for the backtest's median best epoch
-(ml/training/train.py), checkpointing each epoch, and registers it. From one measured job (its record and its
-model card):
+A training (ml/training/train.py) loads its panel, then runs two phases through one loop
+(ml/training/loop.py), every epoch training on the phase's training samples and then evaluating its
+validation samples:
 
-    c      seconds per training row per epoch: the refit loop's seconds / (refit epochs x refit rows). The
-           refit also evaluates on all its rows, an origin only on its validation rows, so an origin's
-           epoch, taken as c x its training rows, is slightly overstated (the model errs high).
-    delta  the refit's per-epoch wall beyond the loop (checkpoint into MLflow, progress): the record's last
-           progress.epoch_seconds minus that epoch's loop seconds (0 when the refit ran one epoch).
-    o      per-origin overhead: an origin's seconds minus its epochs x c x its training rows (baselines,
-           CQR, forecasts, model build), averaged, and taken as the same at any rows: its largest part,
-           the linear quantile regression baseline, fits at most MAX_QR_ROWS (2000) rows by IRLS and
-           costs about the same from a few hundred rows up.
-    B      the comparison after the origins: backtest seconds minus the origins' sum; scaled linearly by
-           bootstrap reps x evaluation windows (K x step).
-    P      a backtest parent trained inside a child's job (ml/training/train.py trains one, with until = the
-           child's cutoff and a holdout split, unless a registered one stopped learning within a year before
-           the cutoff): its MLflow run's wall, modelled as a holdout training, P = Fp + E_p x c_parent x
-           its training rows, Fp taken from the measured one.
-    F      fixed: the job's wall (started -> finished) minus backtest, refit loop, refit epochs x delta and
-           P (data load, MLflow run, card, registration, champion decision).
+    select  trains on n_train samples, evaluates the last val_days' n_val samples, stops early;
+    refit   trains on all n_all samples for the selection's best epoch count, "evaluating" the same n_all
+            (its validation set is its training set, so early stopping cannot fire);
 
-    seconds(job) = F + E_refit x (c x n + delta) + sum_k (E_k x c x n_train_k + o) + B' [+ P']
+then writes the card, registers the version and lets the champion rule decide. From one measured job (its
+record: wall, result.history with each epoch's loop seconds and phase, progress; its card:
+selection.samples [n_train, n_val], refit.samples n_all):
 
-Epochs are bounded by the rules, not guessed: each origin (and a backtest parent) runs between
-min(patience + 1, E) (early stopping can fire no sooner) and E epochs; the refit between 1 and E. The
-model gives both bounds.
+    c      seconds per trained sample per epoch (forward, backward, Adam step), and
+    v      seconds per evaluated sample per epoch (a forward pass in inference mode): solved from the two
+           phases' mean epoch, select = c n_train + v n_val and refit = (c + v) n_all. The phases mix
+           trained and evaluated samples in different proportions, which is what tells c from v; where
+           timing noise makes either negative (or the proportions are equal), one rate serves both (c = v,
+           from every epoch's seconds over every sample it touched).
+    delta  per-epoch wall beyond the loop (the checkpoint into MLflow, metrics, progress): the record's last
+           progress.epoch_seconds minus the last refit epoch's loop seconds; 0 when the refit ran one
+           epoch (its progress then spans the change of phase).
+    F      fixed: the job's wall (started -> finished) minus every epoch's loop seconds and delta: the panel
+           load, each phase's scaler, tensors and model, the MLflow run, card, registration and champion
+           decision. Taken as constant, though the panel load and the tensors grow with the samples: at
+           more samples than measured the model reads low by that much.
+
+    seconds(job, best epoch b) = F + S(b) (c n_train + v n_val + delta) + b ((c + v) n_all + delta)
+
+with S(b) = min(b + patience, E) selection epochs: early stopping fires `patience` epochs after the best one
+(or the budget E ends the phase), and the refit runs exactly b. The bounds are b = 1 (the fewest epochs the
+rule allows) and b = E (every epoch run in both phases).
 """
 
 from __future__ import annotations
@@ -45,58 +47,53 @@ class JobCost:
     """One measured training job taken apart (seconds)."""
 
     wall: float
-    c: float  # per training row per epoch
-    delta: float  # per refit epoch beyond the loop
-    origin_overhead: float
-    compare: float
+    c: float  # per trained sample per epoch
+    v: float  # per evaluated sample per epoch
+    delta: float  # per epoch beyond the loop
     fixed: float
-    reps: int
-    windows: int  # K x step of the measured backtest
-    refit_rows: int
-    refit_epochs: int
+    n_train: int
+    n_val: int
+    n_all: int
+    select_epochs: int
+    refit_epochs: int  # the selection's best epoch
+    select_epoch_s: float  # the loop's mean selection epoch
     refit_epoch_s: float  # the loop's mean refit epoch
-    progress_epoch_s: float | None  # the record's last progress.epoch_seconds
-    backtest_parent: float = 0.0  # a backtest parent trained inside this job (its MLflow run's wall)
+    progress_epoch_s: float | None  # the record's last progress.epoch_seconds (a refit epoch)
 
 
-@dataclass(frozen=True)
-class Holdout:
-    """A training on one holdout split (a backtest parent): fixed + epochs x c x training rows."""
+def _rates(
+    select_s: list[float], refit_s: list[float], n_train: int, n_val: int, n_all: int
+) -> tuple[float, float]:
+    """(c, v) from the phases' epochs (see the module's docstring)."""
+    s, r = statistics.fmean(select_s), statistics.fmean(refit_s)
+    det = n_all * (n_train - n_val)
+    if det:
+        c, v = (s * n_all - n_val * r) / det, (n_train * r - n_all * s) / det
+        if c > 0 and v >= 0:
+            return c, v
+    touched = len(select_s) * (n_train + n_val) + len(refit_s) * 2 * n_all
+    rate = (sum(select_s) + sum(refit_s)) / touched
+    return rate, rate
 
-    fixed: float
-    c: float
 
-    @classmethod
-    def measured(cls, wall: float, epochs: float, rows: float, c: float) -> Holdout:
-        return cls(wall - epochs * c * rows, c)
-
-    def seconds(self, epochs: int, rows: int) -> float:
-        return self.fixed + epochs * self.c * rows
-
-
-def decompose(record: dict[str, Any], card: dict[str, Any], backtest_parent: float = 0.0) -> JobCost:
-    result = record["result"]
-    history = result["history"]
-    loop = sum(h["seconds"] for h in history)
-    rows = int(card["refit"]["samples"])
-    c = loop / (len(history) * rows)
+def decompose(record: dict[str, Any], card: dict[str, Any]) -> JobCost:
+    history = record["result"]["history"]
+    select = [h["seconds"] for h in history if h["phase"] == "select"]
+    refit = [h["seconds"] for h in history if h["phase"] == "refit"]
+    n_train, n_val = (int(n) for n in card["selection"]["samples"])
+    n_all = int(card["refit"]["samples"])
+    c, v = _rates(select, refit, n_train, n_val, n_all)
     progress = (record.get("progress") or {}).get("epoch_seconds")
-    # Epoch 1's progress counts from the start of the training stage: only a later epoch is one epoch's wall.
-    if len(history) < 2:
+    # A first refit epoch's progress counts from the last selection epoch, across the phase's set-up.
+    if len(refit) < 2:
         progress = None
-    delta = 0.0 if progress is None else max(0.0, progress - history[-1]["seconds"])
-    backtest = card["backtest"]
-    origins = backtest["origins"]
-    overhead = statistics.fmean(o["seconds"] - o["epochs_run"] * c * o["n_train"] for o in origins)
-    compare = max(0.0, result["backtest_seconds"] - sum(o["seconds"] for o in origins))
+    delta = 0.0 if progress is None else max(0.0, progress - refit[-1])
     wall = record["finished_at"] - record["started_at"]
-    config = backtest["config"]
     return JobCost(
-        wall=wall, c=c, delta=delta, origin_overhead=overhead, compare=compare,
-        fixed=wall - result["backtest_seconds"] - loop - len(history) * delta - backtest_parent,
-        reps=int(config["bootstrap_reps"]), windows=int(config["origins"]) * int(config["step"]),
-        refit_rows=rows, refit_epochs=len(history), refit_epoch_s=loop / len(history),
-        progress_epoch_s=progress, backtest_parent=backtest_parent,
+        wall=wall, c=c, v=v, delta=delta, fixed=wall - sum(select) - sum(refit) - len(history) * delta,
+        n_train=n_train, n_val=n_val, n_all=n_all, select_epochs=len(select), refit_epochs=len(refit),
+        select_epoch_s=statistics.fmean(select), refit_epoch_s=statistics.fmean(refit),
+        progress_epoch_s=progress,
     )  # fmt: skip
 
 
@@ -117,36 +114,27 @@ def mean_cost(costs: list[JobCost]) -> JobCost:
 
 @dataclass(frozen=True)
 class Target:
-    """The settings a job is modelled at: a worker's (ml/settings.py) and the rows its data gives."""
+    """The settings a job is modelled at: a worker's (ml/settings.py, workers/tasks.py) and the samples
+    its data gives (ml/training/dataprep.py's phase_samples)."""
 
-    epochs: int  # the training's epoch budget (STOCKQ_DEFAULT_EPOCHS for a nightly retrain)
-    backtest_epochs: int  # min(STOCKQ_BACKTEST_EPOCHS, epochs)
-    patience: int  # early stopping (ml.config.BacktestConfig)
-    step: int
-    reps: int
-    rows: int  # the refit's rows (every sample with a known target)
-    origin_rows: list[int]  # each origin's training rows (ml.evaluation.backtest.origin_splits)
-    backtest_parent_rows: int | None = None  # training rows of a backtest parent trained in every job
+    epochs: int  # the selection's budget E (STOCKQ_DEFAULT_EPOCHS for a worker's training)
+    patience: int  # early stopping (ml.config.PanelModelConfig)
+    n_train: int
+    n_val: int
+    n_all: int
 
 
-def job_seconds(cost: JobCost, target: Target, origin_epochs: int, refit_epochs: int,
-                holdout: Holdout | None = None, parent_epochs: int = 0) -> float:  # fmt: skip
-    windows = len(target.origin_rows) * target.step
-    compare = cost.compare * (target.reps / cost.reps) * (windows / cost.windows)
-    origins = sum(origin_epochs * cost.c * n + cost.origin_overhead for n in target.origin_rows)
-    own = cost.fixed + refit_epochs * (cost.c * target.rows + cost.delta) + origins + compare
-    if holdout is None or target.backtest_parent_rows is None:
-        return own
-    return own + holdout.seconds(parent_epochs, target.backtest_parent_rows)
+def job_seconds(cost: JobCost, target: Target, best_epoch: int) -> float:
+    """One job whose selection found its best epoch at `best_epoch`."""
+    select_epochs = min(best_epoch + target.patience, target.epochs)
+    select = cost.c * target.n_train + cost.v * target.n_val + cost.delta
+    refit = (cost.c + cost.v) * target.n_all + cost.delta
+    return cost.fixed + select_epochs * select + best_epoch * refit
 
 
-def bounds(cost: JobCost, target: Target, holdout: Holdout | None = None) -> dict[str, float]:
+def bounds(cost: JobCost, target: Target) -> dict[str, float]:
     """Seconds per job with the fewest epochs early stopping allows, and with every epoch run."""
-    e, fewest = target.backtest_epochs, min(target.patience + 1, target.backtest_epochs)
-    return {
-        "low_s": job_seconds(cost, target, fewest, 1, holdout, min(target.patience + 1, target.epochs)),
-        "high_s": job_seconds(cost, target, e, e, holdout, target.epochs),
-    }
+    return {"low_s": job_seconds(cost, target, 1), "high_s": job_seconds(cost, target, target.epochs)}
 
 
 def per_hour(seconds: float) -> float:

@@ -1,9 +1,18 @@
-"""CUDA check for the device machine: the real training loop (`ml.training.train.fit`, AMP on CUDA) on ^GSPC,
-epoch time on the GPU next to the CPU's, a freeze and a fine-tune child on the GPU, and GPU vs CPU
-predictions from the same weights.
+"""Epoch time of the served model on CUDA (not a test): the global parent (ml.model.vol_lstm through the one
+training loop, ml.training.loop.fit, bf16/fp16 autocast on CUDA) on the bundled panel, its epoch on the GPU
+next to the CPU's, a fine-tune and a freeze child on the GPU, and GPU vs CPU predictions from the same
+weights.
 
-Here: `python -m bench.gpu export .devdata` writes the feature frames (no Feast or MLflow is needed
-there). There: `python -m bench.gpu run .devdata --out $OUT`."""
+The samples are a worker's selection phase (ml.training.dataprep.phase_samples: the parent every
+PanelModelConfig.stride-th decision day of every ticker, validated on the last 252 days; a child every
+day of its ticker over --child-days), the model is PanelModelConfig's defaults, and every epoch runs (no
+early stopping), so an epoch is the cost bench/capacity.py models as c x trained + v x evaluated samples.
+
+Here: `python -m bench.gpu export .devdata` writes the bundled closes (one parquet file: the run needs
+neither skfolio, Feast nor MLflow). On a CUDA machine: `python -m bench.gpu run .devdata --out $OUT`.
+Without CUDA, `run` says so and measures the CPU rows only (`--tickers 2 --epochs 2` for a quick check).
+Writes gpu.json under --out.
+"""
 
 from __future__ import annotations
 
@@ -11,143 +20,164 @@ import argparse
 import json
 import statistics
 import time
-from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ml.features.technical import MODEL_FEATURES
-from ml.model.lstm import ModelSpec, QuantileLSTM, predict_log_returns
-from ml.training.train import TrainConfig, autocast_dtype, fit, prepare
+from ml.config import PanelModelConfig
+from ml.model.vol_lstm import VolQuantileLSTM, VolSpec, predict_z
+from ml.tickers import INDEX_TICKER
+from ml.training.dataprep import make_tensors, phase_samples
+from ml.training.loop import autocast_dtype, fit
+from ml.training.panel import PanelData, build_panel, fit_input_scaler
+from ml.training.recipes import child_spec, from_parent, learning_rate, new_spec
 
-TICKERS = ("^GSPC", "AAPL")
-
-
-class ParquetFrames:
-    """The one method of the feature store that training reads, served from exported parquet files."""
-
-    def __init__(self, directory: Path) -> None:
-        self.frames = {t: pd.read_parquet(directory / f"{t.replace('^', '_')}.parquet") for t in TICKERS}
-
-    def training_frame(self, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
-        frame = self.frames[ticker]
-        return frame.loc[pd.Timestamp(start) if start else None : pd.Timestamp(end) if end else None]
+CLOSES_FILE = "closes.parquet"
+VAL_DAYS = 252  # TrainConfig's default validation days
+CHILD = "AAPL"
 
 
 def export(directory: Path) -> None:
-    from ml.data.bundled import BundledSource
-    from ml.features.technical import compute_features, model_rows
+    from ml.data.bundled import BundledSource, bundled_tickers
 
+    source = BundledSource()
+    closes = pd.DataFrame({t: source.fetch(t)["close"] for t in bundled_tickers()})
     directory.mkdir(parents=True, exist_ok=True)
-    for ticker in TICKERS:
-        rows = model_rows(compute_features(BundledSource().fetch(ticker)))
-        rows.to_parquet(directory / f"{ticker.replace('^', '_')}.parquet")
-        print(ticker, len(rows))
+    closes.to_parquet(directory / CLOSES_FILE)
+    print(f"{directory / CLOSES_FILE}: {closes.shape[1]} tickers, {closes.shape[0]} days")
+
+
+def load_panel(directory: Path, tickers: int) -> PanelData:
+    """^GSPC, CHILD and the first other tickers up to `tickers` (0: all)."""
+    closes = pd.read_parquet(directory / CLOSES_FILE)
+    others = [t for t in closes.columns if t not in (INDEX_TICKER, CHILD)]
+    keep = [INDEX_TICKER, CHILD, *others][: tickers or None]
+    return build_panel({t: closes[t] for t in keep})
 
 
 def train_once(
-    frames: ParquetFrames, ticker: str, config: TrainConfig, init: dict | None, freeze: bool
-) -> dict:
-    device = torch.device(config.device or "cpu")
-    spec = ModelSpec(len(MODEL_FEATURES), config.hidden, config.layers, config.dropout, config.window, 7)
-    prep = prepare(frames, ticker, config, spec, device)  # type: ignore[arg-type]
+    panel: PanelData,
+    spec: VolSpec,
+    config: PanelModelConfig,
+    device: torch.device,
+    *,
+    tickers: tuple[str, ...],
+    stride: int,
+    history_days: int | None = None,
+    parent: tuple[VolQuantileLSTM, Any] | None = None,
+    strategy: str | None = None,
+) -> dict[str, Any]:
+    """One selection phase with every epoch run: its timings, and the model, scaler and val samples."""
+    samples = phase_samples(panel, spec, tickers=tickers, stride=stride, val_days=VAL_DAYS,
+                            history_days=history_days)  # fmt: skip
+    # A child reads through its parent's statistics (ml/training/dataprep.py's Plan.scaler).
+    scaler = parent[1] if parent else fit_input_scaler(panel, samples.train, spec.horizon)
+    tensors = make_tensors(panel, scaler, spec, samples.train, samples.val, device)
     torch.manual_seed(config.seed)
-    model = QuantileLSTM(spec)
-    if init is not None:
-        model.load_state_dict(init)
-    if freeze:
-        model.lstm.requires_grad_(False)
+    model = VolQuantileLSTM(spec) if parent is None else from_parent(parent[0], spec, str(strategy))
     model.to(device)
-    before = {k: v.detach().clone() for k, v in model.lstm.state_dict().items()}
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    fitted = fit(
-        model,
-        prep.tensors,
-        epochs=config.epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        patience=config.epochs,
-        seed=config.seed,
-        freeze_lstm=freeze,
-    )
+    fitted = fit(model, tensors, epochs=config.epochs, lr=learning_rate(strategy, config.lr),
+                 batch_size=config.batch_size, patience=config.epochs, seed=config.seed,
+                 freeze_lstm=strategy == "freeze")  # fmt: skip
     if device.type == "cuda":
         torch.cuda.synchronize()
     epochs = [h["seconds"] for h in fitted.history]
-    lstm_changed = any(not torch.equal(before[k], v) for k, v in model.lstm.state_dict().items())
-    x_test = prep.data.windows[prep.split.test]
     return {
-        "ticker": ticker,
         "device": str(device),
         "amp": str(autocast_dtype(device)),
         "batch_size": config.batch_size,
-        "train_samples": int(prep.tensors.x_train.shape[0]),
+        "cpu_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "strategy": strategy or "parent",
+        "tickers": len(tickers),
+        "train_samples": len(samples.train),
+        "val_samples": len(samples.val),
         "epochs": len(epochs),
         "first_epoch_s": epochs[0],
         "median_epoch_s": statistics.median(epochs[1:] or epochs),
         "wall_s": time.perf_counter() - started,
         "best_val_loss": fitted.best_val_loss,
         "finite": bool(np.isfinite(fitted.best_val_loss)),
-        "lstm_changed": lstm_changed,
         "_model": model,
-        "_scaler": prep.scaler,
-        "_x_test": x_test,
+        "_scaler": scaler,
+        "_val": (tensors.x_val.cpu().numpy(), tensors.ids_val.cpu().numpy()),
     }
 
 
-def run(directory: Path, out: Path, epochs: int) -> None:
-    frames = ParquetFrames(directory)
-    assert torch.cuda.is_available(), "no CUDA device"
-    results = []
-    base = TrainConfig(epochs=epochs, device="cuda")
-    for batch in (64, 512):
-        gpu = train_once(frames, "^GSPC", base.with_(batch_size=batch), None, False)
-        results.append(gpu)
-    for threads in (1, torch.get_num_threads()):
+def run(args: argparse.Namespace) -> None:
+    panel = load_panel(args.directory, args.tickers)
+    base = PanelModelConfig(epochs=args.epochs)
+    spec = new_spec(base, panel.input_names, panel.tickers, base.embed)
+    parent_rows = {"tickers": spec.tickers, "stride": base.stride}
+    cuda = torch.cuda.is_available()
+    results: list[dict[str, Any]] = []
+    if cuda:
+        gpu = torch.device("cuda")
+        for batch in sorted({base.batch_size, args.big_batch}):
+            results.append(train_once(panel, spec, base.with_(batch_size=batch), gpu, **parent_rows))
+    else:
+        print("NOTE: no CUDA device here: the GPU rows are skipped and only the CPU rows are measured; "
+              "run `python -m bench.gpu run` on a CUDA machine for the GPU figures.")  # fmt: skip
+    cpu_rows = []
+    for threads in sorted({1, torch.get_num_threads()}):
         torch.set_num_threads(threads)
-        cpu = train_once(frames, "^GSPC", base.with_(device="cpu", epochs=2), None, False)
-        cpu["cpu_threads"] = threads
-        results.append(cpu)
+        cpu_config = base.with_(epochs=args.cpu_epochs)
+        cpu_rows.append(train_once(panel, spec, cpu_config, torch.device("cpu"), **parent_rows))
+    results += cpu_rows
     parent = results[0]
-    state = {k: v.cpu() for k, v in parent["_model"].state_dict().items()}
-    child = base.with_(history_days=730, lr=1e-4)
-    results.append({**train_once(frames, "AAPL", child, state, freeze=False), "strategy": "fine_tune"})
-    results.append(
-        {**train_once(frames, "AAPL", child.with_(lr=1e-3), state, freeze=True), "strategy": "freeze"}
-    )
-    on_gpu = predict_log_returns(
-        parent["_model"], parent["_scaler"], parent["_x_test"], device=torch.device("cuda")
-    )
-    cpu_model = QuantileLSTM(parent["_model"].spec)
-    cpu_model.load_state_dict(state)
-    on_cpu = predict_log_returns(cpu_model.eval(), parent["_scaler"], parent["_x_test"])
+    device = torch.device("cuda" if cuda else "cpu")
+    child = base.with_(epochs=args.epochs if cuda else args.cpu_epochs)
+    for strategy in ("fine_tune", "freeze"):
+        results.append(train_once(
+            panel, child_spec(spec, CHILD), child, device, tickers=(CHILD,), stride=1,
+            history_days=args.child_days, parent=(parent["_model"], parent["_scaler"]), strategy=strategy,
+        ))  # fmt: skip
     rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
-    summary = {
-        "gpu": torch.cuda.get_device_name(0),
+    summary: dict[str, Any] = {
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "torch": torch.__version__,
+        "panel": {"tickers": len(panel.tickers), "days": len(panel.dates)},
         "rows": rows,
-        "gpu_vs_cpu_prediction_max_abs_diff": float(np.abs(on_gpu - on_cpu).max()),
-        "gpu_speedup_vs_1_thread_cpu_epoch": rows[2]["median_epoch_s"] / rows[0]["median_epoch_s"],
-        "gpu_speedup_vs_all_threads_cpu_epoch": rows[3]["median_epoch_s"] / rows[0]["median_epoch_s"],
     }
+    if cuda:
+        x, ids = parent["_val"]
+        state = {k: v.cpu() for k, v in parent["_model"].state_dict().items()}
+        cpu_model = VolQuantileLSTM(parent["_model"].spec)
+        cpu_model.load_state_dict(state)
+        on_gpu = predict_z(parent["_model"], x, ids)
+        summary["gpu_vs_cpu_prediction_max_abs_diff_z"] = float(
+            np.abs(on_gpu - predict_z(cpu_model, x, ids)).max()
+        )
+        gpu_epoch = parent["median_epoch_s"]
+        summary["gpu_speedup_vs_1_thread_cpu_epoch"] = cpu_rows[0]["median_epoch_s"] / gpu_epoch
+        summary["gpu_speedup_vs_all_threads_cpu_epoch"] = cpu_rows[-1]["median_epoch_s"] / gpu_epoch
     for row in rows:
         print(json.dumps(row))
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.json").write_text(json.dumps(summary, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu.json").write_text(json.dumps(summary, indent=1))
+    print(f"written {args.out / 'gpu.json'}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("mode", choices=["export", "run"])
-    parser.add_argument("directory", type=Path)
+    parser.add_argument("directory", type=Path, help="where export writes, and run reads, closes.parquet")
     parser.add_argument("--out", type=Path, default=Path("var/bench"))
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of each GPU training (all run)")
+    parser.add_argument("--cpu-epochs", type=int, default=2, help="epochs of each CPU training")
+    parser.add_argument("--tickers", type=int, default=0, help="panel size with ^GSPC and AAPL (0: all 21)")
+    parser.add_argument("--big-batch", type=int, default=4096, help="a second, larger GPU batch size")
+    parser.add_argument("--child-days", type=int, default=730, help="a child's history (calendar days)")
     args = parser.parse_args()
-    export(args.directory) if args.mode == "export" else run(args.directory, args.out, args.epochs)
+    export(args.directory) if args.mode == "export" else run(args)
 
 
 if __name__ == "__main__":

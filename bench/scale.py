@@ -10,15 +10,17 @@ redis-server as broker and registry, gunicorn, a fresh var dir): Celery workers 
 (webapp/stack.worker_argv), one process each (`-c 1`, STOCKQ_TORCH_THREADS=1, BLAS pools at one thread),
 jobs submitted through `POST /train` and `POST /predict-child`. Order:
 
-1. ingest, a scratch child to warm worker `train1`, then the parent (^GSPC) trained once on it (its own
-   figure), then one fine-tuned child (its own figure);
+1. ingest (^GSPC and every child ticker), a scratch child to warm worker `train1`, then the parent trained
+   once on it (its own figure; its panel is every ingested ticker, or ^GSPC alone with --universe gspc),
+   then one fine-tuned child (its own figure);
 2. 1 worker: N/2 children submitted at once; wall from the first submit to the last finish;
 3. a second worker process `train2` (separate process, concurrency 1), both warmed by one child each,
    then N other children the same way; then `train2` stops and the other N/2 children run on `train1`
    alone (1-2-1, so a drift of the machine's load hits both); the jobs/hour ratio is the scaling;
 4. predictions on one warm inference process: latency of `?wait=5` (cache emptied first, and cached),
    and throughput of bursts of uncached and cached predictions;
-5. the capacity model (bench/capacity.py) at the worker settings of this environment (ml/settings.py);
+5. the capacity model (bench/capacity.py: each training's select and refit phases taken apart) at the
+   worker settings of this environment (ml/settings.py) on the data the bench ingested;
 6. bench/submit.py's round trips and submit throughput, one round per broker.
 
 Children are distinct bundled tickers (at most 8 per phase). Sizes: flags, or SCALE_<FLAG> in the env.
@@ -57,10 +59,9 @@ def parse_args() -> argparse.Namespace:
         f"--{name.replace('_', '-')}", type=type(default), default=_env(name, default), help=text
     )
     flag("children", 6, "child trainings per phase (1 and 2 workers), at most 8")
-    flag("history_days", 2000, "STOCKQ_TRAIN_HISTORY_DAYS of the measured trainings")
-    flag("epochs", 3, "STOCKQ_DEFAULT_EPOCHS of the measured trainings (their backtest's too)")
-    flag("origins", 2, "STOCKQ_BACKTEST_ORIGINS of the measured trainings")
-    flag("bootstrap_reps", 1000, "STOCKQ_BACKTEST_BOOTSTRAP_REPS of the measured trainings")
+    flag("history_days", 2000, "STOCKQ_TRAIN_HISTORY_DAYS of the measured children (a parent reads it all)")
+    flag("epochs", 3, "STOCKQ_DEFAULT_EPOCHS of the measured trainings (the selection phase's budget)")
+    flag("universe", "panel", "STOCKQ_PARENT_UNIVERSE of the measured trainings: panel or gspc")
     flag("predict_samples", 30, "sequential ?wait=5 predictions, uncached and cached")
     flag("predict_rounds", 5, "bursts of one uncached prediction per trained ticker")
     flag("brokers", "redis,amqp", "brokers of the round-trip section (empty: skip it)")
@@ -71,6 +72,8 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if not 1 <= args.children <= 8:
         p.error("--children must be 1..8 (distinct bundled tickers: 3 warm-ups and 2 phases, of 20)")
+    if args.universe not in ("panel", "gspc"):
+        p.error("--universe must be panel or gspc")
     return args
 
 
@@ -241,12 +244,12 @@ def rows_of(run: dict[str, Any], pred: dict[str, Any], cap: dict[str, Any], brok
     lat, bursts, pl = pred["latency_p50_ms"], pred["bursts"], pred["load_1m"]
     table = [
         ("training", "parent training wall (1 worker)", m["parent"].wall, "", "s", run["parent_load_1m"]),
-        ("training", "parent refit epoch: progress.epoch_seconds / loop", m["parent"].progress_epoch_s,
+        ("training", "parent epoch in the loop: selection / refit", m["parent"].select_epoch_s,
          m["parent"].refit_epoch_s, "s", ""),
         ("training", "first child after the parent (1 worker)", _wall(run["first_child"]), "", "s",
          run["first_child_load_1m"]),
         ("training", "child training wall, mean (1 worker)", m["child"].wall, "", "s", one["load_1m"]),
-        ("training", "child refit epoch: progress.epoch_seconds / loop", m["child"].progress_epoch_s,
+        ("training", "child epoch in the loop: selection / refit", m["child"].select_epoch_s,
          m["child"].refit_epoch_s, "s", ""),
         ("training", f"1 worker process: {n} children drained", one["wall_s"], "", "s", one["load_1m"]),
         ("training", "1 worker process", one["jobs_per_h"], "", "jobs/h", one["load_1m"]),
@@ -296,8 +299,7 @@ def main() -> None:
     # Distinct children: one warm-up, a phase on 1 worker, two warm-ups, a phase on 2 workers.
     tickers = [t for t in bundled_tickers() if t != PARENT_TICKER][: 3 + 2 * args.children]
     env = {**ONE_THREAD, "STOCKQ_TRAIN_HISTORY_DAYS": str(args.history_days),
-           "STOCKQ_DEFAULT_EPOCHS": str(args.epochs), "STOCKQ_BACKTEST_ORIGINS": str(args.origins),
-           "STOCKQ_BACKTEST_BOOTSTRAP_REPS": str(args.bootstrap_reps)}  # fmt: skip
+           "STOCKQ_DEFAULT_EPOCHS": str(args.epochs), "STOCKQ_PARENT_UNIVERSE": args.universe}  # fmt: skip
     started = time.monotonic()
     with bench_stack(name="scale", STOCKQ_RATE_LIMIT_TRAIN=HIGH_LIMIT) as stack:
         api = Api(stack)
@@ -313,13 +315,16 @@ def main() -> None:
     rows = rows_of(run, pred, cap, brokers, args)
     path.write_text(json.dumps({**detail, "brokers": brokers, "wall_s": time.monotonic() - started},
                                indent=1, default=_plain))  # fmt: skip
+    parent, child, panels = cap["parent"]["target"], cap["child"]["target"], cap["panel_tickers"]
     report("scale", rows, {
-        "measured at": f"{args.children} children per phase, {args.history_days} days of history, "
-                       f"{args.epochs} epochs, {args.origins} origins, {args.bootstrap_reps} bootstrap reps",
-        "modelled at": f"this environment's worker settings {cap['settings']}; rows of the bundled "
-                       f"history: parent {cap['parent']['target'].rows}, "
-                       f"child {cap['child']['target'].rows}, backtest parent {cap['backtest_parent']}",
-        "GPU": "not measured (no GPU here): the capacity figures are one CPU core per worker",
+        "measured at": f"{args.children} children per phase, {args.history_days} days of child history, "
+                       f"{args.epochs} epochs at most, parent universe {args.universe}",
+        "modelled at": f"this environment's worker settings {cap['settings']}; samples (select train / "
+                       f"val, refit) of the bench's ingested data: parent ({panels['parent']} tickers) "
+                       f"{parent.n_train}/{parent.n_val}, {parent.n_all}; child {child.n_train}/"
+                       f"{child.n_val}, {child.n_all}",
+        "GPU": "not measured here: the capacity figures are one CPU core per worker (bench/gpu.py times "
+               "an epoch on CUDA)",
         "detail": str(path),
     })  # fmt: skip
 

@@ -43,12 +43,7 @@ TENANT = "bench"
 # On, but far above what the benchmark sends: it measures the limiter's cost, not its throttling.
 HIGH_LIMIT = "100000000/minute"
 # The fast training settings of the tests: the parent the warm predictions use trains in seconds.
-FAST_TRAINING = {
-    "STOCKQ_TRAIN_HISTORY_DAYS": "700",
-    "STOCKQ_DEFAULT_EPOCHS": "1",
-    "STOCKQ_BACKTEST_ORIGINS": "1",
-    "STOCKQ_BACKTEST_BOOTSTRAP_REPS": "50",
-}
+FAST_TRAINING = {"STOCKQ_TRAIN_HISTORY_DAYS": "700", "STOCKQ_DEFAULT_EPOCHS": "1"}
 WARM_BODY = {"ticker": "AAPL", "model": "parent"}  # served warm from the parent: one training only
 
 

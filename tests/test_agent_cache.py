@@ -108,8 +108,9 @@ def test_a_paraphrase_hits_with_the_same_response(cache: SemanticCache) -> None:
         CacheKey("AAPL", "2022-12-28", "stockq-child-AAPL", "4", DETERMINISTIC),
         CacheKey("AAPL", "2022-12-28", "stockq-parent", "3", DETERMINISTIC),
         CacheKey("AAPL", "2022-12-28", "stockq-child-AAPL", "3", "gpt-4o-mini"),
+        CacheKey("AAPL", "2022-12-28", "stockq-child-AAPL", "3", DETERMINISTIC, evaluation="evaluation r2"),
     ],
-    ids=["other-ticker", "new-data", "new-model-version", "other-model", "other-writer"],
+    ids=["other-ticker", "new-data", "new-model-version", "other-model", "other-writer", "new-evaluation"],
 )
 def test_the_same_question_misses_under_any_other_key(cache: SemanticCache, other: CacheKey) -> None:
     cache.store(KEY, "Analysis for AAPL", RESPONSE)

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from agent.analysts import LLMAnalyst
 from agent.configuration import AgentConfig
-from agent.fakellm import FakeOpenAI, Garbage, Reply, Responder, Stall, canned_analyst
+from agent.fakellm import FakeOpenAI, Garbage, Reply, Responder, Stall, canned_analyst, role_of
 from agent.graph import build_graph
 from agent.llm import ChatLLM, LLMError
 from agent.nodes import AgentContext
@@ -73,7 +73,7 @@ def run(config: AgentConfig) -> dict[str, Any]:
 
 
 def bullish(role: str, body: dict[str, Any]) -> Reply:
-    """A model that keeps calling the negative median bullish."""
+    """A model that keeps calling the down trend bullish."""
     return ReportDraft(
         summary="Buy.",
         technicals="Strong.",
@@ -92,13 +92,27 @@ def test_prompts_carry_the_real_numbers(server: FakeOpenAI, tmp_path: Path) -> N
     for s in forecast["forecast"]:
         assert f"| {s['date']} | {s['p10']:.2f} | {s['p50']:.2f} | {s['p90']:.2f} |" in performance
     assert f"Last close: {forecast['last_close']:.2f}" in performance
-    assert "stockq-child-AAPL v3" in performance and "direction accuracy 54%" in performance
+    assert "stockq-parent v3" in performance and "Trend: down" in performance
+    # The model's evaluation, AAPL's own row first, and no retired metric.
+    assert (
+        "AAPL alone: no measurable skill over zero+EWMA: +0.9% (90 % interval -0.3% to +2.1%)" in performance
+    )
+    assert "confidence cap from the evaluation: 0.62" in performance
+    assert "direction accuracy" not in performance and "backtest" not in performance.lower()
     assert "Should I buy AAPL?" in performance
     market = server.prompts(MARKET_EXPERT)[0]
     assert "Apple shares plunge" in market and "sentiment -0.61" in market
     report = server.prompts(REPORT_GENERATOR)[0]
     assert f"{PERFORMANCE_ANALYST} note: nothing beyond the numbers." in report
     assert f"{forecast['seven_day']['p50']:.2f}" in report
+    # Every writer is told what the model is: a band around a zero median, the direction being the trend's.
+    systems = {role_of(body): body["messages"][0]["content"] for body in server.requests}
+    for role in (PERFORMANCE_ANALYST, REPORT_GENERATOR):
+        assert (
+            "its median is zero by design" in systems[role]
+            and "direction can only come from the" in systems[role]
+        )
+    assert "a direction credited to the model's forecast" in systems[CRITIC]
     critic = server.prompts(CRITIC)[0]
     assert final["draft"]["markdown"] in critic
     # The structured answer is the stance; the byline names the model.
@@ -120,7 +134,7 @@ def test_a_contradicting_stance_is_revised_at_most_twice(
     reports = server.prompts(REPORT_GENERATOR)
     assert len(reports) == 3 and final["revisions"] == 2
     assert "rejected your previous draft" not in reports[0]
-    assert all("The stance is bullish but the 7-day median forecast is" in p for p in reports[1:])
+    assert all("The stance is bullish but the trend is down" in p for p in reports[1:])
     # A report that fails the numeric checks never reaches the model critic.
     assert server.prompts(CRITIC) == []
     assert not final["critique"].approved

@@ -18,10 +18,12 @@ from agent.configuration import AgentConfig
 from agent.embeddings import embed
 from agent.fakellm import FakeOpenAI, Reply, Stall, canned_analyst, user_prompt
 from agent.llm import LLMError
+from agent.numbers import CONFIDENCE_FLOOR, performance_facts
 from agent.prompts import PERFORMANCE_ANALYST, REPORT_GENERATOR
 from agent.service import AnalystService
 from agent.state import ReportDraft
 from ml.errors import InvalidInput, InvalidTicker
+from ml.evaluation.promotion import NOT_EVALUATED
 from tests.conftest import flush_db, make_settings
 
 pytestmark = pytest.mark.slow  # trains a model
@@ -44,6 +46,7 @@ RESULT_KEYS = {
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from ml.config import PanelModelConfig
     from ml.data import make_source
     from ml.features.pipeline import ingest
     from ml.features.store import FeatureStore
@@ -55,7 +58,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
     ingest(["^GSPC", "AAPL", "MSFT"], source=make_source("bundled", settings.var_path), store=store)
     registry = ModelRegistry(settings.tracking_uri, settings.artifact_root)
-    config = TrainConfig(epochs=1, hidden=8, layers=1, history_days=3 * 365, device="cpu")
+    # No `stockq evaluate` runs here: the card says "not evaluated yet", and the report must too.
+    config = TrainConfig(model=PanelModelConfig(epochs=1, hidden=8, stride=16, device="cpu"), val_days=100)
     train_parent(store=store, registry=registry, config=config)
     embed("warm up")  # the embedding model loads once per process; no test below pays for it
     yield {"settings": settings, "store": store, "registry": registry}
@@ -104,10 +108,15 @@ def test_deterministic_report_from_the_real_forecast(env: dict[str, Any], make_s
     assert "No LLM was used" in result["report_markdown"]
     for step in expected["forecast"]:
         assert f"| {step['p10']:.2f} | {step['p50']:.2f} | {step['p90']:.2f} |" in result["report_markdown"]
-    move = expected["seven_day"]["log_return_p50"]
-    assert result["stance"] in {"bullish", "neutral", "bearish"} and 0.0 <= result["confidence"] <= 1.0
-    assert result["stance"] != ("bullish" if move < 0 else "bearish")
+    card = env["registry"].model_card(expected["model"]["name"], expected["model"]["version"])
+    facts = performance_facts(expected, env["store"].online_features("AAPL"), card)
+    assert card["evaluation"] is None and facts["confidence_cap"] == CONFIDENCE_FLOOR
+    assert (result["stance"], result["confidence"]) == (facts["stance"], facts["confidence"])
+    assert result["confidence"] <= CONFIDENCE_FLOOR
+    assert f"Evaluation: {NOT_EVALUATED}." in result["report_markdown"]
+    assert "its median is zero by design" in result["report_markdown"]
     assert [s["kind"] for s in result["sources"]] == ["forecast", "model_card", "features"]
+    assert result["sources"][1]["evaluation_run_id"] is None
     assert stages[:3] == ["forecast", "cache_lookup", "news"] and stages[-1] == "cache_store"
     assert json.loads(json.dumps(result)) == result
 
@@ -143,11 +152,11 @@ def test_llm_report_carries_the_real_forecast(make_service: Any) -> None:
 
 def test_a_report_the_critic_never_approves_keeps_its_notes_and_is_not_cached(make_service: Any) -> None:
     def contrarian(role: str, body: dict[str, Any]) -> Reply:
-        """Always the stance opposite to the real forecast's 7-day median, whatever the Critic says."""
+        """Always a stance the real trend does not show, whatever the Critic says."""
         if role != REPORT_GENERATOR:
             return canned_analyst(role, body)
-        move = float(re.search(r"7-day median change: ([+-][\d.]+)%", user_prompt(body)).group(1))
-        stance = "bearish" if move > 0 else "bullish"
+        trend = re.search(r"Trend: (\w+)", user_prompt(body)).group(1)
+        stance = "bearish" if trend == "up" else "bullish"
         return ReportDraft(
             summary="s", technicals="t", news="n", risks="r", stance=stance, confidence=0.2, rationale="x"
         )
@@ -157,7 +166,7 @@ def test_a_report_the_critic_never_approves_keeps_its_notes_and_is_not_cached(ma
         result = service.analyze("AAPL")
         assert result["revisions"] == 2
         assert "## Reviewer notes" in result["report_markdown"]
-        assert "7-day median forecast is" in result["report_markdown"]
+        assert "but the trend is " in result["report_markdown"]
         assert service.cache.count() == 0
 
 

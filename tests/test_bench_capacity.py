@@ -7,50 +7,86 @@ import pytest
 
 from bench import capacity
 
-# A job of 2 origins (100 and 120 training rows, 3 epochs each) and a 3-epoch refit on 150 rows at
-# 0.01 s per row-epoch; 0.5 s of checkpoint per refit epoch, 2 s per origin beyond its epochs, 1 s of
-# comparison, 4 s fixed.
-C, DELTA = 0.01, 0.5
-ORIGINS = [{"n_train": n, "epochs_run": 3, "seconds": 3 * C * n + 2.0} for n in (100, 120)]
-BACKTEST_S = sum(o["seconds"] for o in ORIGINS) + 1.0
-REFIT = [{"epoch": e, "seconds": C * 150} for e in (1, 2, 3)]
-WALL = 4.0 + BACKTEST_S + 3 * (C * 150 + DELTA)
+# A job whose selection trained on 1,000 samples and validated 200 for 5 epochs (best at 3, patience 2),
+# then refit on all 1,300 samples for 3 epochs: 0.01 s per trained and 0.002 s per evaluated sample, 0.5 s
+# of checkpoint per epoch, 4 s fixed.
+C, V, DELTA, FIXED = 0.01, 0.002, 0.5, 4.0
+N_TRAIN, N_VAL, N_ALL = 1000, 200, 1300
+SELECT_S = C * N_TRAIN + V * N_VAL  # 10.4
+REFIT_S = (C + V) * N_ALL  # 15.6
+HISTORY = [{"epoch": e, "seconds": SELECT_S, "phase": "select"} for e in range(1, 6)] + [
+    {"epoch": e, "seconds": REFIT_S, "phase": "refit"} for e in range(1, 4)
+]
+WALL = FIXED + 5 * (SELECT_S + DELTA) + 3 * (REFIT_S + DELTA)  # 106.8
 RECORD = {
     "started_at": 1000.0,
     "finished_at": 1000.0 + WALL,
-    "progress": {"epoch_seconds": C * 150 + DELTA},
-    "result": {"history": REFIT, "backtest_seconds": BACKTEST_S},
+    "progress": {"epoch_seconds": REFIT_S + DELTA},
+    "result": {"history": HISTORY},
 }
-CARD = {
-    "refit": {"samples": 150},
-    "backtest": {"origins": ORIGINS, "config": {"bootstrap_reps": 100, "origins": 2, "step": 21}},
-}
+CARD = {"selection": {"samples": [N_TRAIN, N_VAL]}, "refit": {"samples": N_ALL}}
 
 
 def test_decompose_recovers_the_parts() -> None:
     cost = capacity.decompose(RECORD, CARD)
+    assert cost.wall == pytest.approx(106.8)
     assert cost.c == pytest.approx(C)
+    assert cost.v == pytest.approx(V)
     assert cost.delta == pytest.approx(DELTA)
-    assert cost.origin_overhead == pytest.approx(2.0)
-    assert cost.compare == pytest.approx(1.0)
-    assert cost.fixed == pytest.approx(4.0)
+    assert cost.fixed == pytest.approx(FIXED)
+    assert (cost.select_epochs, cost.refit_epochs) == (5, 3)
+    assert (cost.select_epoch_s, cost.refit_epoch_s) == (pytest.approx(10.4), pytest.approx(15.6))
 
 
 def test_rebuilt_at_its_own_settings_gives_its_wall() -> None:
     cost = capacity.decompose(RECORD, CARD)
-    own = capacity.Target(epochs=3, backtest_epochs=3, patience=5, step=21, reps=100, rows=150,
-                          origin_rows=[100, 120])  # fmt: skip
-    assert capacity.job_seconds(cost, own, origin_epochs=3, refit_epochs=3) == pytest.approx(WALL)
+    own = capacity.Target(epochs=12, patience=2, n_train=N_TRAIN, n_val=N_VAL, n_all=N_ALL)
+    assert capacity.job_seconds(cost, own, best_epoch=3) == pytest.approx(WALL)
+    # The budget cuts the selection short: best at 11 of 12 runs 12 selection epochs, not 13.
+    cut = FIXED + 12 * (SELECT_S + DELTA) + 11 * (REFIT_S + DELTA)
+    assert capacity.job_seconds(cost, own, best_epoch=11) == pytest.approx(cut)
+
+
+def test_one_epoch_refit_has_no_delta() -> None:
+    """A one-epoch refit's progress spans the change of phase: no delta is read from it."""
+    history = [*HISTORY[:3], {**HISTORY[5]}]
+    wall = FIXED + 3 * SELECT_S + REFIT_S
+    record = {**RECORD, "finished_at": 1000.0 + wall, "result": {"history": history},
+              "progress": {"epoch_seconds": 99.0}}  # fmt: skip
+    cost = capacity.decompose(record, CARD)
+    assert cost.delta == 0.0
+    assert cost.progress_epoch_s is None
+    assert cost.fixed == pytest.approx(FIXED)
+
+
+def test_noise_falls_back_to_one_rate() -> None:
+    """A refit epoch quicker than its samples allow (noise) would make v negative: one rate for both."""
+    history = [{**h, "seconds": 10.0 if h["phase"] == "select" else 8.0} for h in HISTORY]
+    cost = capacity.decompose({**RECORD, "result": {"history": history}}, CARD)
+    touched = 5 * (N_TRAIN + N_VAL) + 3 * 2 * N_ALL  # 13,800 sample-epochs in 74 s
+    assert cost.c == cost.v == pytest.approx(74.0 / touched)
 
 
 def test_bounds_and_workers() -> None:
     cost = capacity.decompose(RECORD, CARD)
-    target = capacity.Target(epochs=20, backtest_epochs=20, patience=5, step=21, reps=1000, rows=1000,
-                             origin_rows=[800] * 8)  # fmt: skip
+    target = capacity.Target(epochs=20, patience=2, n_train=8000, n_val=500, n_all=8600)
     b = capacity.bounds(cost, target)
-    # fewest epochs: 6 per origin (best at 1, then patience 5) and a 1-epoch refit; most: 20 each.
-    compare = 1.0 * 10 * (8 * 21 / 42)
-    assert b["low_s"] == pytest.approx(4.0 + (C * 1000 + DELTA) + 8 * (6 * C * 800 + 2.0) + compare)
-    assert b["high_s"] == pytest.approx(4.0 + 20 * (C * 1000 + DELTA) + 8 * (20 * C * 800 + 2.0) + compare)
+    select = C * 8000 + V * 500 + DELTA  # 81.5 s
+    refit = (C + V) * 8600 + DELTA  # 103.7 s
+    # fewest: best at epoch 1, so 3 selection epochs and a 1-epoch refit; most: 20 of each.
+    assert b["low_s"] == pytest.approx(FIXED + 3 * select + refit)
+    assert b["low_s"] == pytest.approx(352.2)
+    assert b["high_s"] == pytest.approx(FIXED + 20 * (select + refit))
+    assert b["high_s"] == pytest.approx(3708.0)
+    assert capacity.per_hour(b["high_s"]) == pytest.approx(3600 / 3708)
     assert capacity.workers_for(100, 3600.0, 6) == 17  # 100 h of work in 6 h
     assert capacity.workers_for(6, 3600.0, 6) == 1
+
+
+def test_mean_cost_rounds_counts() -> None:
+    one = capacity.decompose(RECORD, CARD)
+    two = capacity.decompose({**RECORD, "finished_at": RECORD["finished_at"] + 2.0}, CARD)
+    mean = capacity.mean_cost([one, two])
+    assert mean.fixed == pytest.approx(FIXED + 1.0)
+    assert mean.wall == pytest.approx(WALL + 1.0)
+    assert mean.n_all == N_ALL and mean.select_epochs == 5
