@@ -67,10 +67,10 @@ def test_the_named_modules_exist_where_the_layout_puts_them() -> None:
     for name in (
         "ml.config",
         "ml.features.technical",
-        "ml.model.lstm",
+        "ml.model.vol_lstm",
         "ml.training.train",
         "ml.training.job",
-        "ml.evaluation.backtest",
+        "ml.evaluation.walk_forward",
         "ml.registry.mlflow_registry",
         "ml.registry.registration",
         "ml.serving.predict",

@@ -1,1 +1,1 @@
-"""Evaluation: baselines, scoring, statistics, calibration, the walk-forward backtest and promotion."""
+"""Evaluation: the walk-forward over years, the baselines, the panel statistics and promotion."""

@@ -12,7 +12,6 @@ All of them train through the project's one loop (ml.training.loop.fit).
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,7 +21,7 @@ import torch
 
 from ml.config import PanelModelConfig
 from ml.model.scaler import Scaler
-from ml.model.vol_lstm import VolQuantileLSTM, VolSpec, predict_z
+from ml.model.vol_lstm import VolQuantileLSTM, predict_z
 from ml.training.loop import Tensors, fit, resolve_device
 from ml.training.panel import (
     PanelData,
@@ -33,8 +32,7 @@ from ml.training.panel import (
     scaled_inputs,
     select_samples,
 )
-
-FINE_TUNE_LR_FACTOR = 0.1
+from ml.training.recipes import child_spec, from_parent, learning_rate, new_spec
 
 
 class NeuralRecipe(Protocol):
@@ -111,14 +109,6 @@ def _split(
     return train, val
 
 
-def _spec(settings: PanelModelConfig, panel: PanelData, tickers: tuple[str, ...], embed: int) -> VolSpec:
-    return VolSpec(
-        inputs=panel.input_names, tickers=tickers, hidden=settings.hidden, layers=settings.layers,
-        embed=embed, dropout=settings.dropout, window=settings.window, horizon=settings.horizon,
-        drift=settings.drift, levels=settings.levels,
-    )  # fmt: skip
-
-
 def _predict(fitted: _Fitted, panel: PanelData, samples: Samples) -> np.ndarray:
     windows = gather_windows(fitted.scaled, samples, fitted.model.spec.window)
     ids = fitted.model.spec.ticker_ids(panel.tickers)[samples.cols]
@@ -141,7 +131,8 @@ class GlobalRecipe:
         warm = self.fitted is not None
         if self.fitted is None:
             torch.manual_seed(s.seed)
-            model = VolQuantileLSTM(_spec(s, panel, tuple(tickers), s.embed if self.embed else 0))
+            embed = s.embed if self.embed else 0
+            model = VolQuantileLSTM(new_spec(s, panel.input_names, tuple(tickers), embed))
         else:
             model = self.fitted.model
         self.fitted, summary = _train(
@@ -184,7 +175,7 @@ class PerTickerRecipe:
             previous = self.fitted.get(ticker)
             if previous is None:
                 torch.manual_seed(s.seed)
-                model = VolQuantileLSTM(_spec(s, panel, (ticker,), 0))
+                model = VolQuantileLSTM(new_spec(s, panel.input_names, (ticker,), 0))
             else:
                 model = previous.model
             self.fitted[ticker], summary = _train(
@@ -213,12 +204,10 @@ class ChildRecipe:
                                 val_first=val_first, val_last=val_last, stride=s.stride)  # fmt: skip
             if len(train) < 100 or len(val) < 20:
                 continue
-            model = copy.deepcopy(self.parent.fitted.model)
+            parent = self.parent.fitted.model
+            model = from_parent(parent, child_spec(parent.spec, ticker), self.strategy)
             freeze = self.strategy == "freeze"
-            if freeze:
-                model.lstm.requires_grad_(False)
-                model.trunk.requires_grad_(False)
-            lr = s.lr * (1.0 if freeze else FINE_TUNE_LR_FACTOR)
+            lr = learning_rate(self.strategy, s.lr)
             # The parent's input statistics: a child reads its inputs the way its encoder learnt them.
             self.fitted[ticker], summary = _train(
                 model, panel, train, val, s, epochs=s.warm_epochs, lr=lr, freeze_encoder=freeze,
