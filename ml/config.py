@@ -79,10 +79,10 @@ class PanelModelConfig(_Config):
     dropout: float = Field(0.1, ge=0.0, le=0.9)
     drift: bool = False  # a median head; off: the median is zero (the mean is barely forecastable)
     stride: int = Field(4, ge=1, le=50)  # every stride-th decision day of each ticker is a training sample
-    epochs: int = Field(12, ge=1, le=500)  # a model trained from scratch
-    warm_epochs: int = Field(3, ge=1, le=500)  # a refit starting from the previous weights
+    epochs: int = Field(20, ge=1, le=500)  # a model trained from scratch
+    warm_epochs: int = Field(5, ge=1, le=500)  # a refit starting from the previous weights
     patience: int = Field(2, ge=1, le=500)
-    lr: float = Field(1e-3, ge=1e-6, le=1.0)
+    lr: float = Field(3e-4, ge=1e-6, le=1.0)
     batch_size: int = Field(512, ge=1, le=65536)
     seed: int = Field(1337, ge=0, le=2**63 - 1)
     device: str | None = None  # None: CUDA when available, else CPU

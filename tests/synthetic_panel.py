@@ -1,9 +1,11 @@
 """Synthetic panels with a known volatility process, for the evaluation's acceptance tests.
 
-`garch_factor_panel`: every stock's return is beta * market + idiosyncratic, both with GARCH(1,1)
-volatility (Student-t shocks), so volatility is forecastable from the past and shared through the market:
-a global model that reads the market and pools the tickers has something to learn. `iid_panel`: i.i.d.
-normal returns of constant volatility, where nothing beats a volatility estimate and a zero median.
+`garch_factor_panel`: every stock's return is beta * market + idiosyncratic, both with GJR-GARCH(1,1)
+volatility (Student-t shocks; a falling day raises tomorrow's variance more than a rising one, as in
+equities), so volatility is forecastable from the past and shared through the market: a global model that
+reads the market and pools the tickers has something to learn that a symmetric EWMA misses.
+`iid_panel`: i.i.d. normal returns of constant volatility, where nothing beats a volatility estimate and a
+zero median.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from ml.tickers import INDEX_TICKER
 
 
 def _garch(
-    rng: np.random.Generator, n: int, omega: float, alpha: float, beta: float, nu: float
+    rng: np.random.Generator, n: int, omega: float, alpha: float, beta: float, nu: float, gamma: float
 ) -> np.ndarray:
     shocks = rng.standard_t(nu, n) / np.sqrt(nu / (nu - 2))
     var = np.empty(n)
     out = np.empty(n)
-    var[0] = omega / (1 - alpha - beta)
+    var[0] = omega / (1 - alpha - gamma / 2 - beta)
     for t in range(n):
         if t:
-            var[t] = omega + alpha * out[t - 1] ** 2 + beta * var[t - 1]
+            react = alpha + gamma * (out[t - 1] < 0)
+            var[t] = omega + react * out[t - 1] ** 2 + beta * var[t - 1]
         out[t] = np.sqrt(var[t]) * shocks[t]
     return out
 
@@ -34,20 +37,25 @@ def _closes(returns: dict[str, np.ndarray], start: str) -> dict[str, pd.Series]:
 
 
 def garch_factor_panel(
-    n_tickers: int = 6, years: int = 12, seed: int = 0, alpha: float = 0.09, persistence: float = 0.98
+    n_tickers: int = 6,
+    years: int = 12,
+    seed: int = 0,
+    alpha: float = 0.03,
+    leverage: float = 0.15,
+    persistence: float = 0.97,
 ) -> dict[str, pd.Series]:
-    """GARCH(1,1)-t market and idiosyncratic parts; `alpha` is the reaction to yesterday's shock and
-    `persistence` = alpha + beta (RiskMetrics' EWMA assumes 0.06 and 1.0: the further from those, the
-    more there is to learn)."""
+    """GJR-GARCH(1,1)-t market and idiosyncratic parts: `alpha` is the reaction to yesterday's squared
+    shock, `leverage` the extra reaction to a fall, `persistence` = alpha + leverage / 2 + beta
+    (RiskMetrics' EWMA assumes a symmetric 0.06 and 1.0: the further from those, the more to learn)."""
     rng = np.random.default_rng(seed)
     n = 252 * years
-    beta_g = persistence - alpha
-    market = _garch(rng, n, omega=1e-4 * (1 - persistence) * 0.8, alpha=alpha, beta=beta_g, nu=6.0)
+    beta_g = persistence - alpha - leverage / 2
+    market = _garch(rng, n, 1e-4 * (1 - persistence) * 0.8, alpha, beta_g, 6.0, leverage)
     returns = {INDEX_TICKER: market}
     for i in range(n_tickers):
         beta = 0.6 + 0.8 * rng.random()
         level = 1e-4 * (1 + i % 3) * (1 - persistence)  # long-run idiosyncratic variance differs by ticker
-        idio = _garch(rng, n, omega=level, alpha=alpha, beta=beta_g, nu=5.0)
+        idio = _garch(rng, n, level, alpha, beta_g, 5.0, leverage)
         returns[f"S{i:02d}"] = beta * market + idio
     return _closes(returns, "2000-01-03")
 

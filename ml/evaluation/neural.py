@@ -84,12 +84,13 @@ def _train(
         patience=settings.patience,
         seed=settings.seed,
         freeze_lstm=freeze_encoder,
+        keep_start=True,
     )
     summary = {
         "n_train": len(train),
         "n_val": len(val),
         "epochs_run": result.epochs_run,
-        "best_epoch": int(min(result.history, key=lambda r: r["val_loss"])["epoch"]),
+        "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -42,6 +42,7 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0  # 0: started at epoch 1
+    best_epoch: int = 0  # 0: the starting weights (with keep_start) beat every epoch
 
 
 @dataclass
@@ -95,6 +96,7 @@ class _LoopState:
     bad_epochs: int = 0
     done: bool = False  # early stopping fired
     history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
 
     def snapshot(
         self,
@@ -111,6 +113,7 @@ class _LoopState:
             "bad_epochs": self.bad_epochs,
             "done": self.done,
             "history": self.history,
+            "best_epoch": self.best_epoch,
             "model": _cpu(model.state_dict()),
             "optimizer": optimizer.state_dict(),
             "grad_scaler": grad_scaler.state_dict(),
@@ -144,6 +147,7 @@ class _LoopState:
                 int(ckpt["bad_epochs"]),
                 bool(ckpt["done"]),
                 list(ckpt["history"]),
+                int(ckpt["best_epoch"]),
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CorruptModel(f"training checkpoint does not fit this model: {exc}") from exc
@@ -164,8 +168,13 @@ def fit(
     should_pause: StopCallback | None = None,
     log_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpointing: Checkpointing | None = None,
+    keep_start: bool = False,
 ) -> FitResult:
     """Adam on the pinball loss with early stopping on val loss; leaves the best epoch's weights loaded.
+
+    `keep_start`: the starting weights compete too (epoch 0), so a training that only fits noise leaves
+    the model where it started (zero+EWMA from scratch, the previous refit when warm-started) instead of
+    keeping its least bad epoch.
 
     With `checkpointing`, state is saved at epoch boundaries and a `resume` state continues where it
     stopped. `should_pause` (asked after each epoch) saves a checkpoint and raises Paused: the caller
@@ -181,6 +190,9 @@ def fit(
     resumed = checkpointing.resume if checkpointing is not None else None
     if resumed is not None:
         state = _LoopState.restore(resumed, model, optimizer, grad_scaler, shuffle)
+    elif keep_start:
+        state.best = val_loss(model, tensors.x_val, tensors.y_val, amp, tensors.ids_val)
+        state.best_state = _cpu(model.state_dict())
     resumed_from = state.epoch
     last_save, saved_epoch = time.monotonic(), state.epoch
 
@@ -222,7 +234,7 @@ def fit(
             {"epoch": epoch, "train_loss": train_loss, "val_loss": loss_val, "seconds": seconds}
         )
         if loss_val < state.best:
-            state.best, state.bad_epochs = loss_val, 0
+            state.best, state.bad_epochs, state.best_epoch = loss_val, 0, epoch
             state.best_state = _cpu(model.state_dict())
         else:
             state.bad_epochs += 1
@@ -244,4 +256,4 @@ def fit(
         raise InvalidInput("training diverged (no finite validation loss): lower the learning rate")
     model.load_state_dict(state.best_state)
     model.eval()
-    return FitResult(state.best, state.epoch, state.history, resumed_from)
+    return FitResult(state.best, state.epoch, state.history, resumed_from, state.best_epoch)

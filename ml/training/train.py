@@ -163,15 +163,15 @@ def run_phase(
         should_pause=hooks.should_pause,
         log_epoch=lambda epoch, metrics: run.log_epoch(epoch, {prefix + k: v for k, v in metrics.items()}),
         checkpointing=checkpointing if hooks.job_key else None,
+        keep_start=True,
     )
     return model, scaler, fitted
 
 
 def _selection(fitted: FitResult) -> dict[str, Any]:
-    best = min(fitted.history, key=lambda row: row["val_loss"])
     return {
-        "best_epoch": int(best["epoch"]),
-        "best_val_loss": float(best["val_loss"]),
+        "best_epoch": fitted.best_epoch,
+        "best_val_loss": fitted.best_val_loss,
         "epochs_run": fitted.epochs_run,
         "history": fitted.history,
         "resumed_from_epoch": fitted.resumed_from_epoch,
