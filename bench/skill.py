@@ -25,6 +25,7 @@ DM p < 0.10, 80 % coverage within 75-85 % on >= 18 tickers.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -79,7 +80,13 @@ def _recipes(group: str, model: PanelModelConfig) -> tuple[list[NeuralRecipe], t
     return [GlobalRecipe("global", model)], tuple(VOL_INPUTS)
 
 
-def _row(label: str, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _epoch_seconds(origins: list[dict[str, Any]]) -> float:
+    """Mean seconds per training epoch over the walk-forward (model count x epochs for per-ticker recipes)."""
+    epochs = sum(o.get("epochs_run", 0) * o.get("models", 1) for o in origins)
+    return sum(o.get("seconds", 0.0) for o in origins) / epochs if epochs else float("nan")
+
+
+def _row(label: str, result: dict[str, Any], seconds: float, origins: list[dict[str, Any]]) -> dict[str, Any]:
     pooled, counts = result["pooled"], result["counts"]
     ref = pooled["skill"]["zero_ewma"]
     return {
@@ -93,8 +100,15 @@ def _row(label: str, result: dict[str, Any], seconds: float) -> dict[str, Any]:
         "tickers_with_skill": f"{counts['skill_over_reference']}/{counts['tickers']}",
         "coverage_80": pooled["coverage_80"][label],
         "tickers_cov_75_85": f"{counts['coverage_80_in_75_85']}/{counts['tickers']}",
+        "epoch_s": _epoch_seconds(origins),
         "wall_s": seconds,
     }
+
+
+def _save_partial(rows: list[dict[str, Any]], details: dict[str, Any]) -> None:
+    """The groups finished so far (the whole run takes most of an hour on 2 cores)."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "skill.partial.json").write_text(json.dumps({"rows": rows, "recipes": details}, indent=1))
 
 
 def main() -> None:
@@ -109,9 +123,13 @@ def main() -> None:
         recipes, inputs = _recipes(group, config.model)
         panel = panels.setdefault(inputs, build_panel(closes, inputs=inputs))
         started = time.perf_counter()
-        result = evaluate(panel, recipes, config, on_progress=lambda what, k, of: print(f"{what} ({k}/{of})"))
+        result = evaluate(
+            panel, recipes, config, with_raw=group == "global",
+            on_progress=lambda what, k, of: print(f"{what} ({k}/{of})", flush=True),
+        )  # fmt: skip
         seconds = time.perf_counter() - started
         if not details:
+            OUT_DIR.mkdir(parents=True, exist_ok=True)
             result.losses.to_parquet(OUT_DIR / "skill_losses.parquet", index=False, compression="zstd")
             baseline_rows = {
                 b: {
@@ -121,19 +139,20 @@ def main() -> None:
                 for b, v in result.reports[recipes[0].label]["pooled"]["pinball"].items()
                 if b != recipes[0].label
             }
-        for recipe in recipes:
-            report_ = result.reports[recipe.label]
-            rows.append(_row(recipe.label, report_, seconds))
-            details[recipe.label] = {
+        for label, report_ in result.reports.items():
+            origins = [o for o in result.run.origins if o["recipe"] == label.removesuffix("_raw")]
+            rows.append(_row(label, report_, seconds, origins))
+            details[label] = {
                 "verdict": report_["verdict"],
                 "counts": report_["counts"],
                 "pooled": report_["pooled"],
                 "per_ticker": report_["per_ticker"],
-                "origins": [o for o in result.run.origins if o["recipe"] == recipe.label],
+                "origins": origins,
                 "walk_forward_seconds": result.run.seconds,
                 "baselines_seconds": result.baselines_seconds,
                 "group_wall_s": seconds,
             }
+        _save_partial(rows, details)
     report(
         "skill",
         rows,

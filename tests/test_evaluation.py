@@ -12,6 +12,7 @@ import torch
 
 from ml.config import EvaluationConfig, PanelModelConfig
 from ml.evaluation.neural import GlobalRecipe, PerTickerRecipe
+from ml.evaluation.promotion import decide
 from ml.evaluation.quantile_calibration import apply_shifts, fit_shifts
 from ml.evaluation.run import daily_returns, evaluate
 from ml.evaluation.vol_baselines import baseline_quantiles
@@ -96,3 +97,7 @@ def test_an_iid_panel_shows_no_measurable_skill() -> None:
     assert report["verdict"]["measurable"] is False
     assert report["verdict"]["text"].startswith("no measurable skill")
     assert len(origin_rows(panel, config)) >= 5
+    # Nothing is promoted on it: the champion stays, and the decision says why.
+    evaluation = {"verdict": report["verdict"], "recipe": "global", "universe": "panel", "run_id": "r1"}
+    decision = decide("stockq-parent", "2", "1", evaluation)
+    assert decision["promote"] is False and decision["text"].startswith("kept champion v1")

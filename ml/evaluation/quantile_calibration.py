@@ -16,14 +16,13 @@ MIN_CALIBRATION = 50  # fewer finite windows than this per horizon: no shift (to
 def fit_shifts(q: np.ndarray, z: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """q: (..., H, L) forecasts, z: (..., H) outcomes on the same windows -> (H, L) additive shifts."""
     horizon, n_levels = q.shape[-2], q.shape[-1]
-    shifts = np.zeros((horizon, n_levels))
-    residual = (z[..., None] - q).reshape(-1, horizon, n_levels)
-    for h in range(horizon):
-        rows = residual[:, h]
-        rows = rows[np.isfinite(rows).all(axis=1)]
-        if len(rows) >= MIN_CALIBRATION:
-            shifts[h] = [np.quantile(rows[:, j], levels[j]) for j in range(n_levels)]
-    return shifts
+    # One shift per level, pooled over the horizons: per-horizon shifts from overlapping windows were too
+    # noisy to pay for themselves (the standardised target has the same scale at every horizon).
+    rows = (z[..., None] - q).reshape(-1, n_levels)
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    if len(rows) < MIN_CALIBRATION * horizon:
+        return np.zeros((horizon, n_levels))
+    return np.tile([np.quantile(rows[:, j], levels[j]) for j in range(n_levels)], (horizon, 1))
 
 
 def apply_shifts(q: np.ndarray, shifts: np.ndarray) -> np.ndarray:

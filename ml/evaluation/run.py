@@ -54,6 +54,7 @@ def evaluate(
     config: EvaluationConfig,
     *,
     baselines: tuple[str, ...] = BASELINES,
+    with_raw: bool = False,
     should_stop: StopCallback | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Evaluation:
@@ -62,6 +63,8 @@ def evaluate(
     dates = panel.dates[run.rows]
     scale = panel.sigma[run.rows][..., None] * np.sqrt(np.arange(1, h + 1))
     forecasts = {label: q * scale[..., None] for label, q in run.forecasts.items()}
+    if with_raw:  # the same models before the recalibration: what the recalibration is worth
+        forecasts |= {f"{label}_raw": q * scale[..., None] for label, q in run.raw.items()}
     if on_progress is not None:
         on_progress("baselines", 1, 1)
     started = time.perf_counter()
@@ -84,11 +87,8 @@ def evaluate(
 
 
 def serving_calibration(panel: PanelData, run: WalkForwardRun, label: str, config: EvaluationConfig) -> dict:
-    """Shifts for the served model, fit on the last year of raw out-of-sample forecasts."""
-    recent = run.rows >= run.rows[-1] - 252
-    shifts = fit_shifts(
-        run.raw[label][recent], panel.z_targets(config.horizon)[run.rows[recent]], np.asarray(config.levels)
-    )
+    """Shifts for the served model, fit on every raw out-of-sample forecast of the evaluation."""
+    shifts = fit_shifts(run.raw[label], panel.z_targets(config.horizon)[run.rows], np.asarray(config.levels))
     return {"levels": list(config.levels), "shifts": shifts.tolist()}
 
 

@@ -6,9 +6,9 @@ At origin o, with purge = horizon rows and `val_days` of validation:
     [ train decisions ... ] purge [ val: early stopping ] purge | o: decisions o .. next origin - 1
 
 Each refit starts from the previous origin's weights (a warm start: fewer epochs, the same early
-stopping). The band is recalibrated per level and horizon on the previous period's out-of-sample
-forecasts whose targets are known by o (a calibration split of its own: never the rows that chose the
-epoch). One period before `first_year` is a burn-in that only feeds that first calibration. The neural
+stopping). The band is recalibrated per level and horizon on every earlier out-of-sample forecast whose
+target is known by o (a calibration split of its own: never the rows that chose the epoch). One period
+before `first_year` is a burn-in that only feeds that first calibration. The neural
 recipes live in ml.evaluation.neural; the baselines (ml.evaluation.vol_baselines) forecast the same
 decisions; ml.evaluation.panel_report turns the forecasts into losses, skill and coverage.
 """
@@ -92,8 +92,9 @@ def walk_forward(
             z = recipe.predict(panel, decisions)
             at = decisions.rows - grid[0]
             raw[recipe.label][at, decisions.cols] = z
-            # Calibrate on the previous period's out-of-sample forecasts whose targets are known by now.
-            prev = slice(max(origins[k - 1], grid[0]) - grid[0], origin - h - grid[0]) if k else slice(0, 0)
+            # Calibrate on every earlier out-of-sample forecast whose target is known by now (one year of
+            # overlapping windows gave shifts noisy enough to cost more pinball than they saved).
+            prev = slice(0, origin - h - grid[0]) if k else slice(0, 0)
             shifts = fit_shifts(raw[recipe.label][prev], z_true[grid[prev]], np.asarray(config.levels))
             served[recipe.label][at, decisions.cols] = apply_shifts(z, shifts)
             log.append(
