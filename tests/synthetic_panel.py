@@ -40,9 +40,9 @@ def garch_factor_panel(
     n_tickers: int = 6,
     years: int = 12,
     seed: int = 0,
-    alpha: float = 0.03,
-    leverage: float = 0.15,
-    persistence: float = 0.97,
+    alpha: float = 0.05,
+    leverage: float = 0.2,
+    persistence: float = 0.9,
 ) -> dict[str, pd.Series]:
     """GJR-GARCH(1,1)-t market and idiosyncratic parts: `alpha` is the reaction to yesterday's squared
     shock, `leverage` the extra reaction to a fall, `persistence` = alpha + leverage / 2 + beta

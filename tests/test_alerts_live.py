@@ -217,8 +217,10 @@ def test_every_dashboard_panel_shows_data_after_a_workload(stack: Stack) -> None
     missing = [(queue, name) for name, queue in needed.items() if name not in stack.workers]
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda qn: stack.worker(*qn, **FAST_TRAINING), missing))
-    _job(stack, "/ingest", {"tickers": ["^GSPC"]})
-    # Enough epochs that a running training is scraped a few times (its loss is a live-only figure).
+    # The parent learns from every stored ticker: over six, each epoch takes about a second, so a running
+    # training is scraped a few times (its loss is a live-only figure) before early stopping and the refit
+    # end it (^GSPC alone ends in about the scrape interval).
+    _job(stack, "/ingest", {"tickers": ["^GSPC", "AAPL", "KO", "PEP", "JNJ", "XOM"]})
     _job(stack, "/train", {"ticker": "^GSPC", "epochs": 15})
     _job(stack, "/predict-child", {"ticker": "^GSPC"})
     _job(stack, "/predict-child", {"ticker": "^GSPC"})  # the second from the prediction cache

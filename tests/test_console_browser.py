@@ -1,10 +1,10 @@
 """The console at `/` driven in headless Chromium (Debian's chromium + chromium-driver, never a download)
 against a real stack: gunicorn with two tenants, a training worker and an inference worker.
 
-One module, one stack, one browser: tenant A trains ^GSPC at 1280×800 and watches the progress bar move,
-opens the job and sees the chart, the forecast table and the card (not evaluated yet); a wrong key
-brings the prompt back and leaves nothing of A's on the page; tenant B does the same at a 390 px phone
-width and never sees A's job. Screenshots go to var/screenshots/ (git-ignored) as artifacts.
+One module, one stack, one browser: tenant A trains the parent (^GSPC) on a stored panel of six tickers
+at 1280×800 and watches the progress bar move, opens the job and sees the chart, the forecast table and
+the card (not evaluated yet); a wrong key brings the prompt back and leaves nothing of A's on the page;
+tenant B does the same at a 390 px phone width and never sees A's job. Screenshots go to var/screenshots/ (git-ignored) as artifacts.
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ A, B = "alice-secret-0123456789", "bob-secret-0123456789"
 KEYS = f"alice:{A},bob:{B}"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
-# Enough epochs that the refit (the phase that reports progress) spans several polls of the page.
+# Up to 8 selection epochs (early stopping), then the refit: enough, over the stored panel below, that
+# the training spans several polls of the page (each phase reports its epochs).
 EPOCHS = 8
+# Stored before the stack starts: the parent learns from every stored ticker, so its epochs take about a
+# second each on a loaded machine (^GSPC alone trains quicker than the page polls).
+PANEL = ["^GSPC", "AAPL", "KO", "PEP", "JNJ", "XOM"]
 DIALOG = "document.getElementById('key-dialog')"
 
 
@@ -111,6 +115,15 @@ def test_a_job_s_view_renders_its_report_links_flower_and_mlflow_and_is_the_owne
 # ------------------------------------------------------------------------------------- in Chromium
 
 
+def store_panel(settings: Settings) -> None:
+    from ml.data import make_source
+    from ml.features.pipeline import ingest
+    from ml.features.store import FeatureStore
+
+    store = FeatureStore(settings.var_path, settings.feast_connection_string, window=settings.window)
+    ingest(PANEL, source=make_source("bundled", settings.var_path), store=store)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("console")
@@ -120,6 +133,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         redis_url=f"redis://127.0.0.1:{port}/0", var_dir=tmp / "var", data_source="bundled", api_keys=KEYS
     )
     settings.var_path.mkdir(parents=True, exist_ok=True)
+    store_panel(settings)
     api_port = free_port()
     try:
         # The three start at once: each cold start takes seconds on a loaded machine.

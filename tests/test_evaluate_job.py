@@ -34,6 +34,8 @@ SMALL_EVALUATION = {
     "STOCKQ_EVALUATE_BOOTSTRAP_REPS": "50",
 }
 
+ALIAS_CHECK_S = "0.5"  # how often the serving worker looks for a new champion or a new evaluation
+
 
 def skill(value: float, lo: float, hi: float, p: float) -> dict[str, float]:
     return {"skill": value, "lo": lo, "hi": hi, "dm_statistic": 1.0, "dm_p_value": p, "block_length": 5}
@@ -130,6 +132,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         port = free_port()
         procs += start_all(
             lambda: start_worker(settings, "training,ingest", "evaluate", **SMALL_EVALUATION),
+            # Forecasts from another process than the evaluation's, its models kept warm between them.
+            lambda: start_worker(settings, "inference", "serve", STOCKQ_MODEL_ALIAS_CHECK_S=ALIAS_CHECK_S),
             lambda: start_gunicorn(settings, port),
         )
         base = f"http://127.0.0.1:{port}"
@@ -204,6 +208,33 @@ def test_the_cli_prints_the_verdict_each_baseline_and_where_the_losses_are(live:
     assert set(FORECASTERS) | {"global"} <= set(rows)
     assert f"{zero['skill']:+.1%} ({zero['lo']:+.1%} to {zero['hi']:+.1%})" in rows["zero_ewma"]
     assert f"{zero['dm_p_value']:.3f}" in rows["zero_ewma"]
+
+
+def forecast(base: str) -> dict[str, Any]:
+    r = requests.post(f"{base}/predict-child?wait=10", json={"ticker": "^GSPC"}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    return dict(r.json()["result"])
+
+
+@pytest.mark.slow
+def test_a_new_evaluation_is_served_by_a_warm_worker_from_its_next_forecast(live: Live) -> None:
+    """The serving worker holds the parent (its card and calibration) in memory and its forecast in the
+    prediction cache; an evaluation recorded by another worker reaches both."""
+    trained = requests.post(f"{live.base}/train", json={"ticker": "^GSPC", "epochs": 1}, timeout=10)
+    assert wait(live.base, trained.json()["job_id"], 300)["status"] == "succeeded"
+    first, again = forecast(live.base), forecast(live.base)
+    assert first["cached"] is False and again["cached"] is True
+    assert again["band"]["calibration"] == first["band"]["calibration"]
+
+    body = {"tickers": TICKERS, "first_year": 2022}
+    job = wait(live.base, requests.post(f"{live.base}/evaluate", json=body, timeout=10).json()["job_id"], 600)
+    assert job["status"] == "succeeded", job
+    time.sleep(2 * float(ALIAS_CHECK_S))
+    after, run_id = forecast(live.base), job["result"]["run_id"]
+    assert after["cached"] is False and after["band"]["calibration"] == f"evaluation {run_id}"
+    assert after["model"] == first["model"] and after["as_of"] == first["as_of"]
+    card = requests.get(f"{live.base}/models/stockq-parent", timeout=10).json()
+    assert card["verdict"]["evaluation_run_id"] == run_id
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def test_recalibration_moves_a_too_narrow_band_to_its_nominal_coverage() -> None
 
 
 def _config(first_year: int) -> EvaluationConfig:
-    model = PanelModelConfig(epochs=20, warm_epochs=5, lr=3e-4, stride=1, batch_size=128, hidden=16)
+    model = PanelModelConfig(stride=1, batch_size=128, hidden=16)
     return EvaluationConfig(first_year=first_year, bootstrap_reps=300, model=model)
 
 
