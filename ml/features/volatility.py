@@ -86,7 +86,8 @@ def own_features(close: pd.Series, sigma_method: str = "ewma") -> pd.DataFrame:
     sigma = sigma_estimate(r, sigma_method)
     out = pd.DataFrame(index=close.index)
     out[SIGMA_COLUMN] = sigma
-    out["log_sigma"] = np.log(sigma * np.sqrt(TRADING_DAYS))
+    # A flat start (no move in the seed days) has sigma 0: undefined, not -inf.
+    out["log_sigma"] = np.log((sigma * np.sqrt(TRADING_DAYS)).where(sigma > 0))
     r2 = r**2
     for k in LRV_WINDOWS:
         realised = np.sqrt(r2.rolling(k, min_periods=k).mean())
