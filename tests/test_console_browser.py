@@ -4,7 +4,8 @@ against a real stack: gunicorn with two tenants, a training worker and an infere
 One module, one stack, one browser: tenant A trains the parent (^GSPC) on a stored panel of six tickers
 at 1280×800 and watches the progress bar move, opens the job and sees the chart, the forecast table and
 the card (not evaluated yet); a wrong key brings the prompt back and leaves nothing of A's on the page;
-tenant B does the same at a 390 px phone width and never sees A's job. Screenshots go to var/screenshots/ (git-ignored) as artifacts.
+tenant B does the same at a 390 px phone width and never sees A's job. Screenshots go to var/screenshots/
+(git-ignored) as artifacts.
 """
 
 from __future__ import annotations
