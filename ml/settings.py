@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     model_alias_check_s: float = 5.0
     torch_threads: int = 1
     train_time_limit_s: int = 3600
-    default_epochs: int = 20
+    default_epochs: int = 30  # the evaluated recipe's budget (ml.config.PanelModelConfig.epochs)
     # Train on only the last N calendar days of history (None: all of it).
     train_history_days: int | None = None
     auto_train_epochs: int = 5
@@ -81,9 +81,10 @@ class Settings(BaseSettings):
     # (compose/k8s/worker-training-gpu.yaml) with it.
     evaluate_first_year: int = Field(2005, ge=1900, le=2100)
     evaluate_refit_months: int = Field(12, ge=1, le=60)
-    evaluate_epochs: int = Field(12, ge=1, le=500)  # the first origin's model, trained from scratch
-    evaluate_warm_epochs: int = Field(3, ge=1, le=500)  # each later origin, from the previous weights
-    evaluate_stride: int = Field(4, ge=1, le=50)  # every stride-th decision day is a training sample
+    # Unset: the model's own defaults (ml.config.PanelModelConfig), the ones bench/skill.py measured.
+    evaluate_epochs: int | None = Field(None, ge=1, le=500)  # the first origin's model, from scratch
+    evaluate_warm_epochs: int | None = Field(None, ge=1, le=500)  # each later origin, from the last weights
+    evaluate_stride: int | None = Field(None, ge=1, le=50)  # every stride-th decision day is a sample
     evaluate_bootstrap_reps: int = Field(1000, ge=50, le=100_000)
     evaluate_time_limit_s: int = Field(3600, ge=60)
     # How long a crashed auto-training can block the next request for the same ticker.

@@ -5,8 +5,8 @@ renders it into the console page)."""
 from __future__ import annotations
 
 # Minutes of one `stockq evaluate` at the defaults (every bundled ticker, a refit every 12 months from
-# 2005) on the benchmark machine below. PROVISIONAL until the benchmark's measured figure replaces it.
-EVALUATE_BENCH_MINUTES = 30
+# 2005) on the benchmark machine below: bench/skill.py measured 14.3 min for its walk-forward (`global`).
+EVALUATE_BENCH_MINUTES = 15
 EVALUATE_BENCH_MACHINE = "2 CPU cores"
 
 

@@ -3,7 +3,8 @@
 
 It stops between origins when cancelled and reports each origin as progress. The evaluation it records in
 MLflow (summary, per-window losses) is what cards quote and promotion reads; the job's result is its
-headline.
+headline. Once recorded, every worker's warm models are dropped (workers/model_cache.py), so forecasts
+apply the new calibration and cards quote the new verdict.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ def evaluation_config(
     """What the request left out comes from the worker's settings (as a training's epochs do)."""
     from ml.config import EvaluationConfig, PanelModelConfig
 
-    model = PanelModelConfig(
-        epochs=s.evaluate_epochs, warm_epochs=s.evaluate_warm_epochs, stride=s.evaluate_stride
-    )
+    chosen = {"epochs": s.evaluate_epochs, "warm_epochs": s.evaluate_warm_epochs, "stride": s.evaluate_stride}
+    model = PanelModelConfig(**{k: v for k, v in chosen.items() if v is not None})
     return EvaluationConfig(
         first_year=first_year or s.evaluate_first_year, refit_months=refit_months or s.evaluate_refit_months,
         universe=universe or s.parent_universe, model=model, bootstrap_reps=s.evaluate_bootstrap_reps,
@@ -71,6 +71,7 @@ def evaluate(
             ctx.rt.store, ctx.rt.registry, config, tickers=tickers, should_stop=ctx.should_stop,
             on_progress=on_progress,
         )  # fmt: skip
+        ctx.rt.evaluated(summary["run_id"])  # the warm models of every worker quote it from now on
         return headline(summary)
 
     run_job(job_id, attempt, "evaluate", work)
