@@ -4,8 +4,7 @@
 volatility (Student-t shocks; a falling day raises tomorrow's variance more than a rising one, as in
 equities), so volatility is forecastable from the past and shared through the market: a global model that
 reads the market and pools the tickers has something to learn that a symmetric EWMA misses.
-`iid_panel`: i.i.d. normal returns of constant volatility, where nothing beats a volatility estimate and a
-zero median.
+`riskmetrics_panel`: returns whose variance follows RiskMetrics' own recursion, where nothing beats it.
 """
 
 from __future__ import annotations

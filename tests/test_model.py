@@ -20,7 +20,7 @@ from ml.training.loop import resolve_device
 from ml.training.panel import build_panel
 from ml.training.recipes import new_spec
 from ml.training.train import TrainConfig
-from tests.synthetic_panel import iid_panel
+from tests.synthetic_panel import riskmetrics_panel
 
 
 def _scaler(n_features: int = 11, horizon: int = 7) -> Scaler:
@@ -61,7 +61,7 @@ def test_scaler_rejects_malformed_documents(text: str) -> None:
 
 
 def test_phase_samples_purge_the_validation_days_and_the_refit_takes_all() -> None:
-    panel = build_panel(iid_panel(n_tickers=2, years=3))
+    panel = build_panel(riskmetrics_panel(n_tickers=2, years=3))
     spec = new_spec(PanelModelConfig(), panel.input_names, panel.tickers, 4)
     s = phase_samples(panel, spec, tickers=panel.tickers, stride=1, val_days=100)
     last = len(panel.dates) - 1 - spec.horizon

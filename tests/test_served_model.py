@@ -70,7 +70,11 @@ def test_a_child_outside_the_universe_grows_a_row_and_fine_tunes_everything(serv
         "1",
     )
     assert child.card["refit"]["text"].endswith(f"from {PARENT_NAME} v1's weights")
-    assert not torch.equal(child.model.lstm.weight_hh_l0, parent.model.lstm.weight_hh_l0)
+    # Fine-tuning moves the encoder when an epoch beat the parent's own weights on validation; when none
+    # did, the child is the parent (keep_start) and says so through its selection.
+    moved = not torch.equal(child.model.lstm.weight_hh_l0, parent.model.lstm.weight_hh_l0)
+    assert moved == (child.card["selection"]["best_epoch"] > 0)
+    assert child.card["refit"]["epochs"] == child.card["selection"]["best_epoch"]
     assert torch.equal(
         child.model.embedding.weight[1], parent.model.embedding.weight[1]
     )  # ^GSPC's row: no gradient

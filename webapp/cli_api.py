@@ -98,7 +98,8 @@ def follow(api: Api, job_id: str, out: Output) -> dict[str, Any]:
             prog = job.get("progress") or {}
             detail = job["status"] + (f" · {job['stage']}" if job.get("stage") else "")
             if "epoch" in prog:
-                detail += f" · epoch {prog['epoch']}/{prog['epochs']} loss {prog['loss']:.4f}"
+                phase = f"{prog['phase']} " if prog.get("phase") else ""  # a training: select, then refit
+                detail += f" · {phase}epoch {prog['epoch']}/{prog['epochs']} loss {prog['loss']:.4f}"
                 progress.update(task, total=prog["epochs"], completed=prog["epoch"])
             elif "steps" in prog:  # an evaluation: step k of n is running (an origin, then the baselines)
                 detail += f" · {prog['text']} ({prog['step']}/{prog['steps']})"

@@ -77,6 +77,9 @@ class JobContext:
     keeper: LeaseKeeper
     worker: str
     _epoch_started: float = field(default_factory=time.monotonic)
+    # The training phase the epochs belong to (ml.training.train: `select`, then `refit`), each counting
+    # its own epochs from 1: the progress names it, so a client sees why the epoch count starts again.
+    _phase: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -101,8 +104,11 @@ class JobContext:
         # Wall time since the previous epoch (or since the training stage began): what an operator waits.
         seconds, self._epoch_started = now - self._epoch_started, now
         progress = {"epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss,
-                    "epoch_seconds": seconds}  # fmt: skip
+                    "epoch_seconds": seconds, "phase": self._phase}  # fmt: skip
         self.rt.jobs.set_fields(self.delivery, progress=jsonable(progress))
+
+    def on_phase(self, phase: str) -> None:
+        self._phase = phase
 
     def on_resume(self, epoch: int) -> None:
         self.rt.jobs.set_fields(self.delivery, resumed_from_epoch=epoch)

@@ -1,7 +1,8 @@
-"""Forecasts cached in Redis, keyed by ticker + model version + data as-of date.
+"""Forecasts cached in Redis, keyed by ticker + model version + data as-of date + latest evaluation.
 
-The key names the exact model version and data day, so a hit can never be a forecast from an old
-model or old data; the TTL only bounds memory.
+The key names the exact model version, data day and the evaluation whose calibration the forecast
+applied, so a hit can never be a forecast from an old model, old data or an old calibration; the TTL only
+bounds memory.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ class PredictionCache:
         self.ttl_s = ttl_s
 
     @staticmethod
-    def key(ticker: str, model_name: str, version: str, as_of: str) -> str:
-        return f"stockq:pred:{ticker}:{model_name}:{version}:{as_of}"
+    def key(ticker: str, model_name: str, version: str, as_of: str, evaluation: str | None) -> str:
+        return f"stockq:pred:{ticker}:{model_name}:{version}:{as_of}:{evaluation or '-'}"
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self.r.get(key)

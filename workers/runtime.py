@@ -18,6 +18,8 @@ from workers.model_cache import ModelCache
 from workers.prediction_cache import PredictionCache
 
 log = logging.getLogger(__name__)
+# The run id of the latest evaluation any worker recorded: the model caches of every process read it.
+EVALUATED_KEY = "stockq:evaluated"
 
 
 class Runtime:
@@ -74,9 +76,20 @@ class Runtime:
 
     @cached_property
     def models(self) -> ModelCache:
+        s = self.settings
         return ModelCache(
-            self.registry, self.settings.model_cache_size, self.settings.model_alias_check_s, self.counters
+            self.registry, s.model_cache_size, s.model_alias_check_s, self.counters, self.evaluation_stamp
         )
+
+    def evaluation_stamp(self) -> str | None:
+        raw = self.redis.get(EVALUATED_KEY)
+        return None if raw is None else raw.decode()
+
+    def evaluated(self, run_id: str) -> None:
+        """A new evaluation was recorded: every process serves its calibration and verdict from its next
+        forecast on (this one at once, the others within `model_alias_check_s`)."""
+        self.redis.set(EVALUATED_KEY, run_id)
+        self.models.forget_models()
 
     @cached_property
     def analyst(self) -> Any:
@@ -122,16 +135,16 @@ class Runtime:
         name = self.serving_model(ticker, model)
         version = self.models.champion_version(name) or ""
         as_of = self.store.online_window(ticker).as_of.isoformat()
-        key = PredictionCache.key(ticker, name, version, as_of)
+        evaluation = self.models.evaluation()
+        key = PredictionCache.key(ticker, name, version, as_of, evaluation)
         cached = self.prediction_cache.get(key)
         if cached is not None:
             return {**cached, "cached": True}
         choice = "parent" if name == PARENT_NAME else "child"
         result = predict(ticker, choice, store=self.store, registry=self.registry, get_model=self.models.get)
         used = result["model"]
-        self.prediction_cache.put(
-            PredictionCache.key(ticker, used["name"], str(used["version"]), result["as_of"]), result
-        )
+        stored = PredictionCache.key(ticker, used["name"], str(used["version"]), result["as_of"], evaluation)
+        self.prediction_cache.put(stored, result)
         return {**result, "cached": False}
 
 

@@ -37,6 +37,7 @@ def _hooks(ctx: JobContext) -> Any:
 
     return TrainHooks(
         on_epoch=ctx.on_epoch,
+        on_phase=ctx.on_phase,
         should_stop=ctx.should_stop,
         should_pause=ctx.should_pause,
         on_resume=ctx.on_resume,

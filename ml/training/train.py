@@ -163,7 +163,9 @@ def run_phase(
         should_pause=hooks.should_pause,
         log_epoch=lambda epoch, metrics: run.log_epoch(epoch, {prefix + k: v for k, v in metrics.items()}),
         checkpointing=checkpointing if hooks.job_key else None,
-        keep_start=True,
+        # Selection: the starting weights compete (a fit that only learns noise keeps them). A refit runs
+        # the epochs selection found, or none when the start won (then the start is the served model).
+        keep_start=not refit or epochs == 0,
     )
     return model, scaler, fitted
 

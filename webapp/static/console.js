@@ -155,7 +155,9 @@ function progressCell(job) {
   if (p.epochs) {
     const bar = el("progress", null, { max: p.epochs, value: p.epoch || 0 });
     bar.setAttribute("aria-label", `epoch ${p.epoch} of ${p.epochs}`);
-    cell.append(bar, el("span", `epoch ${p.epoch}/${p.epochs} · loss ${fmt(p.loss, 4)}`, { class: "small" }));
+    // a training counts the epochs of each phase (select, then refit) from 1
+    const phase = p.phase ? p.phase + " " : "";
+    cell.append(bar, el("span", `${phase}epoch ${p.epoch}/${p.epochs} · loss ${fmt(p.loss, 4)}`, { class: "small" }));
   } else if (p.steps) {  // an evaluation: step k of n is running (an origin, then the baselines)
     cell.append(el("progress", null, { max: p.steps, value: p.step - 1 }),
       el("span", `${p.text} (${p.step}/${p.steps})`, { class: "small" }));
