@@ -22,13 +22,13 @@ import torch
 from ml.config import PanelModelConfig
 from ml.model.scaler import Scaler
 from ml.model.vol_lstm import VolQuantileLSTM, predict_z
-from ml.training.loop import Tensors, fit, resolve_device
+from ml.training.dataprep import make_tensors
+from ml.training.loop import fit, resolve_device
 from ml.training.panel import (
     PanelData,
     Samples,
     fit_input_scaler,
     gather_windows,
-    panel_tensors,
     scaled_inputs,
     select_samples,
 )
@@ -68,16 +68,10 @@ def _train(
     device = resolve_device(settings.device)
     scaler = scaler or fit_input_scaler(panel, train, settings.horizon)
     scaled = scaled_inputs(panel, scaler)
-    ids = model.spec.ticker_ids(panel.tickers)
-    parts = [
-        panel_tensors(panel, scaled, s, window=settings.window, horizon=settings.horizon, ticker_ids=ids,
-                      device=device)
-        for s in (train, val)
-    ]  # fmt: skip
     model = model.to(device)
     result = fit(
         model,
-        Tensors(parts[0].x, parts[0].y, parts[1].x, parts[1].y, parts[0].ids, parts[1].ids),
+        make_tensors(panel, scaler, model.spec, train, val, device),
         epochs=epochs,
         lr=lr,
         batch_size=settings.batch_size,

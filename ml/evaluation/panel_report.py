@@ -23,21 +23,16 @@ from ml.evaluation.panel_stats import (
     panel_bootstrap_skill,
     pooled_diebold_mariano,
 )
+from ml.evaluation.quantile_loss import pinball
 
 REFERENCE = "zero_ewma"
 STRONG = ("garch_t_fhs", "har_pooled")
 COVERAGE_OK = (0.75, 0.85)
 
 
-def level_losses(y: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """(..., H) outcomes and (..., H, L) quantiles -> (..., H, L) pinball losses."""
-    diff = y[..., None] - q
-    return np.maximum(levels * diff, (levels - 1.0) * diff)
-
-
 def window_losses(y: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """(D, N): each decision's pinball loss averaged over levels and horizons (NaN: no forecast)."""
-    return level_losses(y, q, levels).mean(axis=(-2, -1))
+    return pinball(y, q, levels).mean(axis=(-2, -1))
 
 
 def crps_weights(levels: np.ndarray) -> np.ndarray:
@@ -101,7 +96,7 @@ def compare_panel(
     pooled = {
         "pinball": {name: float(np.nanmean(f.to_numpy())) for name, f in frames.items()},
         "crps_approx": {
-            name: float(2 * np.nanmean(level_losses(y, q, levels)[common] @ crps_weights(levels)))
+            name: float(2 * np.nanmean(pinball(y, q, levels)[common] @ crps_weights(levels)))
             for name, q in forecasts.items()
         },
         "coverage_80": {name: float(np.nanmean(h)) for name, h in hits.items()},
@@ -177,7 +172,7 @@ def losses_frame(
     names = [f"loss_q{round(100 * level):02d}" for level in levels]
     parts = []
     for name, q in forecasts.items():
-        loss = level_losses(y, q, levels).astype(np.float32)
+        loss = pinball(y, q, levels).astype(np.float32)
         hit = in_band(y, q, levels)
         d, n, h = np.nonzero(np.isfinite(loss).all(axis=-1))
         part = pd.DataFrame(loss[d, n, h], columns=names)

@@ -21,6 +21,7 @@ from ml.evaluation.panel_report import compare_panel, counts, losses_frame, verd
 from ml.evaluation.quantile_calibration import fit_shifts
 from ml.evaluation.vol_baselines import BASELINES, baseline_quantiles
 from ml.evaluation.walk_forward import ProgressCallback, WalkForwardRun, origin_rows, walk_forward
+from ml.model.vol_lstm import horizon_scale
 from ml.tickers import INDEX_TICKER
 from ml.training.loop import resolve_device
 from ml.training.panel import PanelData, build_panel
@@ -61,7 +62,7 @@ def evaluate(
     run = walk_forward(panel, recipes, config, should_stop=should_stop, on_progress=on_progress)
     h, levels = config.horizon, np.asarray(config.levels)
     dates = panel.dates[run.rows]
-    scale = panel.sigma[run.rows][..., None] * np.sqrt(np.arange(1, h + 1))
+    scale = horizon_scale(panel.sigma[run.rows], h)
     forecasts = {label: q * scale[..., None] for label, q in run.forecasts.items()}
     if with_raw:  # the same models before the recalibration: what the recalibration is worth
         forecasts |= {f"{label}_raw": q * scale[..., None] for label, q in run.raw.items()}

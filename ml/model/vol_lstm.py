@@ -129,8 +129,8 @@ def pinball(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> t
 
 
 def horizon_scale(sigma: np.ndarray, horizon: int) -> np.ndarray:
-    """(n,) daily sigma on each decision day -> (n, horizon): sigma * sqrt(h), the z -> return factor."""
-    return np.asarray(sigma, np.float64)[:, None] * np.sqrt(np.arange(1, horizon + 1))[None, :]
+    """(...) daily sigma on each decision day -> (..., horizon): sigma * sqrt(h), the z -> return factor."""
+    return np.asarray(sigma, np.float64)[..., None] * np.sqrt(np.arange(1, horizon + 1))
 
 
 def predict_z(

@@ -18,6 +18,7 @@ from ml.errors import InsufficientHistory
 from ml.features.technical import TECHNICAL_INPUTS, technical_inputs
 from ml.features.volatility import SIGMA_COLUMN, VOL_INPUTS, panel_inputs
 from ml.model.scaler import CLIP, Scaler
+from ml.model.vol_lstm import horizon_scale
 from ml.tickers import INDEX_TICKER
 
 
@@ -42,7 +43,7 @@ class PanelData:
 
     def z_targets(self, horizon: int) -> np.ndarray:
         """(dates, tickers, horizon) standardised targets r_{t,h} / (sigma_t sqrt(h))."""
-        scale = self.sigma[..., None] * np.sqrt(np.arange(1, horizon + 1))
+        scale = horizon_scale(self.sigma, horizon)
         with np.errstate(divide="ignore", invalid="ignore"):  # sigma 0 or NaN: no target (never sampled)
             return self.log_returns(horizon) / scale
 
