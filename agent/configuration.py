@@ -1,4 +1,4 @@
-"""The analyst's configuration: built once from Settings at an edge (worker, CLI, bench) and passed down."""
+"""The analyst's configuration: built once at an edge (workers.runtime.agent_config) and passed down."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
-
-from ml.settings import Settings
 
 # Calibrated on tests/data/agent_question_pairs.json (all-MiniLM-L6-v2, cosine): the hardest different
 # question scores 0.891 ("Should I buy AAPL?" vs "Should I sell AAPL?"), so 0.90 keeps false hits at zero
@@ -40,18 +38,3 @@ class AgentConfig:
     @property
     def qdrant_path(self) -> Path:
         return self.var_dir / "qdrant"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AgentConfig:
-        return cls(
-            var_dir=settings.var_path,
-            llm_model=settings.llm_model,
-            openai_api_key=settings.openai_api_key,
-            openai_base_url=settings.openai_base_url,
-            llm_timeout_s=settings.llm_timeout_s,
-            llm_max_retries=settings.llm_max_retries,
-            llm_fallback=settings.agent_llm_fallback,
-            cache_ttl_s=settings.agent_cache_ttl,
-            cache_threshold=settings.agent_cache_threshold,
-            qdrant_url=settings.qdrant_url,
-        )

@@ -7,7 +7,7 @@ analyst, not the model), then times AnalystService.analyze end to end:
 - cache hit: forecast, question embedding, Qdrant lookup;
 
 for the deterministic analyst and for the LLM analyst against the scripted OpenAI-compatible server on
-loopback (agent.fakellm), with an optional per-call latency standing in for a hosted model. Models come
+loopback (tests.fakellm), with an optional per-call latency standing in for a hosted model. Models come
 through the workers' ModelCache, as in the agent worker, so neither path reloads weights.
 
     python -m bench.agent                        # ~1 minute on 2 cores
@@ -35,7 +35,6 @@ from pydantic import SecretStr
 
 from agent.configuration import AgentConfig
 from agent.embeddings import embed
-from agent.fakellm import FakeOpenAI, Reply, canned_analyst
 from agent.service import AnalystService
 from bench.common import report, summary_ms
 from ml.config import PanelModelConfig
@@ -43,9 +42,11 @@ from ml.data import make_source
 from ml.features.pipeline import ingest
 from ml.features.store import FeatureStore
 from ml.registry.mlflow_registry import ModelRegistry
-from ml.settings import Settings, configure_process_env
 from ml.training.train import TrainConfig, train_parent
+from stockq.settings import Settings, configure_process_env
+from tests.fakellm import FakeOpenAI, Reply, canned_analyst
 from workers.model_cache import ModelCache
+from workers.runtime import agent_config
 
 QUESTION = "What is the 7-day forecast for {ticker}?"
 
@@ -154,7 +155,7 @@ def main() -> None:
         start = time.perf_counter()
         embed("load the model")
         load_s = time.perf_counter() - start
-        base = AgentConfig.from_settings(settings)
+        base = agent_config(settings)
         delays: list[float | None] = [None, *(float(d) for d in args.llm_delays.split(",") if d.strip())]
         rows = [bench_mode(base, store, registry, args.ticker, args.runs, d) for d in delays]
         client.flushdb()

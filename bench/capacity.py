@@ -114,7 +114,7 @@ def mean_cost(costs: list[JobCost]) -> JobCost:
 
 @dataclass(frozen=True)
 class Target:
-    """The settings a job is modelled at: a worker's (ml/settings.py, workers/tasks.py) and the samples
+    """The settings a job is modelled at: a worker's (stockq/settings.py, workers/tasks.py) and the samples
     its data gives (ml/training/dataprep.py's phase_samples)."""
 
     epochs: int  # the selection's budget E (STOCKQ_DEFAULT_EPOCHS for a worker's training)

@@ -111,7 +111,7 @@ class Chaos(threading.Thread):
         self.killing = True  # cleared when the submissions end: no kill during the drain
 
     def running_on(self, name: str) -> list[dict[str, Any]]:
-        from workers.jobs import LEASES
+        from workers.jobs.keys import LEASES
 
         out = []
         for raw in self.r.zrange(LEASES, 0, -1):
@@ -173,7 +173,7 @@ class Chaos(threading.Thread):
 
 def start_stack(var: Any) -> tuple[Any, Any, str]:
     from ml.registry.mlflow_store import ensure_tracking_store
-    from webapp.stack import Stack, gunicorn_argv, worker_argv
+    from stockq.cli.stack import Stack, gunicorn_argv, worker_argv
 
     settings = isolate(var, free_port(), **WORKER_ENV)
     stack = Stack(settings, var / "logs")
@@ -230,7 +230,8 @@ def drain(jobs: Any, ids: list[str], bound_s: float) -> dict[str, dict[str, Any]
     while True:
         for job_id in ids:
             if job_id not in records or records[job_id]["status"] not in FINISHED:
-                records[job_id] = jobs.get(job_id) or {"status": "missing"}
+                found = jobs.get(job_id)
+                records[job_id] = found.to_api() if found else {"status": "missing"}
         if all(r["status"] in FINISHED for r in records.values()) or time.monotonic() > deadline:
             return records
         time.sleep(1)

@@ -23,7 +23,7 @@ OUT_DIR = ROOT / "var" / "bench"
 console = Console()
 
 if TYPE_CHECKING:
-    from ml.settings import Settings
+    from stockq.settings import Settings
 
 
 def free_port() -> int:
@@ -105,8 +105,8 @@ def local_stack(name: str, db: int, **env: str) -> Iterator[dict[str, Any]]:
         }
     )
     os.environ.pop("STOCKQ_API_KEYS", None)
-    from ml.settings import Settings
-    from webapp.stack import Stack
+    from stockq.cli.stack import Stack
+    from stockq.settings import Settings
 
     settings = Settings()
     for n in (db, db + 1):
@@ -138,7 +138,7 @@ def isolate(var: Path, redis_port: int, **env: str) -> Settings:
         }
     )
     os.environ.pop("STOCKQ_API_KEYS", None)
-    from ml.settings import Settings
+    from stockq.settings import Settings
 
     return Settings()
 

@@ -31,7 +31,7 @@ from ml.data.bundled import bundled_tickers
 from ml.features.definitions import WINDOW_VIEW
 from ml.features.pipeline import ingest
 from ml.features.store import WINDOW_FIELDS, FeatureStore
-from ml.settings import Settings, configure_process_env
+from stockq.settings import Settings, configure_process_env
 
 
 def parse_args() -> argparse.Namespace:

@@ -36,7 +36,7 @@ def app_without_metrics() -> Any:
 
 
 def measure(metrics: bool, env: dict[str, str], var: Path, n: int, threads: int) -> dict[str, Any]:
-    from webapp.stack import gunicorn_argv
+    from stockq.cli.stack import gunicorn_argv
 
     port = free_port()
     argv = gunicorn_argv(port)

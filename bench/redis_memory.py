@@ -22,7 +22,7 @@ import redis
 from bench.common import free_port, report
 from ml.data.bundled import BundledSource
 from ml.serving.chart import forecast_chart
-from workers.jobs import JobRegistry, chart_key
+from workers.jobs import JobRegistry, keys
 
 OLD_RETENTION_S = 7 * 24 * 3600
 SHORT_S = 15 * 60  # Settings.short_job_retention_s: ping and chart records, and the chart bytes
@@ -50,10 +50,10 @@ def write_now(client: redis.Redis, n: int, image: bytes, result: dict[str, Any])
     jobs = JobRegistry(client, OLD_RETENTION_S)
     for _ in range(n):
         chart = jobs.create("chart", {"ticker": "AAPL", "fmt": "png"}, "chart", retention_s=SHORT_S)
-        client.set(chart_key(chart["id"]), image, ex=SHORT_S)
-        jobs.succeed(chart["id"], result)
+        client.set(keys.chart(chart.id), image, ex=SHORT_S)
+        jobs.succeed(chart.id, result)
         ping = jobs.create("ping", {}, "ping", retention_s=SHORT_S)
-        jobs.succeed(ping["id"], {"pong": True})
+        jobs.succeed(ping.id, {"pong": True})
 
 
 def write_old(client: redis.Redis, n: int, image: bytes, result: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ jobs submitted through `POST /train` and `POST /predict-child`. Order:
 4. predictions on one warm inference process: latency of `?wait=5` (cache emptied first, and cached),
    and throughput of bursts of uncached and cached predictions;
 5. the capacity model (bench/capacity.py: each training's select and refit phases taken apart) at the
-   worker settings of this environment (ml/settings.py) on the data the bench ingested;
+   worker settings of this environment (stockq/settings.py) on the data the bench ingested;
 6. bench/submit.py's round trips and submit throughput, one round per broker.
 
 Children are distinct bundled tickers (at most 8 per phase). Sizes: flags, or SCALE_<FLAG> in the env.
@@ -119,7 +119,7 @@ class Api:
 
 
 def start_worker(stack: BenchStack, name: str, queue: str, env: dict[str, str]) -> None:
-    from webapp.stack import worker_argv
+    from stockq.cli.stack import worker_argv
 
     since = time.time()
     proc = stack.spawn(name, [*worker_argv(queue, 1, name), "--without-mingle", "--without-gossip"], **env)

@@ -26,14 +26,14 @@ def worker_config(s: Any) -> Any:
 def bench_store(stack: BenchStack, s: Any) -> Any:
     """The feature store of the bench's stack."""
     from ml.features.store import FeatureStore
-    from ml.settings import Settings
+    from stockq.settings import Settings
 
     feast = Settings(redis_url=stack.redis_url).feast_connection_string
     return FeatureStore(stack.var, feast, window=s.window)
 
 
 def targets(store: Any, s: Any, child: str) -> dict[str, Any]:
-    """The samples a parent and a child training see at worker settings `s` (ml/settings.py: the
+    """The samples a parent and a child training see at worker settings `s` (stockq/settings.py: the
     defaults unless STOCKQ_* says otherwise) on the data in `store`: the parent's panel is every ticker
     stored there (or ^GSPC alone with STOCKQ_PARENT_UNIVERSE=gspc)."""
     from ml.tickers import PARENT_NAME, child_name
@@ -64,7 +64,7 @@ def model(stack: BenchStack, api: Any, run: dict[str, Any], tickers: list[str],
     parent = capacity.decompose(run["parent"], api.card(run["parent"]))
     children = [capacity.decompose(j, api.card(j)) for j in run["one"]["jobs"]]
     child = capacity.mean_cost(children)
-    from ml.settings import Settings
+    from stockq.settings import Settings
 
     settings = Settings()
     t = targets(bench_store(stack, settings), settings, tickers[0])

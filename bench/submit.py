@@ -90,7 +90,7 @@ class BenchStack:
     def start_workers(self) -> None:
         """A stockq worker for the inference, training and ingest queues (two pool processes, like the
         inference group of `stockq up`) and the peer's noop worker, also two processes."""
-        from webapp.stack import worker_argv
+        from stockq.cli.stack import worker_argv
 
         argv = [*worker_argv("inference,training,ingest", 2, "bench"), "--without-mingle", "--without-gossip"]
         since = time.time()
@@ -130,7 +130,7 @@ def peer_celery() -> Any:
 
 
 def _gunicorn(stack: BenchStack, name: str, app: str, port: int, **env: str) -> None:
-    from webapp.stack import gunicorn_argv
+    from stockq.cli.stack import gunicorn_argv
 
     argv = gunicorn_argv(port)
     argv[-1] = app  # the same server settings for both: only the application differs

@@ -25,7 +25,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # test process that holds Feast and an API app together (a real API process never imports Feast).
 import feast.metrics  # noqa: F401
 
-from ml.settings import Settings
+from stockq.settings import Settings
 
 if TYPE_CHECKING:
     from tests.procs import Proc

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from ml.settings import Settings
-from webapp.stack import gunicorn_argv, worker_argv
+from stockq.cli.stack import gunicorn_argv, worker_argv
+from stockq.settings import Settings
 
 BIN = Path(sys.executable).parent
 # Worker settings that keep an end-to-end training to seconds: two epochs per phase (select, then the

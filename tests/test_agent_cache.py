@@ -14,7 +14,7 @@ import pytest
 from agent.cache import DETERMINISTIC, CacheKey, SemanticCache
 from agent.configuration import CALIBRATED_CACHE_THRESHOLD, AgentConfig
 from agent.embeddings import embed
-from ml.settings import Settings
+from stockq.settings import Settings
 
 PAIRS = json.loads((Path(__file__).parent / "data" / "agent_question_pairs.json").read_text())["pairs"]
 KEY = CacheKey("AAPL", "2022-12-28", "stockq-child-AAPL", "3", DETERMINISTIC)

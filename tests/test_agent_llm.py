@@ -14,12 +14,12 @@ from pydantic import SecretStr
 
 from agent.analysts import LLMAnalyst
 from agent.configuration import AgentConfig
-from agent.fakellm import FakeOpenAI, Garbage, Reply, Responder, Stall, canned_analyst, role_of
 from agent.graph import build_graph
 from agent.llm import ChatLLM, LLMError
 from agent.nodes import AgentContext
 from agent.prompts import CRITIC, MARKET_EXPERT, PERFORMANCE_ANALYST, REPORT_GENERATOR
 from agent.state import CriticVerdict, ReportDraft
+from tests.fakellm import FakeOpenAI, Garbage, Reply, Responder, Stall, canned_analyst, role_of
 
 INPUTS = json.loads((Path(__file__).parent / "data" / "agent_inputs.json").read_text())
 

@@ -16,7 +16,6 @@ from pydantic import SecretStr
 
 from agent.configuration import AgentConfig
 from agent.embeddings import embed
-from agent.fakellm import FakeOpenAI, Reply, Stall, canned_analyst, user_prompt
 from agent.llm import LLMError
 from agent.numbers import CONFIDENCE_FLOOR, performance_facts
 from agent.prompts import PERFORMANCE_ANALYST, REPORT_GENERATOR
@@ -25,6 +24,8 @@ from agent.state import ReportDraft
 from ml.errors import InvalidInput, InvalidTicker
 from ml.evaluation.promotion import NOT_EVALUATED
 from tests.conftest import flush_db, make_settings
+from tests.fakellm import FakeOpenAI, Reply, Stall, canned_analyst, user_prompt
+from workers.runtime import agent_config
 
 pytestmark = pytest.mark.slow  # trains a model
 
@@ -71,7 +72,7 @@ def make_service(env: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
     services: list[AnalystService] = []
 
     def make(**overrides: Any) -> AnalystService:
-        config = AgentConfig.from_settings(env["settings"])
+        config = agent_config(env["settings"])
         values = {**config.__dict__, "var_dir": tmp_path, "cache_threshold": 0.90, **overrides}
         service = AnalystService(AgentConfig(**values), store=env["store"], registry=env["registry"])
         services.append(service)

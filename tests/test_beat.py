@@ -17,13 +17,14 @@ import pytest
 import redis
 from celery.schedules import crontab, schedule
 
-from ml.settings import Settings
+from stockq.cli.stack import beat_argv
+from stockq.settings import Settings
 from tests.conftest import make_settings
 from tests.procs import Proc, free_port, settings_env, start_redis, start_worker, wait_until
-from webapp.stack import beat_argv
 from workers.celery_app import create_celery
 from workers.dispatch import publish
-from workers.jobs import JobRegistry, owner_index
+from workers.jobs import JobRegistry
+from workers.jobs.keys import owner_index
 from workers.runtime import Runtime
 from workers.scheduled import (
     EVALUATE_PARAMS,

@@ -21,7 +21,8 @@ from workers.broker_amqp import queue_depths
 from workers.celery_app import DEAD_LETTER_QUEUE, QUEUES, create_celery
 from workers.exporter import BackendCollector
 from workers.exporter_sources import WorkerLiveness
-from workers.jobs import DEAD_LETTER, JobRegistry
+from workers.jobs import JobRegistry
+from workers.jobs.keys import DEAD_LETTER
 
 pytestmark = [
     pytest.mark.slow,

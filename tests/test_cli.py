@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from stockq.cli.main import main
 from tests.conftest import make_settings
 from tests.procs import (
     FAST_TRAINING,
@@ -28,7 +29,6 @@ from tests.procs import (
     start_redis,
     start_worker,
 )
-from webapp.cli import main
 from webapp.evaluation_cost import not_evaluated_text
 
 pytestmark = pytest.mark.slow
@@ -190,8 +190,8 @@ def test_up_says_when_auto_falls_back_to_the_bundled_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Yahoo made unreachable for real: curl's requests go to a proxy on a closed port."""
-    from ml.settings import Settings
-    from webapp.data_note import data_note
+    from stockq.cli.data_note import data_note
+    from stockq.settings import Settings
 
     monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{free_port()}")
     note = data_note(Settings(var_dir=tmp_path, data_source="auto"))

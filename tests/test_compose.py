@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from workers.celery_app import QUEUES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import redis
 import requests
 from flask.testing import FlaskClient
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from tests.procs import FAST_TRAINING, Proc, free_port, start_gunicorn, start_redis, start_worker, wait_until
 from webapp import create_app
 from webapp.console import render_markdown

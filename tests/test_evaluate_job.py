@@ -16,12 +16,12 @@ import requests
 from click.testing import CliRunner
 from rich.console import Console
 
-from ml.settings import Settings
+from stockq.cli.main import main
+from stockq.cli.render import print_card, quoted_evaluation, skill_line
+from stockq.settings import Settings
 from tests.conftest import make_settings
 from tests.procs import Proc, free_port, settings_env, start_all, start_gunicorn, start_redis, start_worker
 from webapp import create_app
-from webapp.cli import main
-from webapp.cli_render import print_card, quoted_evaluation, skill_line
 from webapp.evaluation_cost import not_evaluated_text
 from workers.evaluation import evaluation_config, headline
 

@@ -41,8 +41,8 @@ from ml.features.technical import (
     compute_features,
     model_rows,
 )
-from ml.settings import Settings
 from ml.tickers import INDEX_TICKER
+from stockq.settings import Settings
 from tests.conftest import BASE_TICKERS, fresh_settings, make_settings
 from tests.test_data_sources import as_source_frame, offline_only, synthetic_ohlcv, write_csv
 

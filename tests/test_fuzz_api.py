@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from tests.procs import free_port, start_gunicorn, start_redis
 
 pytestmark = pytest.mark.slow

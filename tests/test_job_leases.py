@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from tests.conftest import REDIS_BASE, flush_db
-from workers.jobs import DEAD_LETTER, LEASES, Delivery, JobRegistry
+from workers.jobs import Delivery, JobRegistry
+from workers.jobs.keys import DEAD_LETTER, LEASES
 from workers.leases import LeaseKeeper, Reaper
 
 

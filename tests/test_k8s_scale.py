@@ -18,7 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ml.settings import Settings
+from stockq.cli.stack import beat_argv
+from stockq.settings import Settings
 from tests.test_compose import (
     COMPOSE_FILE,
     K8S_DIR,
@@ -34,7 +35,6 @@ from tests.test_compose import (
     pod_spec,
     resolve,
 )
-from webapp.stack import beat_argv
 from workers import app
 from workers.celery_app import queue_of
 

@@ -25,8 +25,8 @@ import pytest
 import requests
 
 from ml.registry.mlflow_registry import JOB_TAG, ModelRegistry
-from ml.settings import Settings
 from ml.tickers import child_name
+from stockq.settings import Settings
 from tests import netns, rabbit
 from tests.conftest import make_settings
 from tests.procs import (

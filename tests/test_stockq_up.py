@@ -20,8 +20,8 @@ import pytest
 import redis
 import requests
 
+from stockq.cli.stack import WORKER_GROUPS
 from tests.procs import FAST_TRAINING, alive, free_port, wait_until
-from webapp.stack import WORKER_GROUPS
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from stockq.cli.supervisor import RestartPolicy, Supervisor
 from tests.procs import alive, wait_until
-from webapp.supervisor import RestartPolicy, Supervisor
 
 QUICK = RestartPolicy(first_delay_s=0.01, max_delay_s=0.05)  # the real rule, with short backoffs
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]

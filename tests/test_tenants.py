@@ -8,7 +8,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from tests.conftest import flush_db, make_settings
 from webapp import create_app
 from webapp.auth import AuthConfigError, check_bind, tenant_keys

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
-from ml.settings import Settings, configure_process_env
+from stockq.settings import Settings, configure_process_env
 from webapp.auth import install_auth
 from webapp.console import console
 from webapp.errors import ApiError, register_error_handlers, validation_error_response
@@ -38,6 +39,8 @@ class ApiContext:
     submitter: Submitter
     # Slots for requests that block a thread waiting on a job (`?wait=`, charts), per process.
     waiting: threading.BoundedSemaphore
+    # Counts the request in a rate-limit class the route decides (webapp/ratelimit.py RateLimiter.charge).
+    charge: Callable[[str], None] = lambda _name: None
 
 
 # Endpoints that take no body (a POST that only triggers work).
@@ -110,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Metrics first: their clock starts before auth and rate limiting can reject a request.
     install_metrics(app)
     install_auth(app, settings)
-    install_rate_limit(app, settings, client)
+    app.extensions["stockq"].charge = install_rate_limit(app, settings, client)
     app.before_request(_check_json_body)
     app.register_api(api)
     app.register_api(ops)

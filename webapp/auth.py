@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flask import Flask, g, request
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from webapp.errors import ApiError
 
 log = logging.getLogger(__name__)

@@ -79,13 +79,13 @@ def page() -> str:
 def job_view(path: JobPath) -> Response:
     """For the console: the caller's job's report as sanitised HTML and its Flower and MLflow links."""
     job = _visible_job(path.job_id)
-    result = job.get("result")
+    result = job.result
     markdown = result.get("report_markdown") if isinstance(result, dict) else None
     flower, mlflow = _bases()
     view = JobView(
-        job_id=job["job_id"],
+        job_id=job.id,
         report_html=render_markdown(markdown) if isinstance(markdown, str) else None,
-        flower_url=f"{flower}/task/{task_id(job['job_id'], int(job.get('attempt') or 1))}"
+        flower_url=f"{flower}/task/{task_id(job.id, job.attempt)}"
         if flower
         else None,
         mlflow_url=_mlflow_link(mlflow, result) if mlflow else None,

@@ -19,7 +19,7 @@ def _multiproc_dir() -> Path | None:
 def on_starting(server: Any) -> None:
     """In the master, before any worker forks: refuse an open API beyond loopback (fail closed), and
     empty the metrics directory (a restarted container keeps it)."""
-    from ml.settings import Settings
+    from stockq.settings import Settings
     from webapp.auth import check_bind
 
     check_bind([str(address).rsplit(":", 1)[0] for address in server.cfg.bind], Settings())
@@ -31,7 +31,7 @@ def on_starting(server: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     """Each API process logs in the configured format (STOCKQ_LOG_FORMAT)."""
-    from ml.settings import Settings
+    from stockq.settings import Settings
     from workers import logs
 
     logs.configure(Settings().log_format)

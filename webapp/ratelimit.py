@@ -16,13 +16,14 @@ is refused) is counted once it has been answered.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from flask import Flask, Response, g, has_request_context, request
 from limits import RateLimitItem, parse_many
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from webapp.auth import ANONYMOUS, PUBLIC_PATHS, PUBLIC_PREFIXES, current_tenant
 from webapp.errors import ApiError
 from workers.jobs import Window
@@ -69,6 +70,10 @@ SUBMITTING = frozenset({"api.train", "api.predict_child", "api.predict_batch", "
                         "api.ping", "api.forecast_chart", "api.evaluate"})  # fmt: skip
 
 
+# The endpoints whose class only the route knows: a retry costs what its job's type costs.
+CHARGED_BY_ROUTE = frozenset({"api.retry_job"})
+
+
 @dataclass(frozen=True)
 class Plan:
     """The windows one request counts in."""
@@ -85,8 +90,9 @@ class RateLimiter:
         self.limits = {name: parse_many(budget) for name, budget in budgets.items() if budget}
         self._hit = client.register_script(_HIT)
 
-    def plan(self) -> Plan | None:
-        name = endpoint_class()
+    def plan(self, name: str | None = None) -> Plan | None:
+        """The windows of class `name` (default: the request's endpoint class) for the caller."""
+        name = name or endpoint_class()
         items = self.limits.get(name)
         if items is None:
             return None
@@ -104,8 +110,17 @@ class RateLimiter:
         if request.endpoint in SUBMITTING:
             g.rate_limit_pending = plan
             return
+        if request.endpoint in CHARGED_BY_ROUTE:
+            return
         counts = self._count(plan)
         if counts is not None:
+            settle(plan, counts)
+
+    def charge(self, name: str) -> None:
+        """Count the request in class `name`'s windows (a retry, charged as its job's type): 429 past one."""
+        plan = self.plan(name)
+        counts = None if plan is None else self._count(plan)
+        if plan is not None and counts is not None:
             settle(plan, counts)
 
     def _count(self, plan: Plan) -> list[int] | None:
@@ -153,7 +168,8 @@ def settle(plan: Plan, counts: list[int]) -> None:
                        headers={**headers, "Retry-After": retry_after})  # fmt: skip
 
 
-def install_rate_limit(app: Flask, settings: Settings, client: redis.Redis) -> None:
+def install_rate_limit(app: Flask, settings: Settings, client: redis.Redis) -> Callable[[str], None]:
+    """The limiter's hooks; returns the charge of a class the route decides (a no-op without limits)."""
     budgets = {
         "train": settings.rate_limit_train,
         "predict": settings.rate_limit_predict,
@@ -162,6 +178,7 @@ def install_rate_limit(app: Flask, settings: Settings, client: redis.Redis) -> N
     }
     limiter = RateLimiter(client, budgets)
     if not limiter.limits:
-        return
+        return lambda _name: None
     app.before_request(limiter.check)
     app.after_request(limiter.after)
+    return limiter.charge

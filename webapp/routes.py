@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
@@ -29,10 +31,13 @@ from webapp.schemas import (
     TrainRequest,
     WaitQuery,
 )
+from webapp.submit import INFLIGHT_RETRY_AFTER_S
 from workers.celery_app import QUEUES
 from workers.dispatch import publish_record
 from workers.heartbeat import live_workers
-from workers.jobs import CANCELLABLE_RUNNING, FINISHED, chart_key
+from workers.jobs import FINISHED, keys, spec
+from workers.jobs import JobRecord as StoredJob
+from workers.jobs.model import CancelOutcome, RetryOutcome
 
 
 def _schema_once(model: type[BaseModel]) -> None:
@@ -50,6 +55,7 @@ def _schema_once(model: type[BaseModel]) -> None:
 for _query in (WaitQuery, JobsQuery):
     _schema_once(_query)
 
+log = logging.getLogger(__name__)
 jobs_tag = Tag(name="jobs", description="Submit, poll and cancel jobs")
 ops_tag = Tag(name="ops", description="Health, readiness and metrics")
 api = APIBlueprint("api", __name__, abp_responses={"401": ErrorBody, "503": ErrorBody})
@@ -60,10 +66,10 @@ def _ctx() -> Any:
     return current_app.extensions["stockq"]
 
 
-def _accepted(job: dict[str, Any]) -> Response:
+def _accepted(job: StoredJob) -> Response:
     # What url_for("api.get_status") builds, without building a URL adapter per request.
-    status_url = f"{request.script_root}/status/{job['id']}"
-    response = jsonify({"job_id": job["id"], "status": job["status"], "status_url": status_url})
+    status_url = f"{request.script_root}/status/{job.id}"
+    response = jsonify({"job_id": job.id, "status": job.status, "status_url": status_url})
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
@@ -78,12 +84,12 @@ def _submit(
         task_kwargs,
     )  # fmt: skip
     finished = _wait(job, wait)
-    if finished is not None and finished["status"] in FINISHED:
-        return jsonify(finished)
+    if finished is not None and finished.status in FINISHED:
+        return jsonify(JobRecord.show(finished))
     return _accepted(job)
 
 
-def _wait(job: dict[str, Any], seconds: float) -> dict[str, Any] | None:
+def _wait(job: StoredJob, seconds: float) -> StoredJob | None:
     """Block a thread for the job (its record as the submit just read it) only while this process has a
     waiting slot free: past the cap, the caller gets its 202 at once, so long polls can never take the
     threads /health and submissions need."""
@@ -91,16 +97,16 @@ def _wait(job: dict[str, Any], seconds: float) -> dict[str, Any] | None:
     if seconds <= 0 or not ctx.waiting.acquire(blocking=False):
         return None
     try:
-        return ctx.jobs.wait_finished(job["id"], seconds, ctx.blocking_redis, known=job)
+        return ctx.jobs.wait_finished(job.id, seconds, ctx.blocking_redis, known=job)
     finally:
         ctx.waiting.release()
 
 
-def _visible_job(job_id: str) -> dict[str, Any]:
+def _visible_job(job_id: str) -> StoredJob:
     """The caller's job (an admin's: anyone's); another tenant's job is as missing as an unknown one."""
     job = _ctx().jobs.get(job_id)
     tenant = current_tenant()
-    if job is None or not (tenant.admin or job.get("owner") == tenant.name):
+    if job is None or not (tenant.admin or job.owner == tenant.name):
         raise ApiError(404, "job_not_found", f"no job {job_id}")
     return job
 
@@ -154,7 +160,7 @@ def ping(query: WaitQuery) -> Response:
 @api.get("/status/<job_id:job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
 def get_status(path: JobPath) -> Response:
     """The job record: status, stage, progress, result or error."""
-    return jsonify(_visible_job(path.job_id))
+    return jsonify(JobRecord.show(_visible_job(path.job_id)))
 
 
 @api.get("/jobs", tags=[jobs_tag], responses={200: JobList})
@@ -163,10 +169,23 @@ def list_jobs(query: JobsQuery) -> Response:
     every tenant's and may filter by `owner`."""
     tenant = current_tenant()
     owner = query.owner if tenant.admin else tenant.name
+    repeated = sorted(k for k in request.args if len(request.args.getlist(k)) > 1)
+    if repeated:
+        raise ApiError(400, "repeated_parameter", f"give each query parameter once: {', '.join(repeated)}")
     jobs, cursor = _ctx().jobs.list(
-        status=query.status, job_type=query.type, limit=query.limit, owner=owner, cursor=query.cursor
+        status=query.status, job_type=query.type, limit=query.limit, owner=owner, cursor=_cursor(query.cursor)
     )
-    return jsonify({"jobs": jobs, "count": len(jobs), "next_cursor": cursor})
+    return jsonify({"jobs": [JobRecord.show(j) for j in jobs], "count": len(jobs), "next_cursor": cursor})
+
+
+def _cursor(raw: str | None) -> float | None:
+    try:
+        cursor = None if raw is None else float(raw)
+    except ValueError:
+        cursor = math.nan
+    if cursor is not None and not math.isfinite(cursor):
+        raise ApiError(400, "invalid_cursor", "cursor: pass the next_cursor of the previous page")
+    return cursor
 
 
 @api.delete(
@@ -181,18 +200,16 @@ def cancel_job(path: JobPath) -> Response:
     (409 not_cancellable)."""
     ctx = _ctx()
     job = _visible_job(path.job_id)
-    if job["status"] == "running" and job["type"] not in CANCELLABLE_RUNNING:
-        raise ApiError(409, "not_cancellable", f"a running {job['type']} job cannot be cancelled")
-    outcome = ctx.jobs.request_cancel(path.job_id)
-    if outcome == "missing":
+    outcome = ctx.jobs.cancel(path.job_id)  # decided and applied in one script
+    if outcome == CancelOutcome.NOT_CANCELLABLE:
+        raise ApiError(409, "not_cancellable", f"a running {job.type} job cannot be cancelled")
+    now = ctx.jobs.get(path.job_id)
+    if outcome == CancelOutcome.MISSING or now is None:
         raise ApiError(404, "job_not_found", f"no job {path.job_id}")
-    job = ctx.jobs.get(path.job_id)
-    if outcome == "finished":
-        raise ApiError(
-            409, "job_finished", f"job {path.job_id} already {job['status'] if job else 'finished'}"
-        )
-    response = jsonify(job)
-    response.status_code = 200 if outcome == "cancelled" else 202
+    if outcome == CancelOutcome.FINISHED:
+        raise ApiError(409, "job_finished", f"job {path.job_id} already {now.status}")
+    response = jsonify(JobRecord.show(now))
+    response.status_code = 200 if outcome == CancelOutcome.CANCELLED else 202
     return response
 
 
@@ -205,17 +222,28 @@ def retry_job(path: JobPath) -> Response:
     """Run a failed or cancelled job again under the same id (from the dead-letter list, say): its lost-
     worker count starts again at zero. 409 for a job that is queued, running or succeeded."""
     ctx = _ctx()
-    _visible_job(path.job_id)
-    attempt = ctx.jobs.retry(path.job_id)
-    if attempt is None:
+    job = _visible_job(path.job_id)
+    ctx.charge(spec(job.type).cost)  # a retry costs what its job type costs (429 past the budget)
+    done = ctx.jobs.retry(path.job_id, ctx.settings.max_inflight)
+    if done.outcome == RetryOutcome.MISSING:
         raise ApiError(404, "job_not_found", f"no job {path.job_id}")
-    if not isinstance(attempt, int):
+    if done.outcome == RetryOutcome.BUSY:
+        full = f"{job.owner} already has {ctx.settings.max_inflight} queued or running jobs"
+        raise ApiError(429, "too_many_inflight", f"{full}: wait for some to finish",
+                       headers={"Retry-After": str(INFLIGHT_RETRY_AFTER_S)})  # fmt: skip
+    if done.outcome == RetryOutcome.NOT_RETRYABLE:
         raise ApiError(
-            409, "not_retryable", f"job {path.job_id} is {attempt}: only failed or cancelled jobs retry"
+            409, "not_retryable", f"job {path.job_id} is {done.status}: only failed or cancelled jobs retry"
         )
-    job = ctx.jobs.get(path.job_id) or {}
-    publish_record(ctx.submitter.celery, job, attempt)
-    return _accepted(job)
+    queued = ctx.jobs.get(path.job_id)
+    if queued is None:
+        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+    try:
+        publish_record(ctx.submitter.celery, ctx.jobs, queued, done.attempt)
+    except Exception:
+        # The retry and its outbox entry are one script: the reaper publishes it once the broker answers.
+        log.warning("job %s: retry published later (broker refused it)", path.job_id, exc_info=True)
+    return _accepted(queued)
 
 
 CHART_TYPES = ("image/png", "image/svg+xml")
@@ -250,17 +278,17 @@ def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
         "chart", {"ticker": path.ticker, "fmt": path.fmt}, client=client_key(), owner=current_tenant().name
     )
     finished = _wait(job, query.wait if "wait" in request.args else 10.0)
-    if finished is None or finished["status"] not in FINISHED:
+    if finished is None or finished.status not in FINISHED:
         return _accepted(job)
-    if finished["status"] != "succeeded":
-        error = finished.get("error") or {}
+    if finished.status != "succeeded":
+        error = finished.error or {}
         code = error.get("code", "chart_failed")
         raise ApiError(CHART_ERROR_STATUS.get(code, 422), code, error.get("message", "chart failed"))
     # The image is kept under a short-lived key, never in the job record.
-    image = ctx.redis.get(chart_key(job["id"]))
+    image = ctx.redis.get(keys.chart(job.id))
     if image is None:
         raise ApiError(404, "chart_expired", "the chart expired: request it again")
-    return Response(image, mimetype=finished["result"]["mimetype"])
+    return Response(image, mimetype=finished.result["mimetype"])
 
 
 @ops.get("/health", tags=[ops_tag], responses={200: Health})

@@ -6,14 +6,17 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ml.tickers import validate_ticker
+from workers.jobs.model import AttemptOutcome, JobStatus
+from workers.jobs.model import JobRecord as StoredJob
+from workers.jobs.specs import job_types
 
 Strategy = Literal["freeze", "fine_tune", "scratch"]
 ModelChoice = Literal["auto", "child", "parent"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobType = Literal["train", "predict", "predict_batch", "analyze", "ingest", "ping", "chart", "evaluate"]
+# The job types of the one table (workers/jobs/specs.py), as the API takes and shows them.
+JobType = Literal[job_types()]  # type: ignore[valid-type]
 Universe = Literal["panel", "gspc"]
 MAX_BATCH = 100
 # validate_ticker's rule as the API takes it (either case, upper-cased on the way in; never a leading dot),
@@ -47,13 +50,25 @@ def _ticker(value: object) -> str:
 
 
 def _unique_tickers(value: object) -> object:
+    """Each ticker once. The schema's uniqueItems is case-sensitive and tickers are not: `aapl` after
+    `AAPL` is the same ticker, taken once (the first place it appears); an exact repeat is refused."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
         return value  # the list's own length bounds answer, before any per-item work
-    tickers = [_ticker(v) for v in value]
-    dupes = sorted(t for t, n in Counter(tickers).items() if n > 1)
+    dupes = sorted(str(t) for t, n in Counter(value).items() if n > 1)
     if dupes:
         raise ValueError(f"duplicate ticker(s): {', '.join(dupes)}")
-    return tickers
+    return list(dict.fromkeys(_ticker(v) for v in value))
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type: 99.0 is the integer 99 (a fraction, a string or a bool stays refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema means it: 99 and 99.0, never "99" or true.
+Integer = Annotated[int, BeforeValidator(_integral), Field(strict=True)]
 
 
 class _Request(BaseModel):
@@ -64,7 +79,7 @@ class _Request(BaseModel):
 class TrainRequest(_Request):
     ticker: Ticker = Field(description="Ticker to train; ^GSPC trains the parent model.", examples=["AAPL"])
     strategy: Strategy = "fine_tune"
-    epochs: int | None = Field(None, ge=1, le=500, strict=True)
+    epochs: Integer | None = Field(None, ge=1, le=500)
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
 
@@ -105,8 +120,8 @@ class EvaluateRequest(_Request):
     universe: Universe | None = Field(
         None, description="What the global model learns from: the whole panel, or ^GSPC alone (the parent)."
     )
-    first_year: int | None = Field(None, ge=1900, le=2100, strict=True, description="The first refit year.")
-    refit_months: int | None = Field(None, ge=1, le=60, strict=True, description="Months between refits.")
+    first_year: Integer | None = Field(None, ge=1900, le=2100, description="The first refit year.")
+    refit_months: Integer | None = Field(None, ge=1, le=60, description="Months between refits.")
 
     _check_tickers = field_validator("tickers", mode="before")(_unique_tickers)
 
@@ -119,7 +134,8 @@ class JobsQuery(BaseModel):
     status: JobStatus | None = None
     type: JobType | None = None
     limit: int = Field(50, ge=1, le=200)
-    cursor: float | None = Field(None, description="`next_cursor` of the previous page.")
+    # Text, read by the route: a cursor that is no finite number is a bad request (400), not a schema error.
+    cursor: str | None = Field(None, max_length=40, description="`next_cursor` of the previous page.")
     owner: str | None = Field(None, max_length=64, description="Admins only: one tenant's jobs.")
 
     @model_validator(mode="before")
@@ -161,22 +177,45 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
+class Attempt(BaseModel):
+    """How one earlier attempt ended."""
+
+    attempt: int
+    worker: str = Field(description="The worker that ran it ('' when its message was lost before).")
+    started_at: float = Field(description="0 when it never started.")
+    ended_at: float
+    outcome: AttemptOutcome
+
+
 class JobRecord(BaseModel):
+    """A job as the registry keeps it (workers/jobs/model.JobRecord.to_api): every response that shows
+    a job is built through this model."""
+
     job_id: str
     id: str = Field(description="Deprecated alias of job_id (one more release).")
-    owner: str | None = None
-    attempt: int = 1
+    owner: str
     type: JobType
     status: JobStatus
+    attempt: int = Field(1, description="The delivery now owning the job; each requeue or retry adds one.")
     stage: str | None = None
-    params: dict[str, Any] | None = None
-    progress: dict[str, Any] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] = Field(default_factory=dict)
     submitted_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     result: Any = None
     error: ErrorDetail | None = None
     cancel_requested: bool = False
+    attempts: list[Attempt] = Field(default_factory=list, description="How each earlier attempt ended.")
+    lost: int = Field(0, description="Times its worker was lost (failed as worker_lost at the limit).")
+    resumed_from_epoch: int = Field(0, description="A training resumed from this epoch's checkpoint.")
+    executions: int = Field(0, description="Outcomes of its work recorded (at most one).")
+    worker: str | None = Field(None, description="The worker running (or that last ran) it.")
+
+    @classmethod
+    def show(cls, job: StoredJob) -> dict[str, Any]:
+        """The response body of a stored job, validated against this schema."""
+        return cls.model_validate(job.to_api()).model_dump(mode="json")
 
 
 class JobList(BaseModel):

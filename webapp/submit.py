@@ -12,24 +12,12 @@ from typing import Any
 import redis
 from celery import Celery
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from webapp.errors import ApiError
 from webapp.ratelimit import settle, take_plan
 from workers.counters import Counters
 from workers.dispatch import publish
-from workers.jobs import Claim, JobRegistry
-
-TASKS = {
-    "train": "stockq.train",
-    "predict": "stockq.predict",
-    "predict_batch": "stockq.predict_batch",
-    "analyze": "stockq.analyze",
-    "ingest": "stockq.ingest",
-    "ping": "stockq.ping",
-    "chart": "stockq.chart",
-    "evaluate": "stockq.evaluate",
-}
-
+from workers.jobs import Claim, JobRecord, JobRegistry, spec
 
 # KEYS[1] idempotency key; ARGV[1] job id. Deletes the claim only if it still names that job (a job that
 # could not be queued frees its key; a fresh claim made meanwhile by another request stays).
@@ -41,8 +29,6 @@ return 0
 
 
 SUBMITTED = "stockq_jobs_submitted_total"
-# Short-lived job types: looked at once, their records go after minutes.
-SHORT_LIVED = frozenset({"ping", "chart"})
 INFLIGHT_RETRY_AFTER_S = 10
 
 
@@ -52,9 +38,7 @@ class Submitter:
         self.jobs = jobs
         self.r = client
         self.retention_s = settings.job_retention_s
-        self.retention = {
-            t: settings.short_job_retention_s if t in SHORT_LIVED else settings.job_retention_s for t in TASKS
-        }
+        self.short_retention_s = settings.short_job_retention_s
         self.max_inflight = settings.max_inflight
         self._release_if = client.register_script(_RELEASE_IF)
 
@@ -66,11 +50,11 @@ class Submitter:
         client: str = "",
         owner: str = "anonymous",
         task_kwargs: dict[str, Any] | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[JobRecord, bool]:
         """(job record, created). With a key, the same client, key and body return the first job.
 
         One round trip counts the request's rate-limit windows and creates the record, its indexes and the
-        key's claim (workers/jobs.py submit), so a claimed key always names a real job and two racing
+        key's claim (JobRegistry.submit), so a claimed key always names a real job and two racing
         requests cannot both create one.
         """
         claim = None
@@ -80,8 +64,10 @@ class Submitter:
             claim = Claim(self._redis_key(client, idempotency_key), self._fingerprint(job_type, params),
                           self.retention_s)  # fmt: skip
         plan = take_plan()
+        job_spec = spec(job_type)
+        retention = self.short_retention_s if job_spec.retention == "short" else self.retention_s
         made = self.jobs.submit(
-            job_type, params, TASKS[job_type], owner=owner, retention_s=self.retention[job_type],
+            job_type, params, job_spec.task, owner=owner, retention_s=retention,
             max_inflight=self.max_inflight, task_kwargs=task_kwargs, claim=claim, count=SUBMITTED,
             windows=plan.windows if plan else (),
         )  # fmt: skip
@@ -100,14 +86,14 @@ class Submitter:
         if made.outcome == "existing":
             return job, False
         try:
-            publish(self.celery, job["id"], TASKS[job_type], job["attempt"], kwargs=task_kwargs or params)
+            publish(self.celery, self.jobs, job.id, job.task, job.attempt, kwargs=job.task_kwargs)
         except Exception:
             # Never leave a `queued` record that no worker will ever see, nor a key bound to it. It was
             # counted as submitted: it counts as finished (failed) too.
             failed = Counters.increment("stockq_jobs_finished_total", f"{job_type},failed")
-            self.jobs.fail(job["id"], "broker_unavailable", "the job could not be queued", counters=failed)
+            self.jobs.fail(job.id, "broker_unavailable", "the job could not be queued", counters=failed)
             if claim is not None:
-                self._release_if(keys=[claim.key], args=[job["id"]])
+                self._release_if(keys=[claim.key], args=[job.id])
             raise
         return job, True
 

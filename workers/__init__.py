@@ -1,6 +1,6 @@
 """Celery app and tasks: `celery -A workers worker -Q training` (also inference, agent, ingest)."""
 
-from ml.settings import Settings, configure_process_env
+from stockq.settings import Settings, configure_process_env
 from workers.celery_app import QUEUES, create_celery
 
 settings = Settings()

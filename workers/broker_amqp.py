@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from kombu import Connection
 
 from workers.celery_app import DEAD_LETTER_QUEUE, dead_letter_queue
-from workers.jobs import DEAD_LETTER, JobRegistry
+from workers.jobs import JobRegistry
+from workers.jobs.keys import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,6 @@ def _fail(jobs: JobRegistry, job_id: str, attempt: int) -> None:
     jobs.fail(job_id, "worker_lost", message, attempt=attempt)
     record = jobs.get(job_id)
     # Listed even when an earlier drain failed the job but died before listing it (the message came back).
-    if record is not None and (record.get("error") or {}).get("code") == "worker_lost":
-        jobs.r.zadd(DEAD_LETTER, {job_id: time.time()})
+    if record is not None and (record.error or {}).get("code") == "worker_lost":
+        jobs.r.zadd(DEAD_LETTER, {job_id: jobs.now()})
         log.warning("job %s attempt %s dead-lettered by the broker", job_id, attempt)

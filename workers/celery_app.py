@@ -5,27 +5,30 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from ml.settings import Settings
+from stockq.settings import Settings
+from workers.jobs.specs import MAX_PRIORITY, task_priorities, task_routes
 
 QUEUES = ("training", "inference", "agent", "ingest")
 
-# Task name -> queue. Training and evaluation (a refit per origin) can run on GPU workers; the agent
-# queue runs one process per embedded Qdrant path; ingest does network I/O and must not hold up predictions.
-TASK_ROUTES = {
-    "stockq.train": {"queue": "training"},
-    "stockq.auto_train": {"queue": "training"},
-    "stockq.evaluate": {"queue": "training"},
-    "stockq.predict": {"queue": "inference"},
-    "stockq.predict_batch": {"queue": "inference"},
-    "stockq.ping": {"queue": "inference"},
-    "stockq.chart": {"queue": "inference"},
-    "stockq.analyze": {"queue": "agent"},
-    "stockq.ingest": {"queue": "ingest"},
-}
 
 
 def queue_of(task: str) -> str:
-    return TASK_ROUTES.get(task, {}).get("queue", "inference")
+    """The queue of a task, from the table of job types (workers/jobs/specs.py). Training and evaluation (a
+    refit per origin) can run on GPU workers; the agent queue runs one process per embedded Qdrant path;
+    ingest does network I/O and must not hold up predictions."""
+    return task_routes().get(task, {}).get("queue", "inference")
+
+
+def _router(with_priority: bool) -> object:
+    """Celery's router over the table, read at each publish: a job type registered later is routed too."""
+
+    def route(name: str, *_: object, **__: object) -> dict[str, object] | None:
+        found = task_routes().get(name)
+        if found is None or not with_priority:
+            return found
+        return {**found, "priority": task_priorities().get(name, 0)}
+
+    return route
 
 
 # RabbitMQ only: a message delivered this many times without an ack (its consumer died or rejected it
@@ -51,7 +54,7 @@ def _amqp_args(settings: Settings, queue: str) -> dict[str, object]:
         # A classic queue, for priorities: quorum queues take none before RabbitMQ 4.0 (the declare is
         # refused). Inference jobs are short, and a pool or host lost mid-job is still counted per attempt
         # by our records, so the delivery limit is not missed.
-        return {"x-max-priority": max(PRIORITIES.values())}
+        return {"x-max-priority": MAX_PRIORITY}
     return {
         "x-queue-type": "quorum",
         # RabbitMQ closes the channel of a consumer that holds a message unacked longer than this (30 min
@@ -73,16 +76,12 @@ def dead_letter_queue() -> Queue:
     )
 
 
-# RabbitMQ only: someone waits on a prediction; a batch or a chart may wait behind it on the same workers.
-# (Not on Redis: kombu keeps each priority in a list of its own, and the exporter and KEDA read one.)
-PRIORITIES = {"stockq.predict": 9, "stockq.ping": 9, "stockq.predict_batch": 0, "stockq.chart": 0}
-
-
 def _amqp_options(settings: Settings) -> dict[str, object]:
-    routes = {task: {**route, "priority": PRIORITIES.get(task, 0)} for task, route in TASK_ROUTES.items()}
     return {
         "task_queues": amqp_queues(settings),
-        "task_routes": routes,
+        # RabbitMQ only (not on Redis: kombu keeps each priority in a list of its own, and the exporter and
+        # KEDA read one): someone waits on a prediction; a batch or a chart may wait behind it.
+        "task_routes": (_router(with_priority=True),),
         "broker_transport_options": {
             # A publish returns once RabbitMQ has the message (on disk, in the quorum), else it raises:
             # the API never answers 202 for a job the broker did not take.
@@ -153,7 +152,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # report in; it would be killed and restarted in a loop.
         "worker_proc_alive_timeout": 60,
         "task_default_queue": "inference",
-        "task_routes": TASK_ROUTES,
+        "task_routes": (_router(with_priority=False),),
         # Fail fast instead of hanging when Redis is unreachable while publishing: the API answers 503
         # within 2 s rather than retrying for minutes.
         "task_publish_retry": False,

@@ -1,7 +1,8 @@
 """Publishing a job's task: the one place that turns a job record and an attempt into a Celery message.
 
-The API, a requeue (reaper, preemption, hand-off) and a retry all publish through here, so every
-delivery carries its attempt number as the `attempt` keyword (the fencing token the task checks).
+The API, a requeue (reaper, preemption, hand-off), a retry and the outbox's republish all publish through
+here, so every delivery carries its attempt number as the `attempt` keyword (the fencing token the task
+checks), and a message the broker took clears its outbox entry (workers/jobs/registry.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+
+from workers.jobs import JobRecord, JobRegistry
 
 
 def task_id(job_id: str, attempt: int) -> str:
@@ -18,6 +21,7 @@ def task_id(job_id: str, attempt: int) -> str:
 
 def publish(
     app: Celery,
+    jobs: JobRegistry,
     job_id: str,
     task: str,
     attempt: int,
@@ -25,6 +29,8 @@ def publish(
     kwargs: dict[str, Any] | None = None,
     countdown: float | None = None,
 ) -> None:
+    """Send the attempt's message; once the broker has it, its outbox entry is done. A publish that raises
+    leaves the entry, and the reaper publishes it again."""
     # ignore_result: clients read our job records; a Celery result subscription per job would only pile
     # up in the publishing process.
     app.send_task(
@@ -35,8 +41,9 @@ def publish(
         ignore_result=True,
         countdown=countdown,
     )
+    jobs.published(job_id, attempt)
 
 
-def publish_record(app: Celery, job: dict[str, Any], attempt: int) -> None:
+def publish_record(app: Celery, jobs: JobRegistry, job: JobRecord, attempt: int) -> None:
     """Publish the task a job record names (its latest hand-off) for `attempt`."""
-    publish(app, job["id"], job["task"], attempt, job.get("task_args"), job.get("task_kwargs"))
+    publish(app, jobs, job.id, job.task, attempt, job.task_args, job.task_kwargs)

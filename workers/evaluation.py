@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import shared_task
 
-from ml.settings import Settings
+from stockq.settings import Settings
 from workers.execution import JobContext, run_job
 
 # Stay in the MLflow run and on the cards: the job record carries the headline only.

@@ -5,6 +5,7 @@ error was unexpected, and an outcome that Redis will not take leaves the message
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,8 @@ from ml.errors import Cancelled, Paused, StockqError
 from workers import logs, preemption
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.dispatch import publish, publish_record
-from workers.jobs import KEEPS_LATE_RESULT, Delivery
+from workers.jobs import Delivery, JobStatus, spec
+from workers.jobs.model import RequeueOutcome, Start
 from workers.leases import LeaseKeeper
 from workers.runtime import Runtime, get_runtime
 from workers.singleflight import SingleFlight
@@ -127,14 +129,19 @@ class JobContext:
     def hand_off(self, task: str, *, stage: str, kwargs: dict[str, Any], countdown: float | None = None,
                  outcome: str = "handed_off") -> object:  # fmt: skip
         """Requeue this job as `task` (attempt + 1): another task, or the same one elsewhere."""
-        attempt = self.rt.jobs.requeue(
+        res = self.rt.jobs.requeue(
             self.delivery, outcome=outcome, lost=False, max_lost=self.rt.settings.max_attempts, stage=stage,
             task=task, task_args=[], task_kwargs=kwargs,
         )  # fmt: skip
-        if isinstance(attempt, int):
+        if res.outcome == RequeueOutcome.REQUEUED:
             from workers import app
 
-            publish(app, self.job_id, task, attempt, kwargs=kwargs, countdown=countdown)
+            try:
+                publish(app, self.rt.jobs, self.job_id, task, res.attempt, kwargs=kwargs, countdown=countdown)
+            except Exception:
+                # The requeue wrote its outbox entry: the reaper publishes it once the broker answers.
+                log.warning("job %s: publish of attempt %s failed; left to the outbox", self.job_id,
+                            res.attempt, exc_info=True)  # fmt: skip
         return DEFERRED
 
 
@@ -150,13 +157,28 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
     rt = runtime()
     delivery = Delivery(job_id, attempt)
     worker = current_task.request.hostname or "unknown"
-    state, owner = rt.jobs.begin(delivery, worker, rt.settings.lease_s)
-    if state == "running" and _redelivered_by_amqp(rt):
+    try:
+        state, owner = _durable(rt.jobs.begin)(delivery, worker, rt.settings.lease_s)
+    except redis.RedisError as exc:
+        # Never acknowledged: on either broker the message comes back (Redis's visibility timeout,
+        # RabbitMQ's requeue) and the job starts once Redis takes writes again.
+        raise Reject(f"job {job_id} not started: Redis refused the start ({exc})", requeue=True) from exc
+    if state == Start.RUNNING and _redelivered_by_amqp(rt):
         _take_over(rt, delivery)
         return
-    if state != "OK":
+    if state != Start.STARTED:
         log.info("job %s attempt %s not started (%s): dropped", job_id, attempt, state)
         return
+    try:
+        _run_started(rt, delivery, job_type, work, worker, owner)
+    finally:
+        # A SIGTERM that arrived during this job was for this job: the next one starts unasked to stop.
+        preemption.clear_requested()
+
+
+def _run_started(rt: Runtime, delivery: Delivery, job_type: str, work: Callable[[JobContext], Any],
+                 worker: str, owner: str | None) -> None:  # fmt: skip
+    job_id, attempt = delivery.job_id, delivery.attempt
     started = time.monotonic()
     tags = {"job_id": job_id, "attempt": attempt, "tenant": owner or None,
             "ticker": current_task.request.kwargs.get("ticker"), "task": current_task.name}  # fmt: skip
@@ -191,7 +213,7 @@ def _take_over(rt: Runtime, delivery: Delivery) -> None:
     a connection it opens again) goes on renewing its lease: then this copy is dropped and the holder
     carries on, its lease still covering its death.
     """
-    key = rt.jobs.key(delivery.job_id)
+    key = rt.jobs.key(delivery.job_id)  # read field by field while waiting: a few bytes per look
     seen = rt.redis.hget(key, "lease_expires_at")
     # The holder renews every lease_s / 3: wait until its next renewal is due, with slack for a busy host.
     lease_s = rt.settings.lease_s
@@ -208,54 +230,52 @@ def _take_over(rt: Runtime, delivery: Delivery) -> None:
         delivery, outcome="worker_lost", lost=True, max_lost=rt.settings.max_attempts, stage="requeued"
     )
     job = rt.jobs.get(delivery.job_id)
-    if isinstance(res, int) and job is not None:
+    if res.outcome == RequeueOutcome.REQUEUED and job is not None:
         from workers import app
 
-        log.warning("job %s: redelivered by the broker; requeued as attempt %s", delivery.job_id, res)
-        rt.counters.incr("stockq_job_requeues_total", job["type"])
-        publish_record(app, job, res)
+        log.warning("job %s: redelivered by the broker; requeued as attempt %s", delivery.job_id, res.attempt)
+        rt.counters.incr("stockq_job_requeues_total", job.type)
+        with contextlib.suppress(Exception):  # a failed publish stays in the outbox for the reaper
+            publish_record(app, rt.jobs, job, res.attempt)
 
 
 def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, Any]:
+    """How the work ended: a final status and its payload (result or error), or `paused` / `deferred`."""
     try:
         result = work(ctx)
         if result is DEFERRED:
             return "deferred", None
-        # Counted, and a cancel looked for, in one round trip.
-        if ctx.rt.jobs.executed(ctx.job_id) and ctx.job_type not in KEEPS_LATE_RESULT:
-            return "cancelled", None  # the cancel arrived during the work: its result is not kept
-        return "succeeded", jsonable(result)
+        return JobStatus.SUCCEEDED, jsonable(result)
     except Cancelled:
-        return "cancelled", None
+        return JobStatus.CANCELLED, {"code": "cancelled", "message": "cancelled by request"}
     except Paused:
         return "paused", None
     except StockqError as exc:
-        return "failed", (exc.code, exc.message, {})
+        return JobStatus.FAILED, {"code": exc.code, "message": exc.message}
     except SoftTimeLimitExceeded:
-        return "failed", ("timeout", "the job ran past its time limit", {})
+        return JobStatus.FAILED, {"code": "timeout", "message": "the job ran past its time limit"}
     except Exception:
         # The client gets an id to quote; the exception text and traceback stay in this log.
         error_id = uuid.uuid4().hex[:12]
         log.exception("job %s failed (error_id %s)", ctx.job_id, error_id)
         message = f"the job failed on an internal error (error_id {error_id})"
-        return "failed", ("internal_error", message, {"error_id": error_id})
+        return JobStatus.FAILED, {"code": "internal_error", "message": message, "error_id": error_id}
 
 
-def _record(ctx: JobContext, kind: str, value: Any, seconds: float) -> None:
-    jobs, attempt = ctx.rt.jobs, ctx.delivery.attempt
-    # Counted in the outcome's own round trip, and only when the outcome is taken.
-    counters = [*Counters.increment("stockq_jobs_finished_total", f"{ctx.job_type},{kind}"),
-                *Counters.observation("stockq_job_duration_seconds", ctx.job_type, seconds,
-                                      JOB_DURATION_BUCKETS)]  # fmt: skip
-    if kind == "succeeded":
-        done = jobs.succeed(ctx.job_id, value, attempt, counters=counters)
-    elif kind == "cancelled":
-        done = jobs.mark_cancelled(ctx.job_id, attempt, counters=counters)
-    else:
-        code, message, info = value
-        done = jobs.fail(ctx.job_id, code, message, attempt=attempt, counters=counters, **info)
-    if not done:
-        log.info("job %s attempt %s: outcome %s dropped (stale or finished)", ctx.job_id, attempt, kind)
+def _record(ctx: JobContext, kind: JobStatus, payload: Any, seconds: float) -> None:
+    """The outcome, the execution count and the counters in one script (a success whose cancel arrived
+    during the work is recorded cancelled, unless the job type keeps a late result)."""
+    duration = Counters.observation(
+        "stockq_job_duration_seconds", ctx.job_type, seconds, JOB_DURATION_BUCKETS
+    )
+    counters = {str(k): [*Counters.increment("stockq_jobs_finished_total", f"{ctx.job_type},{k}"), *duration]
+                for k in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)}  # fmt: skip
+    done = ctx.rt.jobs.finish(
+        ctx.job_id, kind, payload, attempt=ctx.delivery.attempt,
+        keeps_late_result=spec(ctx.job_type).keeps_late_result, counters=counters,
+    )  # fmt: skip
+    if done not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        log.info("job %s attempt %s: outcome %s dropped (%s)", ctx.job_id, ctx.delivery.attempt, kind, done)
 
 
 def _paused(ctx: JobContext) -> None:
@@ -264,10 +284,10 @@ def _paused(ctx: JobContext) -> None:
             "job %s attempt %s stopped: another attempt owns it now", ctx.job_id, ctx.delivery.attempt
         )
         return
-    job = ctx.rt.jobs.get(ctx.job_id) or {}
-    ctx.hand_off(
-        job.get("task", ""), stage="preempted", kwargs=job.get("task_kwargs") or {}, outcome="preempted"
-    )
+    job = ctx.rt.jobs.get(ctx.job_id)
+    if job is None:
+        return
+    ctx.hand_off(job.task, stage="preempted", kwargs=job.task_kwargs, outcome="preempted")
     ctx.rt.counters.incr("stockq_job_requeues_total", ctx.job_type)
     log.info("job %s preempted: checkpointed and requeued", ctx.job_id)
 

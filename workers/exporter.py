@@ -24,10 +24,13 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workers.celery_app import QUEUES, TASK_ROUTES
+from workers.celery_app import QUEUES
+from workers.clock import server_time
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.exporter_sources import ModelAges, WorkerLiveness
-from workers.jobs import DEAD_LETTER, JOB_TYPES
+from workers.jobs import JOB_SPECS, JobStatus, keys, spec
+from workers.jobs.keys import DEAD_LETTER
+from workers.jobs.specs import job_types
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stockq_semantic_cache_hits_total": ("Agent semantic cache hits", ()),
     "stockq_semantic_cache_misses_total": ("Agent semantic cache misses", ()),
 }
-_JOB_FIELDS = ("type", "status", "submitted_at", "started_at", "attempt", "lease_expires_at", "queue")
-
-
-def queue_of(job_type: str) -> str:
-    return TASK_ROUTES.get(f"stockq.{job_type}", {"queue": "inference"})["queue"]
+_JOB_FIELDS = ("type", "status", "submitted_at", "started_at", "attempt", "lease_expires_at")
 
 
 def _float(raw: bytes | None) -> float | None:
@@ -104,7 +103,7 @@ class BackendCollector(Collector):
         yield _gauge("stockq_queue_length", "Messages waiting per queue", "queue", sorted(lengths.items()))
 
     def _from_redis(self) -> Iterator[Metric]:
-        now = time.time()
+        now = server_time(self.r)  # the clock the records' times and heartbeats are in
         pipe = self.r.pipeline()
         for queue in QUEUES:
             pipe.llen(queue)
@@ -152,25 +151,33 @@ class BackendCollector(Collector):
         yield from self._counters()
 
     def _jobs(self, now: float) -> Iterator[Metric]:
-        ids = self.r.zrange("stockq:jobs", 0, -1)
+        """Counts from the indexes the scripts keep (one ZCARD per status and type), and the unfinished
+        jobs' own fields: the cost follows the jobs in flight, never the jobs stored."""
+        types = job_types()
+        pipe = self.r.pipeline()
+        for job_type in types:
+            for state in JobStatus:
+                pipe.zcard(keys.filtered_index(None, state, job_type))
+        counts = iter(pipe.execute())
+        by_status = {(t, str(state)): next(counts) for t in types for state in JobStatus}
+        ids = self.r.zrange(keys.filtered_index(None, JobStatus.QUEUED, None), 0, -1)
+        ids += self.r.zrange(keys.filtered_index(None, JobStatus.RUNNING, None), 0, -1)
         pipe = self.r.pipeline()
         for job_id in ids:
-            pipe.hmget(f"stockq:job:{job_id.decode()}", _JOB_FIELDS)
-        by_status: Tally[tuple[str, str]] = Tally()
-        retried: Tally[str] = Tally({t: 0 for t in JOB_TYPES})
-        overdue: Tally[str] = Tally({t: 0 for t in JOB_TYPES})
+            pipe.hmget(keys.job(job_id.decode()), _JOB_FIELDS)
+        retried: Tally[str] = Tally({t: 0 for t in types})
+        overdue: Tally[str] = Tally({t: 0 for t in types})
         oldest = {q: 0.0 for q in QUEUES}
         training: list[bytes] = []
         for job_id, values in zip(ids, pipe.execute() if ids else [], strict=True):
-            kind, status, submitted, started, attempt, lease, queue = values
-            if kind is None or status is None:
+            kind, status, submitted, started, attempt, lease = values
+            if kind is None or status is None or kind.decode() not in JOB_SPECS:
                 continue  # expired meanwhile
             job_type, state = kind.decode(), status.decode()
-            by_status[(job_type, state)] += 1
             if (_float(attempt) or 1) > 1:
                 retried[job_type] += 1
             if state == "queued" and (submitted_at := _float(submitted)) is not None:
-                q = queue.decode() if queue else queue_of(job_type)
+                q = spec(job_type).queue
                 oldest[q] = max(oldest.get(q, 0.0), now - submitted_at)
             elif state == "running":
                 expires, begun = _float(lease), _float(started)
@@ -188,7 +195,9 @@ class BackendCollector(Collector):
         yield _gauge(
             "stockq_queue_oldest_age_seconds", "Age of the oldest queued job", "queue", oldest.items()
         )
-        yield _gauge("stockq_jobs_retried", "Jobs on their second or later attempt", "type", retried.items())
+        yield _gauge(
+            "stockq_jobs_retried", "Unfinished jobs on their second or later attempt", "type", retried.items()
+        )
         yield _gauge(
             "stockq_jobs_overdue", "Running jobs past their lease or time limit", "type", overdue.items()
         )
@@ -227,7 +236,7 @@ class BackendCollector(Collector):
             values = self.counters.read(name)
             family = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(labels))
             if labels == ("type",):  # every job type from 0, so a rate exists before the first event
-                values = {t: 0 for t in JOB_TYPES} | values
+                values = {t: 0 for t in job_types()} | values
             if labels:
                 for label, n in sorted(values.items()):
                     parts = label.split(",")

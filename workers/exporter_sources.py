@@ -12,6 +12,7 @@ import time
 
 import redis
 
+from workers.clock import server_time
 from workers.heartbeat import ALIVE_FOR_S
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class WorkerLiveness:
         self._lock = threading.Lock()
 
     def poll(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = server_time(self.r) if now is None else now
         pipe = self.r.pipeline()
         for queue in self.queues:
             pipe.zrange(f"stockq:workers:{queue}", 0, -1, withscores=True)
@@ -48,7 +49,7 @@ class WorkerLiveness:
             self._last.update(present)
 
     def states(self, now: float | None = None) -> dict[tuple[str, str], int]:
-        now = time.time() if now is None else now
+        now = server_time(self.r) if now is None else now
         with self._lock:
             for key in [k for k, last in self._last.items() if now - last > self.retention_s]:
                 del self._last[key]  # silent past the retention window: its series goes

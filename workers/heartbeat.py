@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import redis
+
+from workers.clock import server_time
 
 STAMP_EVERY_S = 5.0
 ALIVE_FOR_S = 15.0
@@ -41,7 +42,7 @@ class Heartbeat:
         """Advertise the queues; False (nothing advertised) while no pool process is ready."""
         if not self.r.exists(self.ready_key):
             return False
-        now = time.time()
+        now = server_time(self.r)
         pipe = self.r.pipeline()
         for queue in self.queues:
             pipe.zadd(_key(queue), {self.hostname: now})
@@ -70,7 +71,7 @@ class Heartbeat:
 
 
 def live_workers(client: redis.Redis, queues: tuple[str, ...] | list[str]) -> dict[str, int]:
-    cutoff = time.time() - ALIVE_FOR_S
+    cutoff = server_time(client) - ALIVE_FOR_S
     pipe = client.pipeline()
     for queue in queues:
         pipe.zremrangebyscore(_key(queue), "-inf", cutoff)
@@ -81,4 +82,4 @@ def live_workers(client: redis.Redis, queues: tuple[str, ...] | list[str]) -> di
 
 def worker_alive(client: redis.Redis, queue: str, hostname: str) -> bool:
     stamp = client.zscore(_key(queue), hostname)
-    return stamp is not None and stamp >= time.time() - ALIVE_FOR_S
+    return stamp is not None and stamp >= server_time(client) - ALIVE_FOR_S

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +20,9 @@ from workers.celery_app import queue_of
 from workers.counters import Counters
 from workers.dispatch import task_id
 from workers.heartbeat import worker_alive
-from workers.jobs import QUEUED, Delivery, JobRegistry
+from workers.jobs import Delivery, JobRecord, JobRegistry, JobStatus
+from workers.jobs.keys import LEASES, QUEUED
+from workers.jobs.model import RequeueOutcome
 from workers.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class LeaseKeeper:
                 self.lost.set()
 
 
-Publish = Callable[[dict[str, Any], int], None]
+Publish = Callable[[JobRecord, int], None]
 HeldMessages = Callable[[], tuple[set[str], set[str]]]
 
 
@@ -121,6 +122,7 @@ class Reaper:
             try:
                 if self._is_active():
                     self.reap_once()
+                    self.republish_outbox()
                     self.recover_queued()
                     if self.dead_letters is not None:
                         self.dead_letters()
@@ -141,20 +143,35 @@ class Reaper:
 
     def reap_once(self) -> int:
         reaped = 0
-        for job_id in self.jobs.expired_leases(time.time()):
+        for job_id in self.jobs.expired_leases():
             job = self.jobs.get(job_id)
             if job is None:
-                self.r.zrem("stockq:leases", job_id)
+                self.r.zrem(LEASES, job_id)
                 continue
-            if self.give_up(Delivery(job_id, job["attempt"]), job, reaping=True):
+            if self.give_up(Delivery(job_id, job.attempt), job, reaping=True):
                 reaped += 1
         return reaped
+
+    def republish_outbox(self) -> int:
+        """Publish again the messages of state changes whose publish was never confirmed: the publisher
+        died between its state change and the broker's ack, or the broker refused it (the change and its
+        outbox entry were written in one script). A copy that also arrived is dropped by its fence."""
+        published = 0
+        for delivery in self.jobs.outbox_due(self.queued_grace_s):
+            job = self.jobs.get(delivery.job_id)
+            if job is None:
+                continue
+            log.warning("job %s attempt %s: its message was never confirmed; published again",
+                        delivery.job_id, delivery.attempt)  # fmt: skip
+            self.publish(job, delivery.attempt)
+            published += 1
+        return published
 
     def recover_queued(self) -> int:
         """Queued jobs whose message is lost: taken by a worker that died before starting it (found by
         `received_by` and that worker's stopped heartbeat), or gone altogether (in no queue and not
         unacknowledged in the Redis broker). Published again as attempt + 1; fencing drops a late copy."""
-        now = time.time()
+        now = self.jobs.now()
         candidates = self.jobs.queued_before(now - self.queued_grace_s)
         if not candidates:
             return 0
@@ -163,12 +180,12 @@ class Reaper:
         recovered = 0
         for job_id in candidates:
             job = self.jobs.get(job_id)
-            if job is None or job["status"] != "queued":
+            if job is None or job.status != JobStatus.QUEUED:
                 self.r.zrem(QUEUED, job_id)
                 continue
-            queue = queue_of(job["task"])
-            delivery = Delivery(job_id, job["attempt"])
-            holder = job.get("received_by") if job.get("received_attempt") == str(job["attempt"]) else None
+            queue = queue_of(job.task)
+            delivery = Delivery(job_id, job.attempt)
+            holder = job.received_by if job.received_attempt == job.attempt else None
             if holder:
                 lost = not worker_alive(self.r, queue, holder)
             elif self.held is None:
@@ -176,7 +193,7 @@ class Reaper:
             else:
                 if held is None:  # read the broker once per pass, and only when needed
                     held, too_long = self.held()
-                lost = queue not in too_long and task_id(job_id, job["attempt"]) not in held
+                lost = queue not in too_long and task_id(job_id, job.attempt) not in held
             if not lost:
                 self.r.zadd(QUEUED, {job_id: now})  # looked at: not again before the grace has passed
                 continue
@@ -184,23 +201,25 @@ class Reaper:
             if attempt is not None:
                 log.warning("job %s: message of attempt %s lost; published again as %s", job_id,
                             delivery.attempt, attempt)  # fmt: skip
-                self.publish({**job, "attempt": attempt}, attempt)
-                Counters(self.r).incr("stockq_job_requeues_total", job["type"])
+                self.publish(job, attempt)
+                Counters(self.r).incr("stockq_job_requeues_total", job.type)
                 recovered += 1
         return recovered
 
-    def give_up(self, delivery: Delivery, job: dict[str, Any], *, reaping: bool) -> bool:
+    def give_up(self, delivery: Delivery, job: JobRecord, *, reaping: bool) -> bool:
         """Requeue (or dead-letter) one lost attempt; True when this call did it."""
         res = self.jobs.requeue(
             delivery, outcome="worker_lost", lost=True, max_lost=self.max_lost, stage="requeued",
             reaping=reaping,
         )  # fmt: skip
-        if res is None:
+        if res.outcome == RequeueOutcome.NOT_OWNER:
             return False
-        if res == "failed":
+        if res.outcome == RequeueOutcome.DEAD_LETTERED:
             log.warning("job %s failed: worker lost %s times (dead-lettered)", delivery.job_id, self.max_lost)
+        elif res.outcome == RequeueOutcome.CANCELLED:
+            log.info("job %s lost its worker after a cancel was requested: cancelled", delivery.job_id)
         else:
-            log.warning("job %s lost its worker; requeued as attempt %s", delivery.job_id, res)
-            Counters(self.r).incr("stockq_job_requeues_total", job["type"])
-            self.publish(job, int(res))
+            log.warning("job %s lost its worker; requeued as attempt %s", delivery.job_id, res.attempt)
+            Counters(self.r).incr("stockq_job_requeues_total", job.type)
+            self.publish(job, res.attempt)
         return True

@@ -45,5 +45,11 @@ def install(is_busy: Callable[[], bool]) -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def clear_requested() -> None:
+    """The job the SIGTERM was for has ended (handed on, or finished first): a later job in this process
+    runs unasked (Flower's Terminate sends one SIGTERM to a busy pool process, which then lives on)."""
+    _requested.clear()
+
+
 def requested(client: redis.Redis, worker: str) -> bool:
     return _requested.is_set() or bool(client.exists(draining_key(worker)))

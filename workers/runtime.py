@@ -9,8 +9,8 @@ from typing import Any
 import redis
 
 from ml.errors import ModelNotFound
-from ml.settings import Settings
 from ml.tickers import INDEX_TICKER, validate_ticker
+from stockq.settings import Settings
 from workers.counters import Counters
 from workers.jobs import JobRegistry
 from workers.leases import LeaseKeeper
@@ -93,11 +93,10 @@ class Runtime:
 
     @cached_property
     def analyst(self) -> Any:
-        from agent.configuration import AgentConfig
         from agent.service import AnalystService
 
         return AnalystService(
-            AgentConfig.from_settings(self.settings),
+            agent_config(self.settings),
             store=self.store,
             registry=self.registry,
             get_model=self.models.get,
@@ -146,6 +145,24 @@ class Runtime:
         stored = PredictionCache.key(ticker, used["name"], str(used["version"]), result["as_of"], evaluation)
         self.prediction_cache.put(stored, result)
         return {**result, "cached": False}
+
+
+def agent_config(settings: Settings) -> Any:
+    """The analyst's configuration (agent.configuration.AgentConfig) from the settings read at this edge."""
+    from agent.configuration import AgentConfig
+
+    return AgentConfig(
+        var_dir=settings.var_path,
+        llm_model=settings.llm_model,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+        llm_timeout_s=settings.llm_timeout_s,
+        llm_max_retries=settings.llm_max_retries,
+        llm_fallback=settings.agent_llm_fallback,
+        cache_ttl_s=settings.agent_cache_ttl,
+        cache_threshold=settings.agent_cache_threshold,
+        qdrant_url=settings.qdrant_url,
+    )
 
 
 _runtime: Runtime | None = None

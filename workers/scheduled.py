@@ -1,6 +1,6 @@
 """Scheduled work: `celery -A workers beat -S workers.scheduled.RedBeat` fires planning tasks, and they
-submit ordinary jobs (owner `scheduler`) through workers/dispatch.py, so a scheduled ingest or retrain
-gets a record, a lease, fencing and retries like any job a client submits.
+submit ordinary jobs (owner `@scheduler`, no tenant's name) through workers/dispatch.py, so a scheduled
+ingest or retrain gets a record, a lease, fencing and retries like any job a client submits.
 
 - daily: ingest + materialize every known ticker (^GSPC and each child with a champion);
 - nightly: retrain (fine-tune) each child whose stored data moved past what its champion was trained
@@ -25,17 +25,17 @@ from celery import Celery, shared_task
 from celery.schedules import crontab, schedule
 from redbeat import RedBeatScheduler
 
-from ml.settings import Settings
 from ml.tickers import CHILD_PREFIX, INDEX_TICKER
+from stockq.settings import Settings
 from workers import app, settings
 from workers.dispatch import publish
 from workers.execution import runtime
-from workers.jobs import inflight_key
+from workers.jobs import keys
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-OWNER = "scheduler"
+OWNER = keys.SCHEDULER_OWNER
 PLAN_INGEST = "stockq.plan_ingest"
 PLAN_RETRAIN = "stockq.plan_retrain"
 PLAN_EVALUATE = "stockq.plan_evaluate"
@@ -107,12 +107,12 @@ def submit(rt: Runtime, celery: Celery, job_type: str, task: str, params: dict[s
     """A queued job owned by the scheduler, published like the API's (workers/dispatch.py)."""
     job = rt.jobs.create(job_type, params, task, owner=OWNER)
     try:
-        publish(celery, job["id"], task, job["attempt"], kwargs=params)
+        publish(celery, rt.jobs, job.id, task, job.attempt, kwargs=params)
     except Exception:
-        rt.jobs.fail(job["id"], "broker_unavailable", "the job could not be queued")
+        rt.jobs.fail(job.id, "broker_unavailable", "the job could not be queued")
         raise
     rt.counters.incr("stockq_jobs_submitted_total", job_type)
-    return job["id"]
+    return job.id
 
 
 def champions(rt: Runtime) -> dict[str, str | None]:
@@ -151,7 +151,7 @@ def _stored_until(rt: Runtime, ticker: str) -> date | None:
 def _pending(rt: Runtime, job_type: str) -> list[dict[str, Any]]:
     """The parameters of the scheduler's jobs of `job_type` still queued or running."""
     pipe = rt.redis.pipeline()
-    for job_id in rt.redis.smembers(inflight_key(OWNER)):
+    for job_id in rt.redis.smembers(keys.inflight(OWNER)):
         pipe.hmget(rt.jobs.key(job_id.decode()), "type", "params")
     return [json.loads(params) for kind, params in pipe.execute() if kind == job_type.encode() and params]
 

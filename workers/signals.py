@@ -89,7 +89,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     _reaper = Reaper(
         client,
         jobs,
-        lambda job, attempt: publish_record(app, job, attempt),
+        lambda job, attempt: publish_record(app, jobs, job, attempt),
         lease_s=settings.lease_s,
         max_lost=settings.max_attempts,
         name=sender.hostname,

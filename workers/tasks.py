@@ -15,7 +15,7 @@ from celery import shared_task
 from ml.errors import Cancelled, FeaturesMissing, ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
 from workers.execution import JobContext, finish_failed, finish_ok, jsonable, run_job, runtime
-from workers.jobs import chart_key
+from workers.jobs import JobStatus, keys
 from workers.runtime import Runtime
 from workers.singleflight import SingleFlight
 
@@ -227,10 +227,9 @@ def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tupl
         # of them to run takes the lock and trains.
         for waiter in waiters:
             job = rt.jobs.get(waiter)
-            if job is not None and job["status"] == "queued":
-                publish(
-                    app, waiter, "stockq.predict", job["attempt"], kwargs={"ticker": ticker, "model": "auto"}
-                )
+            if job is not None and job.status == JobStatus.QUEUED:
+                kwargs = {"ticker": ticker, "model": "auto"}
+                publish(app, rt.jobs, waiter, "stockq.predict", job.attempt, kwargs=kwargs)
         return
     for waiter in waiters:
         if failure is not None:
@@ -268,7 +267,7 @@ def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
         ctx.stage("render")
         image = forecast_chart(closes, forecast, fmt)
         # The bytes live beside the record for as long as a chart job does, never inside it.
-        ctx.rt.redis.set(chart_key(ctx.job_id), image, ex=ctx.rt.settings.short_job_retention_s)
+        ctx.rt.redis.set(keys.chart(ctx.job_id), image, ex=ctx.rt.settings.short_job_retention_s)
         return {
             "mimetype": "image/png" if fmt == "png" else "image/svg+xml",
             "bytes": len(image),

@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any
 
-from ml.settings import Settings
+from stockq.settings import Settings
 
 PROBE_TICKER = "^GSPC"
 

@@ -10,8 +10,8 @@ from urllib.parse import quote
 import requests
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ml.settings import Settings
-from webapp.cli_output import AUTH_REFUSED, BAD_USAGE, JOB_FAILED, UNREACHABLE, CliError, Output
+from stockq.cli.output import AUTH_REFUSED, BAD_USAGE, JOB_FAILED, UNREACHABLE, CliError, Output
+from stockq.settings import Settings
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 

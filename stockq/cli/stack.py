@@ -1,5 +1,5 @@
 """`stockq up`: Redis (if needed), gunicorn, one Celery worker per queue group and Flower, in the
-foreground, under a supervisor (webapp/supervisor.py): a child that dies is restarted while the rest keeps
+foreground, under a supervisor (stockq/cli/supervisor.py): a child that dies is restarted while the rest keeps
 serving; stopping the stack stops all of them."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import redis
 
 from ml.registry.mlflow_store import ensure_tracking_store
-from ml.settings import Settings
-from webapp.supervisor import Supervisor
+from stockq.cli.supervisor import Supervisor
+from stockq.settings import Settings
 
 # Queue groups -> concurrency. The agent queue runs one process: embedded Qdrant allows one process
 # per path (set QDRANT_URL to scale it out). Training runs one job at a time per worker; ingest has its

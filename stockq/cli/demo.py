@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ml.settings import Settings
-from webapp.cli_api import Api, submit_and_follow
-from webapp.cli_output import UNREACHABLE, CliError, Output
-from webapp.cli_render import forecast_table, ingest_lines, links, model_line, quoted_evaluation
-from webapp.data_note import data_note_soon
-from webapp.stack import WORKER_GROUPS, Stack
+from stockq.cli.api import Api, submit_and_follow
+from stockq.cli.data_note import data_note_soon
+from stockq.cli.output import UNREACHABLE, CliError, Output
+from stockq.cli.render import forecast_table, ingest_lines, links, model_line, quoted_evaluation
+from stockq.cli.stack import WORKER_GROUPS, Stack
+from stockq.settings import Settings
 
 
 def chart_file(settings: Settings, ticker: str) -> Any:

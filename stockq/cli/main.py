@@ -1,7 +1,7 @@
 """`stockq`: run the local stack, submit jobs over the REST API and follow them.
 
-Output and exit codes: webapp/cli_output.py; the API client: webapp/cli_api.py; what people read:
-webapp/cli_render.py; the demo: webapp/cli_demo.py."""
+Output and exit codes: stockq/cli/output.py; the API client: stockq/cli/api.py; what people read:
+stockq/cli/render.py; the demo: stockq/cli/demo.py."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 
-from ml.settings import Settings
-from webapp.cli_api import Api, follow, submit_and_follow
-from webapp.cli_output import EXIT_CODES_HELP, Output, StockqGroup, scripted
-from webapp.cli_render import (
+from stockq.cli.api import Api, follow, submit_and_follow
+from stockq.cli.output import EXIT_CODES_HELP, Output, StockqGroup, scripted
+from stockq.cli.render import (
     forecast_table,
     ingest_lines,
     links,
@@ -26,6 +25,7 @@ from webapp.cli_render import (
     print_links,
     skill_line,
 )
+from stockq.settings import Settings
 
 
 @click.group(cls=StockqGroup, epilog=EXIT_CODES_HELP)
@@ -49,8 +49,8 @@ def up(log_format: str | None, mlflow_ui: bool, beat: bool, out: Output) -> None
     the stack is ready)."""
     import os
 
-    from webapp.data_note import data_note_soon
-    from webapp.stack import Stack
+    from stockq.cli.data_note import data_note_soon
+    from stockq.cli.stack import Stack
     from workers import logs
 
     if log_format:
@@ -95,7 +95,7 @@ def up(log_format: str | None, mlflow_ui: bool, beat: bool, out: Output) -> None
 def demo(epochs: int, out: Output) -> None:
     """Start the stack, ingest, train ^GSPC and AAPL, predict AAPL, save the chart under var/, stop;
     narrated (on stderr with --json, which prints one summary document)."""
-    from webapp.cli_demo import run_demo
+    from stockq.cli.demo import run_demo
 
     run_demo(epochs, out)
 
@@ -201,7 +201,7 @@ def ingest(tickers: tuple[str, ...], local: bool, out: Output) -> None:
         from ml.data import make_source
         from ml.features.pipeline import ingest as run_ingest
         from ml.features.store import FeatureStore
-        from ml.settings import configure_process_env
+        from stockq.settings import configure_process_env
 
         s = Settings()
         configure_process_env(s)
@@ -221,7 +221,7 @@ def ingest(tickers: tuple[str, ...], local: bool, out: Output) -> None:
 @scripted
 def status(job_id: str, follow_: bool, out: Output) -> None:
     """Show a job record."""
-    from webapp.cli_api import succeeded
+    from stockq.cli.api import succeeded
 
     api = Api(Settings())
     job = follow(api, job_id, out) if follow_ else api.call("GET", f"/status/{job_id}")

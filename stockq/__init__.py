@@ -1,0 +1,1 @@
+"""stockq: the settings every edge reads (settings.py) and the `stockq` command (cli/)."""
