@@ -165,7 +165,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("stockq", include=["workers.tasks", "workers.evaluation", "workers.scheduled"])
+    tasks = ["workers.tasks", "workers.result_tasks", "workers.evaluation", "workers.scheduled"]
+    app = Celery("stockq", include=tasks)
     # The settings stay out of app.conf: `celery inspect conf` and Flower print the whole config, and
     # Celery masks values only by key name. Tasks read them from `workers.settings`.
     app.conf.update(celery_config(settings))

@@ -265,7 +265,8 @@ def _gauge(name: str, help_text: str, label: str, items: Any) -> GaugeMetricFami
 def task_time_limits() -> dict[str, float]:
     """Job type -> its task's hard time limit, from the Celery task definitions themselves."""
     import workers.evaluation
-    import workers.tasks  # noqa: F401  (both register their tasks)
+    import workers.result_tasks
+    import workers.tasks  # noqa: F401  (they register their tasks)
     from workers import app
 
     return {
