@@ -82,9 +82,11 @@ class ModelAges:
     def _read(self) -> dict[str, float]:
         from mlflow import MlflowClient
 
+        from ml.registry.paging import every_page
+
         client = MlflowClient(self.tracking_uri)
         created = {}
-        for model in client.search_registered_models():
+        for model in every_page(client.search_registered_models):
             version = (model.aliases or {}).get(CHAMPION)
             if version is not None:
                 mv = client.get_model_version(model.name, str(version))

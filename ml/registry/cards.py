@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
 from ml.evaluation.promotion import card_verdict
+from ml.registry.paging import every_page
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -78,7 +79,7 @@ class CardReader:
     def models(self) -> list[dict[str, Any]]:
         """Every registered model: its champion version and what that version was trained until."""
         out = []
-        for rm in self.client.search_registered_models(order_by=["name ASC"]):
+        for rm in every_page(self.client.search_registered_models, order_by=["name ASC"]):
             champion = rm.aliases.get(CHAMPION) if isinstance(rm.aliases, dict) else None
             tags = dict(self.client.get_model_version(rm.name, champion).tags) if champion else {}
             out.append(
