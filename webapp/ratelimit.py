@@ -1,47 +1,31 @@
-"""Per-tenant rate limits by cost: fixed windows in Redis, shared by every gunicorn process.
+"""Per-tenant rate limits by cost, as request hooks: fixed windows in Redis (workers/budgets.py, which
+workers count in too), shared by every gunicorn process.
 
 The identity is the tenant (its key's name) when auth is on, else the client address: with auth off a
 rotating bearer token buys nothing. Each endpoint class has its own budget, so a ping does not cost what
 a training costs: training submissions (ingests and evaluations too), prediction submissions (charts too),
 agent questions, and reads. Probes are free.
 
-Budgets keep flask-limiter's syntax (`600/minute`, `10/second;600/minute`, parsed by `limits`, the library
-behind it), counted in fixed windows whose keys name their own start, so the reset time needs no second
-call (flask-limiter made three round trips: the hit, then a GET and a TTL for the headers). A request that
-submits a job is counted in its submit's one round trip (JobRegistry.submit: over budget, nothing is
-created); any other request in one script of its own. A submission that never reaches its submit (its body
-is refused) is counted once it has been answered.
+flask-limiter made three round trips per request (the hit, then a GET and a TTL for the headers); here a
+request that submits a job is counted in its submit's one round trip (JobRegistry.submit: over budget,
+nothing is created); any other request in one script of its own. A submission that never reaches its
+submit (its body is refused) is counted once it has been answered.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import redis
 from flask import Flask, Response, g, has_request_context, request
-from limits import RateLimitItem, parse_many
 
 from stockq.settings import Settings
 from webapp.auth import ANONYMOUS, PUBLIC_PATHS, PUBLIC_PREFIXES, current_tenant
 from webapp.errors import ApiError
-from workers.jobs import Window
+from workers.budgets import Budgets, Plan, Tally, configured
 
 TRAIN_PATHS = ("/train", "/ingest", "/evaluate")
 AGENT_PATHS = ("/agent/",)
-PREFIX = "stockq:ratelimit"
-
-# KEYS: one counter per window; ARGV[i]: window i's length in seconds. Returns the counts after this hit.
-_HIT = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
-  if n == 1 then redis.call('EXPIRE', key, ARGV[i]) end
-  counts[i] = n
-end
-return counts
-"""
 
 
 def client_key() -> str:
@@ -74,33 +58,13 @@ SUBMITTING = frozenset({"api.train", "api.predict_child", "api.predict_batch", "
 CHARGED_BY_ROUTE = frozenset({"api.retry_job"})
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The windows one request counts in."""
-
-    items: list[RateLimitItem]
-    windows: list[Window]
-    starts: list[int]  # each window's number: its start over its length
-    now: float
-
-
 class RateLimiter:
     def __init__(self, client: redis.Redis, budgets: dict[str, str]) -> None:
-        # Parsed once: a request only does arithmetic and its one round trip.
-        self.limits = {name: parse_many(budget) for name, budget in budgets.items() if budget}
-        self._hit = client.register_script(_HIT)
+        self.budgets = Budgets(client, budgets)
 
     def plan(self, name: str | None = None) -> Plan | None:
         """The windows of class `name` (default: the request's endpoint class) for the caller."""
-        name = name or endpoint_class()
-        items = self.limits.get(name)
-        if items is None:
-            return None
-        now, who = time.time(), client_key()
-        starts = [int(now // item.get_expiry()) for item in items]
-        windows = [Window(f"{PREFIX}:{name}:{who}:{item.amount}/{item.get_expiry()}:{start}", item.amount,
-                          item.get_expiry()) for item, start in zip(items, starts, strict=True)]  # fmt: skip
-        return Plan(items, windows, starts, now)
+        return self.budgets.plan(name or endpoint_class(), client_key())
 
     def check(self) -> None:
         """Count the request (or leave it to its submit); 429 with Retry-After past any window."""
@@ -125,7 +89,7 @@ class RateLimiter:
 
     def _count(self, plan: Plan) -> list[int] | None:
         try:
-            return self._hit(keys=[w.key for w in plan.windows], args=[w.seconds for w in plan.windows])
+            return self.budgets.count(plan)
         except redis.RedisError:
             return None  # Redis down: the request goes on to the handlers, which answer 503 themselves
 
@@ -134,7 +98,7 @@ class RateLimiter:
         if plan is not None:  # a submission refused before its submit: counted now, answered already
             counts = self._count(plan)
             if counts is not None:
-                g.rate_limit_headers = _headers(plan, counts)[2]
+                g.rate_limit_headers = _headers(plan.tally(counts))
         headers = g.get("rate_limit_headers")
         if headers:
             response.headers.update(headers)
@@ -146,38 +110,25 @@ def take_plan() -> Plan | None:
     return g.pop("rate_limit_pending", None) if has_request_context() else None
 
 
-def _headers(plan: Plan, counts: list[int]) -> tuple[RateLimitItem, int, dict[str, str], float]:
-    """The tightest window (the fewest requests left), its count, its headers and the seconds until it
-    resets."""
-    rows = zip(plan.items, plan.starts, counts, strict=True)
-    item, start, count = min(rows, key=lambda row: row[0].amount - row[2])
-    reset = (start + 1) * item.get_expiry()
-    left = max(0, item.amount - count)
-    headers = {"X-RateLimit-Limit": str(item.amount), "X-RateLimit-Remaining": str(left),
-               "X-RateLimit-Reset": str(reset)}  # fmt: skip
-    return item, count, headers, reset - plan.now
+def _headers(tally: Tally) -> dict[str, str]:
+    return {"X-RateLimit-Limit": str(tally.item.amount), "X-RateLimit-Remaining": str(tally.left),
+            "X-RateLimit-Reset": str(tally.reset)}  # fmt: skip
 
 
 def settle(plan: Plan, counts: list[int]) -> None:
     """The counts a request's windows reached: its headers, or a 429 past a budget."""
-    item, count, headers, wait_s = _headers(plan, counts)
-    g.rate_limit_headers = headers
-    if count > item.amount:
-        retry_after = str(max(1, int(wait_s + 0.999)))
-        raise ApiError(429, "rate_limited", f"rate limit exceeded: {item}",
+    tally = plan.tally(counts)
+    g.rate_limit_headers = headers = _headers(tally)
+    if tally.over:
+        retry_after = str(max(1, int(tally.wait_s + 0.999)))
+        raise ApiError(429, "rate_limited", f"rate limit exceeded: {tally.item}",
                        headers={**headers, "Retry-After": retry_after})  # fmt: skip
 
 
 def install_rate_limit(app: Flask, settings: Settings, client: redis.Redis) -> Callable[[str], None]:
     """The limiter's hooks; returns the charge of a class the route decides (a no-op without limits)."""
-    budgets = {
-        "train": settings.rate_limit_train,
-        "predict": settings.rate_limit_predict,
-        "agent": settings.rate_limit_agent,
-        "read": settings.rate_limit,
-    }
-    limiter = RateLimiter(client, budgets)
-    if not limiter.limits:
+    limiter = RateLimiter(client, configured(settings))
+    if not limiter.budgets.limits:
         return lambda _name: None
     app.before_request(limiter.check)
     app.after_request(limiter.after)

@@ -52,6 +52,7 @@ class Submitter:
         task_kwargs: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """(job record, created). With a key, the same client, key and body return the first job.
+        `client` is the caller's rate-limit identity (webapp/ratelimit.client_key).
 
         One round trip counts the request's rate-limit windows and creates the record, its indexes and the
         key's claim (JobRegistry.submit), so a claimed key always names a real job and two racing
@@ -65,6 +66,11 @@ class Submitter:
                           self.retention_s)  # fmt: skip
         plan = take_plan()
         job_spec = spec(job_type)
+        if job_spec.hand_offs and client:
+            # A job that may hand itself on (a prediction to an auto-training) is charged there to its
+            # submitter's budget of that work's class (workers/budgets.py): who submitted it travels with
+            # its task, as the rate-limit identity the API counted it under.
+            task_kwargs = {**(params if task_kwargs is None else task_kwargs), "client": client}
         retention = self.short_retention_s if job_spec.retention == "short" else self.retention_s
         made = self.jobs.submit(
             job_type, params, job_spec.task, owner=owner, retention_s=retention,

@@ -14,6 +14,7 @@ from celery import shared_task
 
 from ml.errors import Cancelled, FeaturesMissing, ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
+from workers.budgets import Budgets, configured
 from workers.execution import JobContext, finish_failed, finish_ok, jsonable, run_job, runtime
 from workers.jobs import JobStatus
 from workers.runtime import Runtime
@@ -21,6 +22,11 @@ from workers.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 PARENT_WAIT_POLL_S = 2.0
+
+
+class TrainingBudgetExceeded(StockqError):
+    code = "training_budget_exceeded"
+    http_status = 429
 
 
 def _train_config(rt: Runtime, epochs: int | None) -> Any:
@@ -146,7 +152,9 @@ def train(
 
 
 @shared_task(name="stockq.predict", acks_late=True, soft_time_limit=60, time_limit=90)
-def predict(job_id: str, ticker: str, model: str = "auto", attempt: int = 1) -> None:
+def predict(job_id: str, ticker: str, model: str = "auto", client: str = "", attempt: int = 1) -> None:
+    """`client`: the submitter's rate-limit identity (webapp/submit.py), charged for an auto-training."""
+
     def work(ctx: JobContext) -> Any:
         ctx.stage("forecast")
         try:
@@ -157,19 +165,40 @@ def predict(job_id: str, ticker: str, model: str = "auto", attempt: int = 1) -> 
         # No model yet: exactly one auto-training per ticker, however many requests arrive.
         flight = _single_flight(ctx.rt, ticker)
         if flight.acquire(ctx.job_id):
-            return ctx.hand_off("stockq.auto_train", stage="training_queued", kwargs={"ticker": ticker})
+            _charge_training(ctx, flight, ticker, client)
+            # The same job (same id) goes on as the training: it keeps its place in the in-flight set.
+            return ctx.hand_off("stockq.auto_train", stage="training_queued",
+                                kwargs={"ticker": ticker, "client": client})  # fmt: skip
         if flight.wait(ctx.job_id):
-            return _wait_for_training(ctx, flight, ticker)
+            return _wait_for_training(ctx, flight, ticker, client)
         return ctx.rt.forecast(ticker, model)
 
     run_job(job_id, attempt, "predict", work)
 
 
-def _wait_for_training(ctx: JobContext, flight: SingleFlight, ticker: str) -> object:
+def _charge_training(ctx: JobContext, flight: SingleFlight, ticker: str, client: str) -> None:
+    """An auto-training is a training: it counts in its submitter's training windows, the ones POST /train
+    counts in. Past that budget this job fails instead; the lock it took goes back and the requests
+    waiting on it are queued again (each charged to its own submitter when it takes the lock)."""
+    if not client:
+        return  # not submitted through the API (no budget), or before submissions carried their client
+    tally = Budgets(ctx.rt.redis, configured(ctx.rt.settings)).charge("train", client)
+    if tally is None or not tally.over:
+        return
+    flight.release(ctx.job_id)
+    _requeue_waiters(ctx.rt, flight.drain())
+    raise TrainingBudgetExceeded(
+        f"{ticker} has no model yet, and training one would exceed this client's training budget "
+        f"({tally.item}): no training was started. Train it with POST /train once the budget's window "
+        f"resets (in {max(1, round(tally.wait_s))} s), then ask for the forecast again."
+    )
+
+
+def _wait_for_training(ctx: JobContext, flight: SingleFlight, ticker: str, client: str) -> object:
     """Queued behind the holder, which finishes this job too. The waiter also looks again just after the
     lock would expire: if its holder died (and so stopped refreshing it), it takes over the training."""
     return ctx.hand_off("stockq.predict", stage="waiting_for_training", countdown=flight.remaining_s() + 1.0,
-                        kwargs={"ticker": ticker, "model": "auto"})  # fmt: skip
+                        kwargs={"ticker": ticker, "model": "auto", "client": client})  # fmt: skip
 
 
 @shared_task(
@@ -178,7 +207,7 @@ def _wait_for_training(ctx: JobContext, flight: SingleFlight, ticker: str) -> ob
     soft_time_limit=TRAIN_SOFT_LIMIT,
     time_limit=TRAIN_HARD_LIMIT,
 )
-def auto_train(job_id: str, ticker: str, attempt: int = 1) -> None:
+def auto_train(job_id: str, ticker: str, client: str = "", attempt: int = 1) -> None:
     """ingest -> (parent) -> child -> predict for `job_id`, then serve every job that waited on it."""
     rt = runtime()
     flight = _single_flight(rt, ticker)
@@ -188,7 +217,7 @@ def auto_train(job_id: str, ticker: str, attempt: int = 1) -> None:
         # Retried after a crash while another request took over: wait for that one.
         if not flight.acquire(ctx.job_id):
             if flight.wait(ctx.job_id):
-                return _wait_for_training(ctx, flight, ticker)
+                return _wait_for_training(ctx, flight, ticker, client)
             return ctx.rt.forecast(ticker, "auto")
         ctx.hold_lock(flight)
         try:
@@ -217,19 +246,22 @@ def auto_train(job_id: str, ticker: str, attempt: int = 1) -> None:
             _serve_waiters(rt, flight, ticker, ended[0])
 
 
-def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tuple[str, str] | None) -> None:
+def _requeue_waiters(rt: Runtime, waiters: list[str]) -> None:
+    """The waiters of a holder that gave up its training still want a forecast: each is published again
+    now (its waiting hand-off: stockq.predict), and the first of them to run takes the lock and trains."""
     from workers import app
-    from workers.dispatch import publish
+    from workers.dispatch import publish_record
 
+    for waiter in waiters:
+        job = rt.jobs.get(waiter)
+        if job is not None and job.status == JobStatus.QUEUED:
+            publish_record(app, rt.jobs, job, job.attempt)
+
+
+def _serve_waiters(rt: Runtime, flight: SingleFlight, ticker: str, failure: tuple[str, str] | None) -> None:
     waiters = flight.drain()
     if failure is not None and failure[0] == "cancelled":
-        # Only the holder's own job was cancelled: the waiters still want a forecast, and the first
-        # of them to run takes the lock and trains.
-        for waiter in waiters:
-            job = rt.jobs.get(waiter)
-            if job is not None and job.status == JobStatus.QUEUED:
-                kwargs = {"ticker": ticker, "model": "auto"}
-                publish(app, rt.jobs, waiter, "stockq.predict", job.attempt, kwargs=kwargs)
+        _requeue_waiters(rt, waiters)  # only the holder's own job was cancelled
         return
     for waiter in waiters:
         if failure is not None:
