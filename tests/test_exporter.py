@@ -15,9 +15,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.conftest import REDIS_BASE, fresh_settings
+from tests.procs import wait_until
+from tests.redis_commands import commands, private_redis
+from workers.clock import server_time
 from workers.counters import JOB_DURATION_BUCKETS, Counters
-from workers.exporter import BackendCollector, task_time_limits
+from workers.exporter import COUNTERS, BackendCollector, task_time_limits
 from workers.exporter_sources import ModelAges, WorkerLiveness
+from workers.jobs import Delivery, JobRegistry, keys
+from workers.jobs.model import Start
 
 QUEUES = ("training", "inference", "agent", "ingest")
 
@@ -42,13 +47,29 @@ def client(tmp_path: Path) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url)
 
 
-def job(client: redis.Redis, job_id: str, **fields: object) -> None:
-    client.hset(f"stockq:job:{job_id}", mapping={k: str(v) for k, v in fields.items()})
-    client.zadd("stockq:jobs", {job_id: time.time()})
+def job(jobs: JobRegistry, job_type: str, status: str, attempt: int = 1, retention_s: int | None = None,
+        **fields: object) -> str:  # fmt: skip
+    """A job brought to `status` by the registry's own scripts (so its indexes hold it, as the exporter
+    reads them), then `fields` (its times, progress) as a worker would have left them; None deletes one."""
+    job_id = jobs.create(job_type, {}, f"stockq.{job_type}", retention_s=retention_s).id
+    for n in range(1, attempt):  # the earlier attempts lost their worker
+        jobs.start(Delivery(job_id, n), "w0", 30)
+        jobs.requeue(Delivery(job_id, n), outcome="worker_lost", lost=True, max_lost=9, stage="requeued")
+    if status != "queued":
+        assert jobs.start(Delivery(job_id, attempt), "w1", 30) == Start.STARTED
+    if status == "succeeded":
+        assert jobs.succeed(job_id, {}, attempt=attempt)
+    elif status == "failed":
+        assert jobs.fail(job_id, "boom", "it failed", attempt=attempt)
+    if kept := {k: str(v) for k, v in fields.items() if v is not None}:
+        jobs.r.hset(keys.job(job_id), mapping=kept)
+    if gone := [k for k, v in fields.items() if v is None]:
+        jobs.r.hdel(keys.job(job_id), *gone)
+    return job_id
 
 
 def test_queues_jobs_counters_and_redis_memory(client: redis.Redis) -> None:
-    now = time.time()
+    now = server_time(client)
     client.rpush("inference", "m1", "m2", "m3")
     client.rpush("training", "m4")
     # kombu's unacked hash: delivery tag -> [message, exchange, routing key]
@@ -56,17 +77,18 @@ def test_queues_jobs_counters_and_redis_memory(client: redis.Redis) -> None:
         "unacked", mapping={"t1": json.dumps([{}, "", "training"]), "t2": json.dumps([{}, "", "agent"])}
     )
     client.zadd("stockq:deadletter", {"j-dead": now})
-    job(client, "q1", type="predict", status="queued", submitted_at=now - 400)
-    job(client, "q2", type="ping", status="queued", submitted_at=now - 30)
-    job(client, "q3", type="train", status="queued", submitted_at=now - 50, queue="training")
-    job(client, "r1", type="train", status="running", submitted_at=now - 90, started_at=now - 60, attempt=2,
-        progress=json.dumps({"epoch": 3, "epochs": 5, "loss": 0.25, "val_loss": 0.5, "epoch_seconds": 1.5}),
-        params=json.dumps({"ticker": "AAPL"}))  # fmt: skip
+    jobs = JobRegistry(client, 600)
+    job(jobs, "predict", "queued", submitted_at=now - 400)
+    job(jobs, "ping", "queued", submitted_at=now - 30)
+    job(jobs, "train", "queued", submitted_at=now - 50)
+    progress = {"epoch": 3, "epochs": 5, "loss": 0.25, "val_loss": 0.5, "epoch_seconds": 1.5}
+    r1 = job(jobs, "train", "running", attempt=2, submitted_at=now - 90, started_at=now - 60,
+             progress=json.dumps(progress), params=json.dumps({"ticker": "AAPL"}))  # fmt: skip
     # Overdue two ways: its lease expired; no lease and past the task's hard limit (predict: 90 s).
-    job(client, "r2", type="ingest", status="running", started_at=now - 10, lease_expires_at=now - 5)
-    job(client, "r3", type="predict", status="running", started_at=now - 200)
-    job(client, "r4", type="predict", status="running", started_at=now - 20, lease_expires_at=now + 60)
-    job(client, "s1", type="predict", status="succeeded", submitted_at=now - 900)
+    job(jobs, "ingest", "running", started_at=now - 10, lease_expires_at=now - 5)
+    job(jobs, "predict", "running", started_at=now - 200, lease_expires_at=None)
+    job(jobs, "predict", "running", started_at=now - 20, lease_expires_at=now + 60)
+    job(jobs, "predict", "succeeded", submitted_at=now - 900)
     counters = Counters(client)
     counters.incr("stockq_jobs_submitted_total", "predict", 4)
     counters.incr("stockq_jobs_finished_total", "predict,failed", 2)
@@ -91,8 +113,8 @@ def test_queues_jobs_counters_and_redis_memory(client: redis.Redis) -> None:
     assert value(found, "stockq_jobs_overdue", type="ingest") == 1
     assert value(found, "stockq_jobs_overdue", type="predict") == 1
     assert value(found, "stockq_jobs_overdue", type="train") == 0
-    assert value(found, "stockq_training_epoch_seconds", job_id="r1", ticker="AAPL") == 1.5
-    assert value(found, "stockq_training_loss", job_id="r1", ticker="AAPL", split="val") == 0.5
+    assert value(found, "stockq_training_epoch_seconds", job_id=r1, ticker="AAPL") == 1.5
+    assert value(found, "stockq_training_loss", job_id=r1, ticker="AAPL", split="val") == 0.5
     assert value(found, "stockq_jobs_submitted_total", type="predict") == 4
     assert value(found, "stockq_jobs_finished_total", type="predict", status="failed") == 2
     assert value(found, "stockq_job_requeues_total", type="train") == 3
@@ -103,6 +125,43 @@ def test_queues_jobs_counters_and_redis_memory(client: redis.Redis) -> None:
     assert value(found, "stockq_job_duration_seconds_bucket", type="train", le="30") == 0
     used = value(found, "stockq_redis_memory_used_bytes")
     assert used and 0 < used < (value(found, "stockq_redis_memory_limit_bytes") or 0)
+
+
+def test_a_scrape_reads_the_same_however_many_finished_jobs_are_stored(tmp_path: Path) -> None:
+    """The job figures come from index sizes and the unfinished jobs' records: a scrape over 400 stored
+    finished jobs runs exactly the commands it ran over 100 (counted by a redis-server of its own)."""
+    with private_redis(tmp_path / "redis") as url:
+        client = redis.Redis.from_url(url)
+        jobs = JobRegistry(client, 600)
+        collector = BackendCollector(client, WorkerLiveness(client, QUEUES, 600), None, task_time_limits())
+        job(jobs, "predict", "queued")
+        job(jobs, "train", "running", progress=json.dumps({"epoch": 1, "epoch_seconds": 2.0}))
+        scrape(collector)  # the first scrape of a process may load scripts: not what is compared
+        ran, found = [], {}
+        for more in (50, 150):
+            for _ in range(more):
+                job(jobs, "ping", "succeeded")
+                job(jobs, "train", "failed")
+            client.config_resetstat()
+            found = scrape(collector)
+            ran.append(commands(client))
+        assert ran[0] == ran[1]
+        # the unfinished records only: one look at each, and the running training's progress
+        assert ran[1]["hmget"] == 3 and ran[1]["hgetall"] <= len(COUNTERS) + 1, ran[1]
+        assert value(found, "stockq_jobs", type="ping", status="succeeded") == 200
+        assert value(found, "stockq_jobs", type="train", status="failed") == 200
+        assert value(found, "stockq_jobs", type="train", status="running") == 1
+
+
+def test_the_jobs_gauge_counts_only_records_that_still_exist(client: redis.Redis) -> None:
+    """Records expire (a ping's after short_job_retention_s); the gauge follows them, not the index
+    entries that a later submission would trim."""
+    jobs = JobRegistry(client, 600)
+    job(jobs, "ping", "succeeded")
+    short = [job(jobs, "ping", "succeeded", retention_s=1) for _ in range(3)]
+    wait_until(lambda: not client.exists(*map(keys.job, short)), 5, "the short-lived records to expire")
+    found = scrape(BackendCollector(client, WorkerLiveness(client, QUEUES, 600), None, {}))
+    assert value(found, "stockq_jobs", type="ping", status="succeeded") == 1
 
 
 def test_redis_down_reads_zero_and_nothing_else(tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ PUBLIC_PREFIXES = ("/docs", "/static/")
 MIN_KEY_LENGTH = 16
 # Values shipped in examples and docs (compose/.env.example, the k8s Secret): never accepted as keys.
 PLACEHOLDER_MARKS = ("change-me", "changeme", "replace-me", "example", "placeholder")
+# A tenant's name is its jobs' owner. Never '@' (the internal owners, workers/jobs/keys.SCHEDULER_OWNER),
+# ':' or '|' (separators of the registry's key names and index entries): a tenant can only ever name its own
+# keys under stockq:tenant:<name>:, whatever it is called.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 

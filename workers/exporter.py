@@ -28,7 +28,7 @@ from workers.celery_app import QUEUES
 from workers.clock import server_time
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.exporter_sources import ModelAges, WorkerLiveness
-from workers.jobs import JOB_SPECS, JobStatus, keys, spec
+from workers.jobs import JOB_SPECS, JobRegistry, JobStatus, keys, spec
 from workers.jobs.keys import DEAD_LETTER
 from workers.jobs.specs import job_types
 
@@ -46,6 +46,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stockq_semantic_cache_hits_total": ("Agent semantic cache hits", ()),
     "stockq_semantic_cache_misses_total": ("Agent semantic cache misses", ()),
 }
+TRIM_PER_SCRAPE = 1000
 _JOB_FIELDS = ("type", "status", "submitted_at", "started_at", "attempt", "lease_expires_at")
 
 
@@ -69,6 +70,7 @@ class BackendCollector(Collector):
         self.r = client
         self.amqp_depths = amqp_depths
         self.counters = Counters(client)
+        self.jobs = JobRegistry(client, retention_s=0)  # only its scripts: it creates no job
         self.liveness = liveness
         self.models = models
         self.limits = limits  # job type -> hard time limit (s)
@@ -153,6 +155,9 @@ class BackendCollector(Collector):
     def _jobs(self, now: float) -> Iterator[Metric]:
         """Counts from the indexes the scripts keep (one ZCARD per status and type), and the unfinished
         jobs' own fields: the cost follows the jobs in flight, never the jobs stored."""
+        # Records that expired leave the indexes first (a bounded batch per scrape): the counts follow
+        # expiries even while nothing is submitted (each submission trims only a few).
+        self.jobs.trim_expired(TRIM_PER_SCRAPE)
         types = job_types()
         pipe = self.r.pipeline()
         for job_type in types:

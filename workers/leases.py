@@ -124,6 +124,7 @@ class Reaper:
                     self.reap_once()
                     self.republish_outbox()
                     self.recover_queued()
+                    self.jobs.trim_expired()  # expired records leave the indexes while nothing is submitted
                     if self.dead_letters is not None:
                         self.dead_letters()
             except redis.RedisError:

@@ -68,6 +68,27 @@ local function count(increments)
     else redis.call('HINCRBY', c[1], c[2], c[3]) end
   end
 end
+local function trim_expired(t, limit)
+  local due = redis.call('ZRANGEBYSCORE', 'stockq:jobs-expiry', '-inf', t, 'LIMIT', 0, limit)
+  for _, member in ipairs(due) do
+    local a = string.find(member, '|', 1, true)
+    local b = string.find(member, '|', a + 1, true)
+    local owner, jtype = string.sub(member, 1, a - 1), string.sub(member, a + 1, b - 1)
+    local old = string.sub(member, b + 1)
+    redis.call('ZREM', 'stockq:jobs', old)
+    redis.call('SREM', 'stockq:tenant:' .. owner .. ':inflight', old)
+    for _, scope in ipairs(scopes(owner)) do
+      redis.call('ZREM', scope .. ':by::' .. jtype, old)
+      for _, s in ipairs({'queued', 'running', 'succeeded', 'failed', 'cancelled'}) do
+        redis.call('ZREM', scope .. ':by:' .. s .. ':', old)
+        redis.call('ZREM', scope .. ':by:' .. s .. ':' .. jtype, old)
+      end
+    end
+    redis.call('ZREM', 'stockq:tenant:' .. owner .. ':jobs', old)
+    redis.call('ZREM', 'stockq:jobs-expiry', member)
+  end
+  return #due
+end
 local function fenced(key, attempt)
   return attempt ~= '' and redis.call('HGET', key, 'attempt') ~= attempt
 end
@@ -298,23 +319,7 @@ if KEYS[4] ~= '' then
     if #existing > 0 then return {'existing', counts, existing} end
   end
 end
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', 'stockq:jobs-expiry', '-inf', t, 'LIMIT', 0, 100)) do
-  local a = string.find(member, '|', 1, true)
-  local b = string.find(member, '|', a + 1, true)
-  local owner, jtype = string.sub(member, 1, a - 1), string.sub(member, a + 1, b - 1)
-  local old = string.sub(member, b + 1)
-  redis.call('ZREM', 'stockq:jobs', old)
-  redis.call('SREM', 'stockq:tenant:' .. owner .. ':inflight', old)
-  for _, scope in ipairs(scopes(owner)) do
-    redis.call('ZREM', scope .. ':by::' .. jtype, old)
-    for _, s in ipairs({'queued', 'running', 'succeeded', 'failed', 'cancelled'}) do
-      redis.call('ZREM', scope .. ':by:' .. s .. ':', old)
-      redis.call('ZREM', scope .. ':by:' .. s .. ':' .. jtype, old)
-    end
-  end
-  redis.call('ZREM', 'stockq:tenant:' .. owner .. ':jobs', old)
-  redis.call('ZREM', 'stockq:jobs-expiry', member)
-end
+trim_expired(t, 100)
 local cap = tonumber(ARGV[3])
 if redis.call('SCARD', KEYS[2]) >= cap then
   -- members whose record is gone (expired unfinished) no longer count
@@ -381,4 +386,18 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', 'stockq:outbox', '-inf', now
   end
 end
 return due
+"""
+
+# Index entries of records that expired, trimmed (up to ARGV[1] of them): CREATE trims 100 per submission;
+# the reaper and the exporter call this so that counts follow expiries when nothing is submitted.
+TRIM = PRELUDE + """
+return trim_expired(now(), tonumber(ARGV[1]))
+"""
+
+# KEYS[1] job hash; ARGV[1] attempt, ARGV[2] worker. Noted on an existing record only: a message whose
+# record expired meanwhile must not leave a hollow one (no status, no expiry).
+RECEIVED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'received_by', ARGV[2], 'received_attempt', ARGV[1])
+return 1
 """

@@ -83,7 +83,8 @@ class JobRegistry:
         self._scripts = {
             name: client.register_script(getattr(lua, name))
             for name in ("CREATE", "TRANSITION", "FINISH", "CANCEL", "START", "STAGE", "RENEW",
-                         "SET_IF_RUNNING", "REQUEUE", "RETRY", "REPUBLISH", "OUTBOX_DUE")
+                         "SET_IF_RUNNING", "REQUEUE", "RETRY", "REPUBLISH", "OUTBOX_DUE", "TRIM",
+                         "RECEIVED")
         }  # fmt: skip
 
     def _run(self, name: str, key: str, args: Sequence[Any]) -> Any:
@@ -334,8 +335,11 @@ class JobRegistry:
 
     def mark_received(self, delivery: Delivery, worker: str) -> None:
         """A worker's main process took this delivery's message (it may die before starting it)."""
-        self.r.hset(keys.job(delivery.job_id), mapping={"received_by": worker,
-                                                        "received_attempt": delivery.attempt})  # fmt: skip
+        self._run("RECEIVED", keys.job(delivery.job_id), [delivery.attempt, worker])
+
+    def trim_expired(self, limit: int = 1000) -> int:
+        """Drop up to `limit` expired records' ids from every index; how many were dropped."""
+        return int(self._scripts["TRIM"](keys=[], args=[limit]))
 
     def republish(self, delivery: Delivery, held_by: str) -> int | None:
         """A queued attempt whose message was lost: the next attempt number to publish, or None."""
