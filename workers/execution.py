@@ -218,7 +218,7 @@ def _take_over(rt: Runtime, delivery: Delivery) -> None:
     # The holder renews every lease_s / 3: wait until its next renewal is due, with slack for a busy host.
     lease_s = rt.settings.lease_s
     deadline = float(seen or 0) - lease_s + lease_s / 3 + max(1.0, lease_s / 6)
-    while time.time() < deadline:
+    while rt.jobs.now() < deadline:  # the lease is in Redis time, not this host's
         time.sleep(0.25)
         status, attempt, lease = rt.redis.hmget(key, "status", "attempt", "lease_expires_at")
         if status != b"running" or attempt != str(delivery.attempt).encode():

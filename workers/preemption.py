@@ -32,16 +32,25 @@ def clear_draining(client: redis.Redis, worker: str) -> None:
 
 
 def install(is_busy: Callable[[], bool]) -> None:
-    """In a pool process: SIGTERM during a job means 'stop at the next epoch'; when idle, it still ends
-    the process at once."""
+    """In a pool process, before each task: SIGTERM during a job means 'stop at the next epoch'; when idle,
+    billiard's own handler ends the process as before. Not at worker_process_init: billiard sets its
+    handler in a new pool process right after that signal (Worker.after_fork: reset_signals), over ours."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if getattr(previous, "preempts", False):
+        return
+    fallback = signal.SIG_DFL if previous is None else previous
 
-    def on_term(signum: int, _frame: Any) -> None:
+    def on_term(signum: int, frame: Any) -> None:
         if is_busy():
             _requested.set()
             return
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        signal.signal(signum, fallback)
+        if callable(fallback):
+            fallback(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)
 
+    on_term.preempts = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, on_term)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from typing import Any
 
 import redis
@@ -12,6 +13,7 @@ from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.signals import (
     setup_logging,
     task_failure,
+    task_prerun,
     task_received,
     worker_process_init,
     worker_ready,
@@ -52,8 +54,6 @@ def _init_process(**_: Any) -> None:
     torch.set_num_threads(settings.torch_threads)
     reset_runtime()
     rt = get_runtime(settings)
-    # SIGTERM to this process during a job asks for a checkpoint and a requeue at the next epoch.
-    preemption.install(lambda: rt.leases.current is not None)
     # Build the feature store and the registry client now (about 5 s of imports and set-up, no torch
     # op): otherwise the first job each new process takes pays it, and a warm `?wait=` request times out.
     try:
@@ -71,6 +71,16 @@ def _init_process(**_: Any) -> None:
         # The main process advertises its queues only once a child can take a job (see Heartbeat).
         with contextlib.suppress(redis.RedisError):
             rt.redis.set(child_ready_key(os.getppid()), 1, ex=24 * 3600)
+
+
+@task_prerun.connect
+def _preemptible(**_: Any) -> None:
+    """SIGTERM to this pool process during a job asks for a checkpoint and a requeue at the next epoch."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers: the main thread only
+        from workers import settings
+
+        rt = get_runtime(settings)
+        preemption.install(lambda: rt.leases.current is not None)
 
 
 @worker_ready.connect
