@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     job_retention_s: int = 7 * 24 * 3600
     # Pings and charts are looked at once: their records go after minutes, not days.
     short_job_retention_s: int = 15 * 60
+    # Charts and batch results live on the cache Redis for short_job_retention_s (workers/results.py); one
+    # tenant may hold this many bytes there at once (about a thousand charts): past it its chart and batch
+    # jobs fail `result_budget_exceeded` (GET /forecast answers 429) until older results expire.
+    tenant_cache_bytes: int = Field(64 * 2**20, ge=1)
     prediction_cache_ttl_s: int = 3600
     model_cache_size: int = 16
     model_alias_check_s: float = 5.0

@@ -6,6 +6,7 @@ import logging
 import math
 from typing import Any
 
+import redis
 from flask import Response, current_app, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
@@ -31,13 +32,14 @@ from webapp.schemas import (
     TrainRequest,
     WaitQuery,
 )
-from webapp.submit import INFLIGHT_RETRY_AFTER_S
+from webapp.submit import INFLIGHT_RETRY_AFTER_S, Submitter
 from workers.celery_app import QUEUES
 from workers.dispatch import publish_record
 from workers.heartbeat import live_workers
-from workers.jobs import FINISHED, keys, spec
+from workers.jobs import FINISHED, JobStatus, spec
 from workers.jobs import JobRecord as StoredJob
 from workers.jobs.model import CancelOutcome, RetryOutcome
+from workers.results import CacheUnavailable, ResultStore
 
 
 def _schema_once(model: type[BaseModel]) -> None:
@@ -66,6 +68,24 @@ def _ctx() -> Any:
     return current_app.extensions["stockq"]
 
 
+def _results() -> ResultStore:
+    """Charts and batch results on the evicting cache Redis (workers/results.py), built on first use: the
+    app's context holds the job Redis only. Two threads racing here build two clients; one is kept."""
+    store = current_app.extensions.get("stockq.results")
+    if store is None:
+        settings = _ctx().settings
+        # The API's short timeouts: a cache Redis that is down answers 503 / `result_unavailable` in 2 s.
+        client = redis.Redis.from_url(settings.cache_url, socket_connect_timeout=1, socket_timeout=1)
+        store = ResultStore.from_settings(settings, client)
+        store = current_app.extensions.setdefault("stockq.results", store)
+    return store
+
+
+def _shown(job: StoredJob) -> dict[str, Any]:
+    """A job's response body, a result kept on the cache read back into it."""
+    return JobRecord.show(_results().shown(job))
+
+
 def _accepted(job: StoredJob) -> Response:
     # What url_for("api.get_status") builds, without building a URL adapter per request.
     status_url = f"{request.script_root}/status/{job.id}"
@@ -85,7 +105,7 @@ def _submit(
     )  # fmt: skip
     finished = _wait(job, wait)
     if finished is not None and finished.status in FINISHED:
-        return jsonify(JobRecord.show(finished))
+        return jsonify(_shown(finished))
     return _accepted(job)
 
 
@@ -159,14 +179,16 @@ def ping(query: WaitQuery) -> Response:
 
 @api.get("/status/<job_id:job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
 def get_status(path: JobPath) -> Response:
-    """The job record: status, stage, progress, result or error."""
-    return jsonify(JobRecord.show(_visible_job(path.job_id)))
+    """The job record: status, stage, progress, result or error. A batch forecast's result is read back
+    from the cache it is kept on for minutes; once gone, `result` says `result_expired`."""
+    return jsonify(_shown(_visible_job(path.job_id)))
 
 
 @api.get("/jobs", tags=[jobs_tag], responses={200: JobList})
 def list_jobs(query: JobsQuery) -> Response:
     """The caller's jobs, newest first, a page at a time (`next_cursor` fetches the next). Admins see
-    every tenant's and may filter by `owner`."""
+    every tenant's and may filter by `owner`. A result kept on the cache (a batch forecast) is listed as
+    its descriptor (size, until when): GET /status/<id> reads it."""
     tenant = current_tenant()
     owner = query.owner if tenant.admin else tenant.name
     repeated = sorted(k for k in request.args if len(request.args.getlist(k)) > 1)
@@ -253,7 +275,9 @@ CHART_ERROR_STATUS = {
     "features_missing": 404,
     "unknown_ticker": 404,
     "stale_features": 409,
+    "result_budget_exceeded": 429,
     "data_unavailable": 503,
+    "cache_unavailable": 503,
     "internal_error": 500,
 }
 
@@ -268,27 +292,49 @@ CHART_ERROR_STATUS = {
         },
         202: JobAccepted,
         # A failed chart job answers its error code's status (CHART_ERROR_STATUS).
-        **dict.fromkeys((404, 409, 422, 500, 503), ErrorBody),
+        **dict.fromkeys((404, 409, 422, 429, 500, 503), ErrorBody),
     },
 )
 def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
-    """The forecast as a chart: last ~120 closes, the 7-day median path and the 80 % band."""
+    """The forecast as a chart: last ~120 closes, the 7-day median path and the 80 % band.
+
+    One tenant's requests for one chart share its job while it is unfinished; the first request to see it
+    finished (waiting, or asking again after a 202) gets its outcome, and the next starts a new job, which
+    reuses the rendering while the model version, data and forecast are the same. 429
+    `result_budget_exceeded`: the tenant holds its budget of charts and batch results on the cache until
+    older ones expire."""
     ctx = _ctx()
-    job, _ = ctx.submitter.submit(
-        "chart", {"ticker": path.ticker, "fmt": path.fmt}, client=client_key(), owner=current_tenant().name
-    )
-    finished = _wait(job, query.wait if "wait" in request.args else 10.0)
+    params = {"ticker": path.ticker, "fmt": path.fmt}
+    job, _ = ctx.submitter.submit("chart", params, _chart_claim(path), client_key(), current_tenant().name)
+    finished = job if job.finished else _wait(job, query.wait if "wait" in request.args else 10.0)
     if finished is None or finished.status not in FINISHED:
         return _accepted(job)
-    if finished.status != "succeeded":
+    _release_chart(path, finished)
+    if finished.status != JobStatus.SUCCEEDED:
         error = finished.error or {}
         code = error.get("code", "chart_failed")
         raise ApiError(CHART_ERROR_STATUS.get(code, 422), code, error.get("message", "chart failed"))
-    # The image is kept under a short-lived key, never in the job record.
-    image = ctx.redis.get(keys.chart(job.id))
+    key = (finished.result or {}).get("key")  # none in a record written before charts left the job Redis
+    try:
+        image = _results().read(key) if key else None
+    except CacheUnavailable as exc:
+        raise ApiError(503, exc.code, exc.message) from None
     if image is None:
-        raise ApiError(404, "chart_expired", "the chart expired: request it again")
+        raise ApiError(404, "chart_expired", "the chart was evicted or expired: request it again")
     return Response(image, mimetype=finished.result["mimetype"])
+
+
+def _chart_claim(path: ChartPath) -> str:
+    # An Idempotency-Key no client can send (a header holds no newline), claimed with the job in one
+    # script (webapp/submit.py): a request that finds it joins the job it names.
+    return f"chart\n{path.ticker}.{path.fmt}"
+
+
+def _release_chart(path: ChartPath, job: StoredJob) -> None:
+    """Drop the chart's claim if it still names `job` (a claim made meanwhile for a newer job stays)."""
+    ctx = _ctx()
+    claim = Submitter._redis_key(client_key(), _chart_claim(path))
+    ctx.submitter._release_if(keys=[claim], args=[job.id])
 
 
 @ops.get("/health", tags=[ops_tag], responses={200: Health})

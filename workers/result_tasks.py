@@ -1,14 +1,26 @@
 """Tasks whose results are bytes kept on the evicting cache Redis, not in the job record: charts and batch
-forecasts (workers/jobs/specs.py `result_on_cache`)."""
+forecasts (workers/jobs/specs.py `result_on_cache`; workers/results.py keeps the bytes and the budget)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery import shared_task
 
-from workers.execution import JobContext, run_job
+from workers.execution import JobContext, jsonable, run_job
 from workers.jobs import keys
+from workers.results import JSON, ResultStore, rendered_chart_key
+
+
+def _results(ctx: JobContext) -> ResultStore:
+    return ResultStore.from_settings(ctx.rt.settings, ctx.rt.cache_redis)
+
+
+def _owner(ctx: JobContext) -> str:
+    """Whose budget the bytes are charged to."""
+    owner = ctx.rt.redis.hget(keys.job(ctx.job_id), "owner")
+    return owner.decode() if owner else ""
 
 
 @shared_task(name="stockq.predict_batch", acks_late=True, soft_time_limit=120, time_limit=150)
@@ -17,9 +29,12 @@ def predict_batch(job_id: str, tickers: list[str], model: str = "auto", attempt:
         from ml.serving.predict import predict_many
 
         ctx.stage("forecast")
-        return predict_many(
+        forecasts = predict_many(
             tickers, model, store=ctx.rt.store, registry=ctx.rt.registry, get_model=ctx.rt.models.get
         )
+        data = json.dumps(jsonable(forecasts), separators=(",", ":")).encode()
+        key = keys.result_bytes(ctx.job_id)
+        return _results(ctx).put(_owner(ctx), key, data, JSON, tickers=len(forecasts))
 
     run_job(job_id, attempt, "predict_batch", work)
 
@@ -32,17 +47,21 @@ def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
         ctx.stage("forecast")
         model = "auto" if ctx.rt.has_model(ticker, "auto") else "parent"
         forecast = ctx.rt.forecast(ticker, model)
-        history = ctx.rt.store.stored_daily(forecast["ticker"])
-        closes = history.set_index(history["event_timestamp"].dt.tz_convert(None))["close"]
-        ctx.stage("render")
-        image = forecast_chart(closes, forecast, fmt)
-        # The bytes live beside the record for as long as a chart job does, never inside it.
-        ctx.rt.redis.set(keys.chart(ctx.job_id), image, ex=ctx.rt.settings.short_job_retention_s)
-        return {
-            "mimetype": "image/png" if fmt == "png" else "image/svg+xml",
-            "bytes": len(image),
-            "as_of": forecast["as_of"],
-            "model": forecast["model"],
-        }
+        results = _results(ctx)
+        rendered = rendered_chart_key(forecast, fmt)
+        image = results.read(rendered)
+        reused = image is not None
+        if image is None:
+            ctx.stage("render")
+            history = ctx.rt.store.stored_daily(forecast["ticker"])
+            closes = history.set_index(history["event_timestamp"].dt.tz_convert(None))["close"]
+            image = forecast_chart(closes, forecast, fmt)
+            results.keep_rendered(rendered, image)
+        # The job's own copy, charged to its owner (what the budget counts is what each tenant asked to
+        # keep); the shared rendering may be evicted or replaced meanwhile.
+        return results.put(
+            _owner(ctx), keys.chart(ctx.job_id), image, "image/png" if fmt == "png" else "image/svg+xml",
+            as_of=forecast["as_of"], model=forecast["model"], reused=reused,
+        )  # fmt: skip
 
     run_job(job_id, attempt, "chart", work)

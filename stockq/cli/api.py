@@ -9,11 +9,13 @@ from urllib.parse import quote
 
 import requests
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from tenacity import Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_exponential
 
 from stockq.cli.output import AUTH_REFUSED, BAD_USAGE, JOB_FAILED, UNREACHABLE, CliError, Output
 from stockq.settings import Settings
 
 FINISHED = {"succeeded", "failed", "cancelled"}
+CHART_TIMEOUT_S = 120.0
 
 
 def exit_code_for(status: int) -> int:
@@ -71,16 +73,30 @@ class Api:
         return f"/forecast/{quote(ticker, safe='')}.png"
 
     def save_chart(self, ticker: str, path: Path) -> Path:
-        """GET /forecast/<ticker>.png into `path`; it answers 202 while the chart job is not done yet."""
-        deadline = time.monotonic() + 120
-        while True:
-            response = self.request("GET", self.chart_path(ticker), params={"wait": 10})
-            if response.status_code == 200 and response.headers.get("content-type", "").startswith("image/"):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(response.content)
-                return path
-            if time.monotonic() > deadline:
-                raise CliError(UNREACHABLE, "chart_timeout", f"the chart of {ticker} was not ready in time")
+        """GET /forecast/<ticker>.png into `path`. It answers 202 while the chart job is not done (at once
+        when the API has no thread free to wait): asked again after 0.5 s, doubling up to 5 s, for two
+        minutes. The requests join the same chart job; a chart found expired is asked for again."""
+        attempts = Retrying(
+            retry=retry_if_result(lambda r: not _is_image(r)) | retry_if_exception(_expired),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            stop=stop_after_delay(CHART_TIMEOUT_S),
+            retry_error_callback=lambda _state: None,
+        )
+        response = attempts(self.request, "GET", self.chart_path(ticker), params={"wait": 10})
+        if response is None:
+            raise CliError(UNREACHABLE, "chart_timeout", f"the chart of {ticker} was not ready in time")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(response.content)
+        return path
+
+
+def _is_image(response: requests.Response) -> bool:
+    return response.status_code == 200 and response.headers.get("content-type", "").startswith("image/")
+
+
+def _expired(exc: BaseException) -> bool:
+    # A chart job that finished long before this request, its bytes evicted: the next request starts anew.
+    return isinstance(exc, CliError) and exc.code == "chart_expired"
 
 
 def follow(api: Api, job_id: str, out: Output) -> dict[str, Any]:
