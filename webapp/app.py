@@ -25,6 +25,7 @@ from webapp.schemas import ErrorBody
 from webapp.submit import Submitter
 from workers.celery_app import create_celery
 from workers.jobs import JobRegistry
+from workers.results import ResultStore
 
 MAX_BODY = 64 * 1024
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class ApiContext:
     submitter: Submitter
     # Slots for requests that block a thread waiting on a job (`?wait=`, charts), per process.
     waiting: threading.BoundedSemaphore
+    # Charts and batch results on the evicting cache Redis (workers/results.py).
+    results: ResultStore
     # Counts the request in a rate-limit class the route decides (webapp/ratelimit.py RateLimiter.charge).
     charge: Callable[[str], None] = lambda _name: None
 
@@ -108,6 +111,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs,
         Submitter(celery, jobs, client, settings),
         threading.BoundedSemaphore(settings.max_waiting_per_process),
+        # The API's short timeouts: a cache Redis that is down answers 503 / `result_unavailable` in 2 s.
+        ResultStore.from_settings(
+            settings, redis.Redis.from_url(settings.cache_url, socket_connect_timeout=1, socket_timeout=1)
+        ),
     )
     register_error_handlers(app)
     # Metrics first: their clock starts before auth and rate limiting can reject a request.

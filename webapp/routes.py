@@ -6,7 +6,6 @@ import logging
 import math
 from typing import Any
 
-import redis
 from flask import Response, current_app, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
@@ -32,7 +31,7 @@ from webapp.schemas import (
     TrainRequest,
     WaitQuery,
 )
-from webapp.submit import INFLIGHT_RETRY_AFTER_S, Submitter
+from webapp.submit import INFLIGHT_RETRY_AFTER_S
 from workers.celery_app import QUEUES
 from workers.dispatch import publish_record
 from workers.heartbeat import live_workers
@@ -69,16 +68,7 @@ def _ctx() -> Any:
 
 
 def _results() -> ResultStore:
-    """Charts and batch results on the evicting cache Redis (workers/results.py), built on first use: the
-    app's context holds the job Redis only. Two threads racing here build two clients; one is kept."""
-    store = current_app.extensions.get("stockq.results")
-    if store is None:
-        settings = _ctx().settings
-        # The API's short timeouts: a cache Redis that is down answers 503 / `result_unavailable` in 2 s.
-        client = redis.Redis.from_url(settings.cache_url, socket_connect_timeout=1, socket_timeout=1)
-        store = ResultStore.from_settings(settings, client)
-        store = current_app.extensions.setdefault("stockq.results", store)
-    return store
+    return _ctx().results
 
 
 def _shown(job: StoredJob) -> dict[str, Any]:
@@ -332,9 +322,7 @@ def _chart_claim(path: ChartPath) -> str:
 
 def _release_chart(path: ChartPath, job: StoredJob) -> None:
     """Drop the chart's claim if it still names `job` (a claim made meanwhile for a newer job stays)."""
-    ctx = _ctx()
-    claim = Submitter._redis_key(client_key(), _chart_claim(path))
-    ctx.submitter._release_if(keys=[claim], args=[job.id])
+    _ctx().submitter.release(client_key(), _chart_claim(path), job.id)
 
 
 @ops.get("/health", tags=[ops_tag], responses={200: Health})

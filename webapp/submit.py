@@ -58,20 +58,21 @@ class Submitter:
         key's claim (JobRegistry.submit), so a claimed key always names a real job and two racing
         requests cannot both create one.
         """
+        job_spec = spec(job_type)
+        retention = self.short_retention_s if job_spec.retention == "short" else self.retention_s
         claim = None
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 200:
                 raise ApiError(422, "validation_error", "Idempotency-Key: must be 1-200 characters")
+            # The claim lives as long as the job it names (a chart's claim goes with its chart).
             claim = Claim(self._redis_key(client, idempotency_key), self._fingerprint(job_type, params),
-                          self.retention_s)  # fmt: skip
+                          retention)  # fmt: skip
         plan = take_plan()
-        job_spec = spec(job_type)
         if job_spec.hand_offs and client:
             # A job that may hand itself on (a prediction to an auto-training) is charged there to its
             # submitter's budget of that work's class (workers/budgets.py): who submitted it travels with
             # its task, as the rate-limit identity the API counted it under.
             task_kwargs = {**(params if task_kwargs is None else task_kwargs), "client": client}
-        retention = self.short_retention_s if job_spec.retention == "short" else self.retention_s
         made = self.jobs.submit(
             job_type, params, job_spec.task, owner=owner, retention_s=retention,
             max_inflight=self.max_inflight, task_kwargs=task_kwargs, claim=claim, count=SUBMITTED,
@@ -106,6 +107,10 @@ class Submitter:
     @staticmethod
     def _fingerprint(job_type: str, params: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps([job_type, params], sort_keys=True).encode()).hexdigest()
+
+    def release(self, client: str, idempotency_key: str, job_id: str) -> None:
+        """Free the caller's key if it still names `job_id` (a claim made meanwhile for a newer job stays)."""
+        self._release_if(keys=[self._redis_key(client, idempotency_key)], args=[job_id])
 
     @staticmethod
     def _redis_key(client: str, key: str) -> str:

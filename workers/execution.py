@@ -78,6 +78,7 @@ class JobContext:
     job_type: str
     keeper: LeaseKeeper
     worker: str
+    owner: str  # whose job it is (budgets are charged to it)
     _epoch_started: float = field(default_factory=time.monotonic)
     # The training phase the epochs belong to (ml.training.train: `select`, then `refit`), each counting
     # its own epochs from 1: the progress names it, so a client sees why the epoch count starts again.
@@ -183,7 +184,7 @@ def _run_started(rt: Runtime, delivery: Delivery, job_type: str, work: Callable[
     tags = {"job_id": job_id, "attempt": attempt, "tenant": owner or None,
             "ticker": current_task.request.kwargs.get("ticker"), "task": current_task.name}  # fmt: skip
     with logs.job_context(**tags), rt.leases.hold(delivery) as keeper:
-        ctx = JobContext(rt, delivery, job_type, keeper, worker)
+        ctx = JobContext(rt, delivery, job_type, keeper, worker, owner or "")
         kind, value = _outcome(ctx, work)
         if kind == "paused":
             _paused(ctx)

@@ -17,12 +17,6 @@ def _results(ctx: JobContext) -> ResultStore:
     return ResultStore.from_settings(ctx.rt.settings, ctx.rt.cache_redis)
 
 
-def _owner(ctx: JobContext) -> str:
-    """Whose budget the bytes are charged to."""
-    owner = ctx.rt.redis.hget(keys.job(ctx.job_id), "owner")
-    return owner.decode() if owner else ""
-
-
 @shared_task(name="stockq.predict_batch", acks_late=True, soft_time_limit=120, time_limit=150)
 def predict_batch(job_id: str, tickers: list[str], model: str = "auto", attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
@@ -34,7 +28,7 @@ def predict_batch(job_id: str, tickers: list[str], model: str = "auto", attempt:
         )
         data = json.dumps(jsonable(forecasts), separators=(",", ":")).encode()
         key = keys.result_bytes(ctx.job_id)
-        return _results(ctx).put(_owner(ctx), key, data, JSON, tickers=len(forecasts))
+        return _results(ctx).put(ctx.owner, key, data, JSON, tickers=len(forecasts))
 
     run_job(job_id, attempt, "predict_batch", work)
 
@@ -60,7 +54,7 @@ def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
         # The job's own copy, charged to its owner (what the budget counts is what each tenant asked to
         # keep); the shared rendering may be evicted or replaced meanwhile.
         return results.put(
-            _owner(ctx), keys.chart(ctx.job_id), image, "image/png" if fmt == "png" else "image/svg+xml",
+            ctx.owner, keys.chart(ctx.job_id), image, "image/png" if fmt == "png" else "image/svg+xml",
             as_of=forecast["as_of"], model=forecast["model"], reused=reused,
         )  # fmt: skip
 

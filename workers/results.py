@@ -96,8 +96,9 @@ def rendered_chart_key(forecast: dict[str, Any], fmt: str) -> str:
     drawn = {k: v for k, v in forecast.items() if k != "cached"}
     digest = hashlib.sha256(json.dumps(drawn, sort_keys=True, default=str).encode()).hexdigest()[:24]
     model = forecast["model"]
-    return (f"stockq:rendered:{forecast['ticker']}:{model['name']}:{model['version']}:{forecast['as_of']}:"
-            f"{fmt}:{digest}")  # fmt: skip
+    return keys.rendered_chart(
+        forecast["ticker"], model["name"], str(model["version"]), str(forecast["as_of"]), fmt, digest
+    )
 
 
 class ResultStore:

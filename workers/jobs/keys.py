@@ -62,6 +62,12 @@ def result_bytes(job_id: str) -> str:
     return f"stockq:result:{job_id}"
 
 
+def rendered_chart(ticker: str, model: str, version: str, as_of: str, fmt: str, digest: str) -> str:
+    """A chart as drawn for one ticker, model version, data as-of and forecast (digest), shared by every
+    chart job that draws the same thing (on the cache Redis, expiring like the charts)."""
+    return f"stockq:rendered:{ticker}:{model}:{version}:{as_of}:{fmt}:{digest}"
+
+
 def tenant_bytes(owner: str) -> str:
     """Bytes the owner holds on the cache Redis in charts and large results (a per-tenant budget)."""
     return f"{TENANT_PREFIX}{owner}:bytes"

@@ -26,7 +26,8 @@ class JobSpec:
     # A cancel that arrives once the work has recorded its result elsewhere (a model registered, an
     # evaluation logged) keeps the job's result: the registry already holds it, and the record must say so.
     keeps_late_result: bool = False
-    # `short`: looked at once (a ping, a chart), the record goes after settings.short_job_retention_s.
+    # `short`: looked at once (a ping, a chart, a prediction), the record goes after
+    # settings.short_job_retention_s.
     retention: Retention = "long"
     # Where the result's bytes live: in the record, or on the evicting cache Redis for
     # settings.short_job_retention_s (charts, batch forecasts), charged to the owner's byte budget.
@@ -49,9 +50,12 @@ def register(spec: JobSpec) -> JobSpec:
 for _spec in (
     JobSpec("train", "stockq.train", "training", "train", keeps_late_result=True),
     JobSpec("evaluate", "stockq.evaluate", "training", "train", keeps_late_result=True),
-    JobSpec("predict", "stockq.predict", "inference", "predict", priority=9,
+    # Predictions are looked at once, at up to the prediction budget a minute: records of days would let
+    # one tenant fill the registry Redis within its limits (bench/memory.py).
+    JobSpec("predict", "stockq.predict", "inference", "predict", retention="short", priority=9,
             hand_offs={"stockq.auto_train": "training"}),
-    JobSpec("predict_batch", "stockq.predict_batch", "inference", "predict", result_on_cache=True),
+    JobSpec("predict_batch", "stockq.predict_batch", "inference", "predict", retention="short",
+            result_on_cache=True),
     JobSpec("chart", "stockq.chart", "inference", "predict", retention="short", result_on_cache=True),
     JobSpec("ping", "stockq.ping", "inference", "predict", cancellable_running=False, retention="short",
             priority=9),
