@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ml.tickers import validate_ticker
 from workers.jobs.model import AttemptOutcome, JobStatus
@@ -15,8 +15,25 @@ from workers.jobs.specs import job_types
 
 Strategy = Literal["freeze", "fine_tune", "scratch"]
 ModelChoice = Literal["auto", "child", "parent"]
-# The job types of the one table (workers/jobs/specs.py), as the API takes and shows them.
-JobType = Literal[job_types()]  # type: ignore[valid-type]
+
+
+def _job_type(value: str) -> str:
+    if value not in job_types():
+        raise ValueError(f"unknown job type {value!r}: one of {', '.join(job_types())}")
+    return value
+
+
+class _JobTypesEnum:
+    """The document's enum: the types registered when it is built."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        return {**handler(core_schema), "enum": list(job_types())}
+
+
+# The job types of the one table (workers/jobs/specs.py), as the API takes and shows them: the table as it
+# stands when a request is validated (a row registered after this module loaded is a type too), never a
+# Literal frozen at import.
+JobType = Annotated[str, AfterValidator(_job_type), _JobTypesEnum()]
 Universe = Literal["panel", "gspc"]
 MAX_BATCH = 100
 # validate_ticker's rule as the API takes it (either case, upper-cased on the way in; never a leading dot),
@@ -54,10 +71,11 @@ def _unique_tickers(value: object) -> object:
     `AAPL` is the same ticker, taken once (the first place it appears); an exact repeat is refused."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
         return value  # the list's own length bounds answer, before any per-item work
-    dupes = sorted(str(t) for t, n in Counter(value).items() if n > 1)
+    tickers = [_ticker(v) for v in value]  # each one valid (a string) before they are compared
+    dupes = sorted(t for t, n in Counter(value).items() if n > 1)
     if dupes:
         raise ValueError(f"duplicate ticker(s): {', '.join(dupes)}")
-    return list(dict.fromkeys(_ticker(v) for v in value))
+    return list(dict.fromkeys(tickers))
 
 
 def _integral(value: object) -> object:
@@ -65,10 +83,6 @@ def _integral(value: object) -> object:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
-
-
-# An integer as JSON Schema means it: 99 and 99.0, never "99" or true.
-Integer = Annotated[int, BeforeValidator(_integral), Field(strict=True)]
 
 
 class _Request(BaseModel):
@@ -79,9 +93,12 @@ class _Request(BaseModel):
 class TrainRequest(_Request):
     ticker: Ticker = Field(description="Ticker to train; ^GSPC trains the parent model.", examples=["AAPL"])
     strategy: Strategy = "fine_tune"
-    epochs: Integer | None = Field(None, ge=1, le=500)
+    # An integer as JSON Schema means it: 99 and 99.0, never "99" or true. Strict, with a before-validator
+    # of the field (not of the type: pydantic then publishes `ge`/`le` instead of minimum/maximum).
+    epochs: int | None = Field(None, ge=1, le=500, strict=True)
 
     _check_ticker = field_validator("ticker", mode="before")(_ticker)
+    _check_epochs = field_validator("epochs", mode="before")(_integral)
 
 
 class PredictRequest(_Request):
@@ -120,10 +137,11 @@ class EvaluateRequest(_Request):
     universe: Universe | None = Field(
         None, description="What the global model learns from: the whole panel, or ^GSPC alone (the parent)."
     )
-    first_year: Integer | None = Field(None, ge=1900, le=2100, description="The first refit year.")
-    refit_months: Integer | None = Field(None, ge=1, le=60, description="Months between refits.")
+    first_year: int | None = Field(None, ge=1900, le=2100, strict=True, description="The first refit year.")
+    refit_months: int | None = Field(None, ge=1, le=60, strict=True, description="Months between refits.")
 
     _check_tickers = field_validator("tickers", mode="before")(_unique_tickers)
+    _check_integers = field_validator("first_year", "refit_months", mode="before")(_integral)
 
 
 class WaitQuery(BaseModel):
