@@ -16,6 +16,7 @@ from typing import Any
 from kombu import Connection
 
 from workers.celery_app import DEAD_LETTER_QUEUE, dead_letter_queue
+from workers.counters import Counters
 from workers.jobs import JobRegistry
 from workers.jobs.keys import DEAD_LETTER
 
@@ -88,7 +89,9 @@ class DeadLetters:
 
 def _fail(jobs: JobRegistry, job_id: str, attempt: int) -> None:
     message = f"its message was delivered too often without an ack (the {DEAD_LETTER_QUEUE} queue)"
-    jobs.fail(job_id, "worker_lost", message, attempt=attempt)
+    before = jobs.get(job_id)
+    failed = Counters.increment("stockq_jobs_finished_total", f"{before.type},failed") if before else ()
+    jobs.fail(job_id, "worker_lost", message, attempt=attempt, counters=failed)
     record = jobs.get(job_id)
     # Listed even when an earlier drain failed the job but died before listing it (the message came back).
     if record is not None and (record.error or {}).get("code") == "worker_lost":

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import redis
 
 PREFIX = "stockq:metrics:"
-# Increments as a Redis script takes them (workers/job_lua.py TRANSITION adds them in the same round trip
+# Increments as a Redis script takes them (workers/jobs/lua.py FINISH adds them in the same round trip
 # as a job's outcome): [hash, field, amount, "float" or ""].
 Increments = Sequence[tuple[str, str, str, str]]
 

@@ -160,9 +160,10 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
     worker = current_task.request.hostname or "unknown"
     try:
         state, owner = _durable(rt.jobs.begin)(delivery, worker, rt.settings.lease_s)
-    except redis.RedisError as exc:
+    except (redis.RedisError, SoftTimeLimitExceeded) as exc:
         # Never acknowledged: on either broker the message comes back (Redis's visibility timeout,
-        # RabbitMQ's requeue) and the job starts once Redis takes writes again.
+        # RabbitMQ's requeue) and the job starts once Redis takes writes again. The retries can outlast a
+        # short task's soft time limit (a ping's 10 s): that too is a start Redis refused.
         raise Reject(f"job {job_id} not started: Redis refused the start ({exc})", requeue=True) from exc
     if state == Start.RUNNING and _redelivered_by_amqp(rt):
         _take_over(rt, delivery)
@@ -255,6 +256,10 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
         return JobStatus.FAILED, {"code": exc.code, "message": exc.message}
     except SoftTimeLimitExceeded:
         return JobStatus.FAILED, {"code": "timeout", "message": "the job ran past its time limit"}
+    except redis.RedisError as exc:
+        # Redis went away under the work (its caches, counters, progress): the job did not fail. Nothing is
+        # recorded and the message goes back; the lease, no longer renewed, brings the job back.
+        raise Reject(f"job {ctx.job_id}: Redis failed under the work ({exc})", requeue=True) from exc
     except Exception:
         # The client gets an id to quote; the exception text and traceback stay in this log.
         error_id = uuid.uuid4().hex[:12]

@@ -32,6 +32,7 @@ class Heartbeat:
         self.queues = queues
         # Until a pool process has finished its start-up, a job would only wait in it: not ready yet.
         self.ready_key = ready_key
+        self._ready = False  # once a pool process said so: the key may expire, the worker stays ready
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stockq-heartbeat", daemon=True)
 
@@ -40,7 +41,9 @@ class Heartbeat:
 
     def stamp(self) -> bool:
         """Advertise the queues; False (nothing advertised) while no pool process is ready."""
-        if not self.r.exists(self.ready_key):
+        if not self._ready:
+            self._ready = bool(self.r.exists(self.ready_key))
+        if not self._ready:
             return False
         now = server_time(self.r)
         pipe = self.r.pipeline()

@@ -20,6 +20,7 @@ from celery.signals import (
     worker_shutdown,
     worker_shutting_down,
 )
+from tenacity import retry, retry_if_exception_type, wait_exponential
 
 from workers import logs, preemption
 from workers.broker_scan import held_task_ids
@@ -68,9 +69,14 @@ def _init_process(**_: Any) -> None:
     except Exception:
         log.warning("could not prepare the worker process ahead of its first job", exc_info=True)
     finally:
-        # The main process advertises its queues only once a child can take a job (see Heartbeat).
-        with contextlib.suppress(redis.RedisError):
-            rt.redis.set(child_ready_key(os.getppid()), 1, ex=24 * 3600)
+        # The main process advertises its queues only once a child can take a job (see Heartbeat). Said
+        # until Redis takes it (a child started during an outage would otherwise never be advertised).
+        threading.Thread(target=_say_ready, args=(rt, os.getppid()), name="stockq-ready", daemon=True).start()
+
+
+@retry(retry=retry_if_exception_type(redis.RedisError), wait=wait_exponential(multiplier=0.5, max=10))
+def _say_ready(rt: Any, main_pid: int) -> None:
+    rt.redis.set(child_ready_key(main_pid), 1, ex=24 * 3600)
 
 
 @task_prerun.connect

@@ -89,6 +89,12 @@ local function trim_expired(t, limit)
   end
   return #due
 end
+-- A job that ends inside a script no worker called (a queued cancel, a dead letter): the finished counter
+-- the workers' outcomes add to (workers/counters.py), by type and status.
+local function count_finished(key, status)
+  redis.call('HINCRBY', 'stockq:metrics:stockq_jobs_finished_total',
+    (redis.call('HGET', key, 'type') or '') .. ',' .. status, 1)
+end
 local function fenced(key, attempt)
   return attempt ~= '' and redis.call('HGET', key, 'attempt') ~= attempt
 end
@@ -155,6 +161,7 @@ if status == 'queued' then
   redis.call('HSET', KEYS[1], 'finished_at', now(), 'stage', '',
     'error', cjson.encode({code = 'cancelled', message = 'cancelled before it ran'}))
   finish(KEYS[1])
+  count_finished(KEYS[1], 'cancelled')
   redis.call('ZREM', 'stockq:outbox', id_of(KEYS[1]) .. '|' .. redis.call('HGET', KEYS[1], 'attempt'))
   return 'cancelled'
 end
@@ -241,6 +248,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   redis.call('HSET', KEYS[1], 'finished_at', t, 'stage', '',
     'error', cjson.encode({code = 'cancelled', message = 'cancelled by request'}))
   finish(KEYS[1])
+  count_finished(KEYS[1], 'cancelled')
   return 'cancelled'
 end
 if ARGV[3] == '1' and lost >= tonumber(ARGV[4]) then
@@ -250,6 +258,7 @@ if ARGV[3] == '1' and lost >= tonumber(ARGV[4]) then
                            message = 'its worker was lost ' .. lost .. ' times; see attempts'}))
   redis.call('ZADD', 'stockq:deadletter', t, id)
   finish(KEYS[1])
+  count_finished(KEYS[1], 'failed')
   return 'failed'
 end
 local attempt = tonumber(ARGV[1]) + 1
