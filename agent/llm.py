@@ -65,5 +65,5 @@ class ChatLLM:
         # OpenAIError covers HTTP and connection errors; ValueError covers unparseable or off-schema JSON
         # (OutputParserException, pydantic's ValidationError and json's JSONDecodeError all derive from it).
         except (openai.OpenAIError, ValueError) as exc:
-            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-            raise LLMError(f"LLM {self.model} failed: {type(exc).__name__}: {detail}") from exc
+            # The provider's words (an account, a quota, the prompt echoed back) are for the log only.
+            raise LLMError(f"LLM {self.model} failed", detail=f"{type(exc).__name__}: {exc}") from exc

@@ -77,8 +77,9 @@ def fetch_news(
     if thread.is_alive():
         return [], f"no news available: Yahoo Finance did not answer within {timeout_s:g} s"
     if "error" in box:
-        log.warning("news for %s failed: %s", ticker, box["error"])
-        return [], f"no news available: {type(box['error']).__name__}"
+        # The report is read by clients: what yfinance raised stays in this log.
+        log.warning("news for %s failed: %s: %s", ticker, type(box["error"]).__name__, box["error"])
+        return [], "no news available: Yahoo Finance failed to answer"
     items = [item for item in map(parse_article, box.get("articles") or []) if item is not None][:limit]
     return items, None if items else "no news available: Yahoo Finance returned no headlines"
 

@@ -60,6 +60,10 @@ def news_list(items: list[ScoredNews]) -> str:
     return "\n".join(lines)
 
 
+def question_line(question: str) -> str:
+    return f"> **Question:** {question}"
+
+
 def render_report(
     *,
     question: str,
@@ -73,7 +77,7 @@ def render_report(
     kind = ", ".join(str(x) for x in (model.get("kind"), model.get("strategy")) if x) or "n/a"
     sections = [
         f"# {facts['ticker']}: analyst report",
-        f"> **Question:** {question}",
+        question_line(question),
         f"*Data as of {facts['as_of']} (source: {facts['data_source'] or 'unknown'}); model {model['name']} "
         f"v{model['version']} ({kind}). {byline}*",
         f"## Summary\n\n{draft.summary}",

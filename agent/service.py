@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.analysts import Analyst, DeterministicAnalyst, LLMAnalyst
-from agent.cache import DETERMINISTIC, UNCALIBRATED, CacheKey, SemanticCache
+from agent.cache import DETERMINISTIC, UNCALIBRATED, CacheHit, CacheKey, SemanticCache
 from agent.configuration import AgentConfig
 from agent.graph import build_graph
 from agent.llm import ChatLLM, LLMError
 from agent.news import fetch_news
 from agent.nodes import AgentContext
-from agent.report import with_reviewer_notes
+from agent.report import question_line, with_reviewer_notes
 from agent.state import AgentState
 from ml.errors import InvalidInput
 from ml.features.store import FeatureStore
@@ -94,9 +94,9 @@ class AnalystService:
 
         stage("cache_lookup")
         hit = self.cache.lookup(key, question)
-        if hit is not None:
+        if hit is not None and (served := answered_from(hit, question)) is not None:
             log.info("agent cache hit for %s (%.3f): %r ~ %r", ticker, hit.score, question, hit.question)
-            return {**hit.response, "question": question, "cached": True}
+            return served
 
         stage("news")
         news, news_note = fetch_news(
@@ -152,6 +152,19 @@ class AnalystService:
     def _run(self, state: AgentState, analyst: Analyst, stage: Callable[[str], None]) -> AgentState:
         context = AgentContext(analyst=analyst, max_revisions=self.config.max_revisions, on_stage=stage)
         return build_graph().invoke(state, context=context)
+
+
+def answered_from(hit: CacheHit, question: str) -> dict[str, Any] | None:
+    """A cached report as the answer to `question`: its question line says this question. None when the
+    report quotes the question it was written for anywhere else (an LLM echoing it in its prose): under
+    STOCKQ_AGENT_CACHE_SCOPE=global that question may be another tenant's, which no other tenant may read."""
+    markdown = hit.response["report_markdown"]
+    if hit.question != question:
+        before, line, after = markdown.partition(question_line(hit.question))
+        if not line or hit.question in before + after:
+            return None
+        markdown = before + question_line(question) + after
+    return {**hit.response, "report_markdown": markdown, "question": question, "cached": True}
 
 
 def _sources(forecast: dict[str, Any], card: dict[str, Any], final: AgentState) -> list[dict[str, Any]]:

@@ -12,9 +12,8 @@ The bound: the job Redis holds records, their index entries and queued messages 
 bytes are on the cache Redis, workers/results.py), at most RECORD_BOUND_BYTES per job, and a tenant submits
 at most the budget's jobs per minute: used_memory <= the baseline after set-up + budget/minute x minutes x
 RECORD_BOUND_BYTES (10 minutes at 600/minute: 35.2 MiB). Measured per finished job with its index entries:
-a 100-ticker batch 5.3 kB, a chart 3.8 kB, a ping 2.2 kB. Ping and chart records go after
-settings.short_job_retention_s; batch records (a descriptor, not the forecasts) stay settings.job_retention_s,
-so past 15 minutes only they grow: 200 batches a minute x 5.3 kB = 1 MiB a minute.
+a 100-ticker batch 5.3 kB, a chart 3.8 kB, a ping 2.2 kB. Every one of these records (predictions too) goes
+after settings.short_job_retention_s (15 min), so past 15 minutes the job Redis stops growing.
 
 `python -m bench.memory [--minutes 10]`: a table on stdout, JSON under var/bench/memory.json.
 """

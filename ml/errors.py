@@ -1,18 +1,41 @@
-"""Errors the ml core raises; each has a stable `code` the API returns as `{"error": {code, message}}`."""
+"""Errors the ml core raises; each has a stable `code` the API returns as `{"error": {code, message}}`.
+
+`message` is written for the client. What only an operator should read (a library's exception text, a
+server path) goes in `detail`: it is logged once, when the error is raised, under an `error_id` that the
+client's message quotes, and never leaves the process.
+"""
 
 from __future__ import annotations
+
+import logging
+import uuid
+
+log = logging.getLogger(__name__)
+
+
+def new_error_id() -> str:
+    """Names one failure in the logs: the client gets the id, the detail stays in the log."""
+    return uuid.uuid4().hex[:12]
 
 
 class StockqError(Exception):
     code = "stockq_error"
     http_status = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        self.error_id = new_error_id() if detail is not None else None
+        if self.error_id is not None:
+            message = f"{message} (error_id {self.error_id})"
+            log.warning("%s (error_id %s): %s", self.code, self.error_id, detail)
+        # str(exc), for tracebacks and tests, has the detail too; clients get `message` (to_dict).
+        super().__init__(message if detail is None else f"{message}: {detail}")
         self.message = message
+        self.detail = detail
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        """The client's view of the error."""
+        found = {"code": self.code, "message": self.message}
+        return found if self.error_id is None else {**found, "error_id": self.error_id}
 
 
 class InvalidTicker(StockqError):
@@ -56,8 +79,14 @@ class ModelNotFound(StockqError):
 
 
 class CorruptModel(StockqError):
+    """Whatever is damaged (which file, what the loader said) is for the operator: the client learns that a
+    stored model cannot be served and the error_id to quote."""
+
     code = "corrupt_model"
     http_status = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("the stored model cannot be loaded (damaged or altered files)", detail=detail)
 
 
 class Cancelled(StockqError):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,63 @@ def test_api_and_flower_commands(services: dict[str, dict[str, Any]]) -> None:
     assert resolve(flower["ports"][0]).startswith("127.0.0.1:")
 
 
+def test_api_threads_outnumber_its_waiting_slots(
+    services: dict[str, dict[str, Any]], manifests: list[dict[str, Any]]
+) -> None:
+    """STOCKQ_MAX_WAITING_PER_PROCESS requests per process may each hold a thread waiting on a job: a
+    process needs more threads than that, or /health and submissions find none (webapp/gunicorn_conf.py
+    refuses to start so; this checks the shipped defaults)."""
+    api = services["api"]
+    threads = int(resolve(flag_value(argv(api["command"]), "--threads") or "1"))
+    waiting = int(resolve(environment(api)["STOCKQ_MAX_WAITING_PER_PROCESS"]))
+    assert threads > waiting, (threads, waiting)
+    (deployment,) = [
+        d for d in manifests if d["kind"] == "Deployment" and d["metadata"]["name"] == "stockq-api"
+    ]
+    (container,) = _containers(deployment)
+    k8s_env = container_env(deployment, container, config_maps(manifests))
+    k8s_waiting = int(k8s_env.get("STOCKQ_MAX_WAITING_PER_PROCESS", Settings().max_waiting_per_process))
+    assert int(flag_value(container["command"], "--threads") or "1") > k8s_waiting
+
+
+def test_too_few_threads_refuse_to_start(tmp_path: Path) -> None:
+    """The start-up check itself: a real gunicorn with as many waiting slots as threads never serves."""
+    from stockq.cli.stack import gunicorn_argv
+    from tests.procs import free_port
+
+    args = gunicorn_argv(free_port())
+    threads = int(args[args.index("--threads") + 1])
+    env = {**os.environ, "STOCKQ_MAX_WAITING_PER_PROCESS": str(threads), "STOCKQ_VAR_DIR": str(tmp_path)}
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert f"STOCKQ_MAX_WAITING_PER_PROCESS={threads}" in run.stderr and "--threads" in run.stderr
+
+
+def _depends(services: dict[str, dict[str, Any]], name: str) -> set[str]:
+    """Every service `name` waits for, directly or through others."""
+    deps = services[name].get("depends_on") or {}
+    direct = set(deps)
+    return direct.union(*(_depends(services, d) for d in direct))
+
+
+def test_placeholder_secrets_stop_compose_first(services: dict[str, dict[str, Any]]) -> None:
+    """The one-shot check sees every secret compose requires, and every service that reads one waits for
+    it to succeed."""
+    check = services["secrets-check"]
+    assert argv(check["command"]) == ["python", "-m", "stockq.placeholders"]
+    required = {"STOCKQ_API_KEYS", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD", "REDIS_PASSWORD"}
+    assert {k for k, v in environment(check).items() if resolve(str(v)) == f"<{k}>"} == required
+    uses = {name: json.dumps(svc) for name, svc in services.items() if name not in ONE_SHOT}
+    readers = {name for name, text in uses.items() if any(f"${{{var}" in text for var in required)}
+    assert {"redis", "redis-cache", "api", "flower", "grafana", "redis-exporter"} <= readers
+    for name in readers:
+        assert "secrets-check" in _depends(services, name), name
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        if "secrets-check" in deps:
+            assert deps["secrets-check"]["condition"] == "service_completed_successfully", name
+
+
 def test_stockq_env_reaches_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -459,8 +517,15 @@ def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str,
         assert "stockq-var:/var/lib/stockq" in services[name]["volumes"]
 
 
+# Services that run once before the others (their dependants wait for `service_completed_successfully`).
+ONE_SHOT = {"secrets-check"}
+
+
 def test_long_running_services_restart_and_report_health(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service["restart"] == "no", name  # restarted, it would run forever
+            continue
         assert service.get("restart") == "unless-stopped", name
         if name != "redis-exporter":
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"

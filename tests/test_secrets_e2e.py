@@ -1,5 +1,6 @@
 """No secret leaves the processes: not through `celery inspect conf`, Flower's API or any log line of a
-short end-to-end run; and a pickle message published straight onto a queue is refused, never executed."""
+short end-to-end run; a pickle message published straight onto a queue is refused, never executed; and no
+process starts with a documented placeholder for a secret (stockq/placeholders.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import requests
 from kombu import Connection, Exchange, Producer
 
+from stockq.cli.stack import gunicorn_argv
 from tests.conftest import make_settings
 from tests.procs import BIN, Proc, free_port, settings_env, start_gunicorn, start_worker, wait_until
 
@@ -158,3 +160,55 @@ def test_a_pickle_message_on_the_queue_is_refused_and_never_runs(stack: dict) ->
         f"{stack['api']}/jobs/ping?wait=5", headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=10
     )
     assert r.status_code == 200
+
+
+def _without_stockq_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("STOCKQ_", "OPENAI_", "FLOWER_"))}
+
+
+def test_placeholder_secrets_refuse_the_api_start(tmp_path: Path) -> None:
+    """Not only API keys: a password in a service URL, Flower's login and the OpenAI key too; the message
+    names each setting and shows none of the values."""
+    placeholders = {
+        "STOCKQ_REDIS_URL": "redis://:change-me-hex-password@127.0.0.1:6379/0",
+        "STOCKQ_BROKER_URL": "amqp://stockq:CHANGEME@127.0.0.1:5672//",
+        "STOCKQ_FLOWER_AUTH": "admin:change-me",
+        "OPENAI_API_KEY": "sk-placeholder",
+    }
+    env = {**_without_stockq_env(), **placeholders, "STOCKQ_API_KEYS": f"alice:{TENANT_KEY}",
+           "STOCKQ_VAR_DIR": str(tmp_path)}  # fmt: skip
+    run = subprocess.run(gunicorn_argv(free_port()), env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "refusing to start" in run.stderr, run.stderr[-2000:]
+    for variable in placeholders:
+        assert variable in run.stderr
+    for value in ("change-me-hex-password", "CHANGEME", "sk-placeholder"):
+        assert value not in run.stderr
+
+
+def _example_env() -> dict[str, str]:
+    """What compose gives its one-shot check with compose/.env.example copied as is."""
+    example = (Path(__file__).parents[1] / "compose" / ".env.example").read_text(encoding="utf-8")
+    values = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
+    url = f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"
+    return {**values, "STOCKQ_REDIS_URL": url, "STOCKQ_BROKER_URL": url, "STOCKQ_CACHE_REDIS_URL": url}
+
+
+def test_compose_refuses_the_example_env_and_accepts_real_secrets() -> None:
+    check = [str(BIN / "python"), "-m", "stockq.placeholders"]
+    example = _example_env()
+    refused = subprocess.run(check, env={**_without_stockq_env(), **example}, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert refused.returncode != 0
+    for variable in ("STOCKQ_API_KEYS", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"):
+        assert variable in refused.stderr, refused.stderr
+    real = {
+        "STOCKQ_API_KEYS": f"alice:{TENANT_KEY}",
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "FLOWER_BASIC_AUTH": f"example:{FLOWER_PASSWORD}",  # a user may be called "example"
+        "GRAFANA_ADMIN_PASSWORD": uuid.uuid4().hex,
+    }
+    url = f"redis://:{REDIS_PASSWORD}@redis.example.com:6379/0"  # a host may be called "example"
+    accepted = subprocess.run(check, env={**_without_stockq_env(), **real, "STOCKQ_REDIS_URL": url},
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr

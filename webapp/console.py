@@ -25,7 +25,20 @@ from workers.dispatch import task_id
 console_tag = Tag(name="console", description="What the browser console at / needs beyond the jobs API")
 console = APIBlueprint("console", __name__, abp_responses={"401": ErrorBody, "503": ErrorBody})
 # CommonMark with tables; raw HTML in the markdown is escaped, and nh3 (ammonia) cleans what is rendered.
-_markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+# Images are off: a report (LLM prose, news headlines) must not make the reader's browser fetch anything,
+# so `![x](https://tracker/...)` stays text and a link.
+_markdown = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
+# What the renderer emits and nothing that loads a resource by itself (no img, no iframe, no style).
+_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li", "pre", "code", "hr", "br",
+         "strong", "em", "a", "table", "thead", "tbody", "tr", "th", "td"}  # fmt: skip
+_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
+_URL_SCHEMES = {"http", "https", "mailto"}
+# The page's own policy: scripts, styles, images and requests from this origin only (charts are blob:
+# URLs), so even HTML that slipped past the sanitiser could load nothing from elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 
 
 class JobView(BaseModel):
@@ -38,7 +51,8 @@ class JobView(BaseModel):
 
 
 def render_markdown(text: str) -> str:
-    return nh3.clean(_markdown.render(text), link_rel="noopener noreferrer")
+    return nh3.clean(_markdown.render(text), tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_URL_SCHEMES,
+                     link_rel="noopener noreferrer")  # fmt: skip
 
 
 def _ui_base(configured: str | None, port: int) -> str | None:
@@ -67,12 +81,14 @@ def _mlflow_link(base: str, result: Any) -> str | None:
 
 
 @console.get("/", doc_ui=False)
-def page() -> str:
+def page() -> Response:
     """The console page (HTML; not part of the API document)."""
     flower, mlflow = _bases()
-    return render_template(
+    response = Response(render_template(
         "console.html", flower_url=flower, mlflow_url=mlflow, not_evaluated=not_evaluated_text()
-    )
+    ))  # fmt: skip
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response
 
 
 @console.get("/console/jobs/<job_id:job_id>", tags=[console_tag], responses={200: JobView, 404: ErrorBody})
@@ -85,9 +101,7 @@ def job_view(path: JobPath) -> Response:
     view = JobView(
         job_id=job.id,
         report_html=render_markdown(markdown) if isinstance(markdown, str) else None,
-        flower_url=f"{flower}/task/{task_id(job.id, job.attempt)}"
-        if flower
-        else None,
+        flower_url=f"{flower}/task/{task_id(job.id, job.attempt)}" if flower else None,
         mlflow_url=_mlflow_link(mlflow, result) if mlflow else None,
     )
     return jsonify(view.model_dump())

@@ -16,13 +16,29 @@ def _multiproc_dir() -> Path | None:
     return Path(value) if value else None
 
 
+def check_threads(threads: int, waiting: int) -> None:
+    """Up to `waiting` requests per process block a thread each on a job (`?wait=`, charts); /health and
+    submissions need one more, or a process whose threads all wait answers nothing (its health check
+    fails and gunicorn's timeout kills it)."""
+    if threads <= waiting:
+        raise SystemExit(
+            f"gunicorn runs {threads} thread(s) per process and STOCKQ_MAX_WAITING_PER_PROCESS={waiting} of "
+            "them may wait on jobs: give each process more threads (--threads) than waiting slots"
+        )
+
+
 def on_starting(server: Any) -> None:
-    """In the master, before any worker forks: refuse an open API beyond loopback (fail closed), and
-    empty the metrics directory (a restarted container keeps it)."""
+    """In the master, before any worker forks: refuse placeholder secrets, an open API beyond loopback
+    (fail closed) and too few threads for the waiting slots; empty the metrics directory (a restarted
+    container keeps it)."""
+    from stockq import placeholders
     from stockq.settings import Settings
     from webapp.auth import check_bind
 
-    check_bind([str(address).rsplit(":", 1)[0] for address in server.cfg.bind], Settings())
+    settings = Settings()
+    placeholders.check(settings)
+    check_bind([str(address).rsplit(":", 1)[0] for address in server.cfg.bind], settings)
+    check_threads(server.cfg.threads, settings.max_waiting_per_process)
     directory = _multiproc_dir()
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)

@@ -23,6 +23,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 PREFIX = "stockq"
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _SCRAPE = "prometheus_metrics"  # the library's /metrics view: not counted, as the library does
+# The method label takes these values and "other": any client may send any token as a method (gunicorn
+# passes `QQQA /health` on), and each new label value would be a new series kept until the process exits.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 
 
 @functools.cache
@@ -57,7 +60,8 @@ def install_metrics(app: Flask) -> PrometheusMetrics:
         started = g.pop("metrics_started", None)
         if started is None or request.endpoint == _SCRAPE:
             return response
-        method, status, endpoint = request.method, str(response.status_code), _endpoint()
+        method = request.method if request.method in METHODS else "other"
+        status, endpoint = str(response.status_code), _endpoint()
         view = request.endpoint or "unmatched"
         duration.labels(method, view, status, endpoint).observe(max(time.perf_counter() - started, 0.0))
         total.labels(method, status, endpoint).inc()

@@ -36,7 +36,7 @@ def _trading_dates(raw: pd.Index, where: str) -> pd.DatetimeIndex:
     try:
         index = pd.DatetimeIndex(pd.to_datetime(raw))
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{where} has unparseable date(s): {exc}") from exc
+        raise InvalidInput(f"{where} has unparseable date(s)", detail=str(exc)) from exc
     if index.tz is not None:
         # A bar's date is the exchange's local date: converting to UTC would move Asian sessions a day back.
         index = index.tz_localize(None)
@@ -53,7 +53,8 @@ def normalize_frame(raw: pd.DataFrame, *, source: str, ticker: str, close_only: 
     Rows without a close (holidays in a joined calendar) are dropped; a close that is not a positive
     finite number is an error, since every feature divides by it or takes its log.
     """
-    where = f"{source}: data for {ticker}"
+    # The source's kind only: `csv:<directory>` names a server path, which is no client's business.
+    where = f"{source.partition(':')[0]}: data for {ticker}"
     frame = raw.copy()
     frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
     missing = [c for c in COLUMNS if c not in frame.columns and not (close_only and c != "close")]
@@ -66,7 +67,7 @@ def normalize_frame(raw: pd.DataFrame, *, source: str, ticker: str, close_only: 
     try:
         frame = frame[COLUMNS].apply(pd.to_numeric).astype("float64")
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{where} has non-numeric values: {exc}") from exc
+        raise InvalidInput(f"{where} has non-numeric values", detail=str(exc)) from exc
     dupes = frame.index[frame.index.duplicated()]
     if len(dupes):
         raise InvalidInput(f"{where} has duplicate date(s) {', '.join(str(d.date()) for d in dupes[:3])}")

@@ -22,7 +22,7 @@ def _read(path: Path) -> pd.DataFrame:
         if len(raw) >= 2 and str(raw.columns[0]) == "Price" and str(raw.iloc[0, 0]) == "Ticker":
             raw = pd.read_csv(path, skiprows=[1, 2]).rename(columns={"Price": "Date"})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InvalidInput(f"csv source: {path.name} is not readable CSV ({exc})") from exc
+        raise InvalidInput(f"csv source: {path.name} is not readable CSV", detail=str(exc)) from exc
     return raw
 
 
@@ -32,14 +32,15 @@ class CsvSource:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory).expanduser().resolve()
         if not self.directory.is_dir():
-            raise InvalidInput(f"csv source: {self.directory} is not a directory")
+            raise InvalidInput("csv source: its path is not a directory", detail=str(self.directory))
 
     def fetch(self, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
         ticker = validate_ticker(ticker)
         check_range(start, end)
         path = self.directory / f"{ticker}.csv"
         if not path.is_file():
-            raise UnknownTicker(f"no file {path.name} for {ticker} in csv source {self.directory}")
+            # The directory is the server's business: the client learns which file is missing.
+            raise UnknownTicker(f"no file {path.name} for {ticker} in the csv source")
         raw = _read(path)
         date_column = next((c for c in raw.columns if str(c).strip().lower() in {"date", "datetime"}), None)
         if date_column is None:

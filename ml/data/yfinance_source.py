@@ -56,14 +56,16 @@ class YFinanceSource:
         except YFPricesMissingError as exc:
             if start is not None:
                 return empty_frame()  # a known ticker, no trading day in the range (weekend, holiday)
-            raise UnknownTicker(f"yfinance: unknown ticker {ticker} ({exc})") from exc
+            raise UnknownTicker(f"yfinance: unknown ticker {ticker}", detail=str(exc)) from exc
         except YFTickerMissingError as exc:
-            raise UnknownTicker(f"yfinance: unknown ticker {ticker} ({exc})") from exc
+            raise UnknownTicker(f"yfinance: unknown ticker {ticker}", detail=str(exc)) from exc
         except (OSError, YFException) as exc:  # network errors, rate limits, Yahoo down
             if getattr(getattr(exc, "response", None), "status_code", None) == 404:
                 raise UnknownTicker(f"yfinance: unknown ticker {ticker} (HTTP 404)") from exc
+            # What curl or Yahoo said (addresses, proxies, response bodies) is for the log only.
             raise DataUnavailable(
-                f"yfinance: cannot fetch {ticker} from Yahoo Finance (offline or unreachable: {exc})"
+                f"yfinance: cannot fetch {ticker} from Yahoo Finance (offline or unreachable)",
+                detail=f"{type(exc).__name__}: {exc}",
             ) from exc
         if raw is None or raw.empty:
             raise DataUnavailable(f"yfinance: no data for {ticker} (Yahoo Finance returned an empty frame)")

@@ -186,8 +186,8 @@ def predict_many(
 ) -> dict[str, dict[str, Any]]:
     """Like predict for each ticker, with one forward pass per distinct model.
 
-    A ticker that fails (no features, stale, no model) gets `{"error": {code, message}}` instead of a
-    forecast, so one bad ticker does not sink the batch.
+    A ticker that fails (no features, stale, no model) gets `{"error": {code, message[, error_id]}}` (the
+    client's view of the error) instead of a forecast, so one bad ticker does not sink the batch.
     """
     if model not in MODEL_CHOICES:
         raise InvalidInput(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
