@@ -13,7 +13,8 @@ from flask.testing import FlaskClient
 from tests.conftest import flush_db, make_settings
 from tests.procs import free_port, start_redis
 from webapp import create_app
-from workers.jobs import Delivery, JobRegistry
+from workers.jobs import Delivery, JobRegistry, JobStatus
+from workers.jobs.model import Start
 
 
 @pytest.fixture()
@@ -66,16 +67,17 @@ def test_submit_answers_202_with_location_and_a_queued_record(client: FlaskClien
         ("/predict-child", {"ticker": "AAPL", "model": "best"}, "model"),
         ("/predict", {"tickers": []}, "tickers"),
         ("/predict", {"tickers": [f"T{i}" for i in range(101)]}, "tickers"),
-        ("/predict", {"tickers": ["AAPL", "MSFT", "aapl"]}, "tickers"),
+        ("/predict", {"tickers": ["AAPL", "MSFT", "AAPL"]}, "tickers"),
         ("/agent/chat", {"ticker": "AAPL", "question": "x" * 501}, "question"),
         ("/evaluate", {"tickers": []}, "tickers"),
-        ("/evaluate", {"tickers": ["AAPL", "aapl"]}, "tickers"),
+        ("/evaluate", {"tickers": ["AAPL", "AAPL"]}, "tickers"),
         ("/evaluate", {"tickers": ["../etc"]}, "tickers"),
         ("/evaluate", {"tickers": "AAPL"}, "tickers"),
         ("/evaluate", {"universe": "world"}, "universe"),
         ("/evaluate", {"first_year": 1899}, "first_year"),
         ("/evaluate", {"first_year": "2021"}, "first_year"),
-        ("/evaluate", {"first_year": 2021.0}, "first_year"),
+        ("/evaluate", {"first_year": 2021.5}, "first_year"),
+        ("/evaluate", {"first_year": True}, "first_year"),
         ("/evaluate", {"refit_months": 0}, "refit_months"),
         ("/evaluate", {"refit_months": 61}, "refit_months"),
         ("/evaluate", {"epochs": 3}, "epochs"),
@@ -101,13 +103,18 @@ def test_evaluate_answers_202_and_records_what_was_asked(client: FlaskClient) ->
     body = {"tickers": ["aapl", "brk.b"], "universe": "gspc", "first_year": 2021, "refit_months": 6}
     job = client.get(client.post("/evaluate", json=body).headers["Location"]).get_json()
     assert job["params"] == {**body, "tickers": ["AAPL", "BRK.B"]}
-    assert [j["type"] for j in client.get("/jobs?type=evaluate").get_json()["jobs"]] == ["evaluate"] * 2
+    # JSON has one number type (2021.0 is the integer 2021); a ticker in another case is the same ticker,
+    # taken once where it first appears
+    body = {"tickers": ["msft", "AAPL", "MSFT"], "universe": None, "first_year": 2021.0, "refit_months": 6.0}
+    job = client.get(client.post("/evaluate", json=body).headers["Location"]).get_json()
+    assert job["params"] == {**body, "tickers": ["MSFT", "AAPL"], "first_year": 2021, "refit_months": 6}
+    assert [j["type"] for j in client.get("/jobs?type=evaluate").get_json()["jobs"]] == ["evaluate"] * 3
 
 
 def test_a_running_evaluation_is_cancelled_between_origins(client: FlaskClient, settings) -> None:
     job_id = client.post("/evaluate", json={"first_year": 2021}).get_json()["job_id"]
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "OK"
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == Start.STARTED
     r = client.delete(f"/jobs/{job_id}")
     assert r.status_code == 202 and r.get_json()["cancel_requested"] is True
     assert jobs.cancel_requested(job_id)
@@ -126,8 +133,11 @@ def test_hostile_bodies_get_clear_4xx(client: FlaskClient) -> None:
     for body in ("null", "[1]", '"{\\"ticker\\": \\"AAPL\\"}"', "5"):
         r = client.post("/train", data=body, content_type="application/json")
         assert r.status_code == 422 and error_of(r)["message"].startswith("body: must be a JSON object"), body
-    for epochs in ("5", 5.0, True):
+    for epochs in ("5", 5.5, True):
         assert client.post("/train", json={"ticker": "AAPL", "epochs": epochs}).status_code == 422
+    accepted = client.post("/train", json={"ticker": "AAPL", "epochs": 5.0})  # JSON's 5.0 is the integer 5
+    assert accepted.status_code == 202
+    assert client.get(accepted.headers["Location"]).get_json()["params"]["epochs"] == 5
     r = client.post("/train", json={"ticker": "AAPL"}, headers={"Authorization": "Bearer kéy"})
     assert r.status_code == 202  # auth is off here; the header is simply ignored
     r = client.put("/train", json={"ticker": "AAPL"})
@@ -136,7 +146,8 @@ def test_hostile_bodies_get_clear_4xx(client: FlaskClient) -> None:
     assert r.status_code == 405
     r = client.post("/predict", json={"tickers": ["A"] * 13_000})
     assert r.status_code == 422 and "tickers" in error_of(r)["message"]
-    assert client.get("/jobs?status=&type=&limit=").status_code == 200
+    # empty filters are values the schema refuses (an enum, an integer), not "no filter"
+    assert client.get("/jobs?status=&type=&limit=").status_code == 422
 
 
 def test_chunked_body_over_the_limit_is_413_not_truncated(settings) -> None:
@@ -200,14 +211,14 @@ def test_cancel_queued_job_then_finished_job_is_409(client: FlaskClient, setting
     assert r.status_code == 409 and error_of(r)["code"] == "job_finished"
     # a worker that picks the message up later must not run it
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "cancelled"
-    assert jobs.get(job_id)["status"] == "cancelled"
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == Start.FINISHED
+    assert jobs.get(job_id).status == JobStatus.CANCELLED
 
 
 def test_cancel_running_job_sets_the_flag_and_answers_202(client: FlaskClient, settings) -> None:
     job_id = client.post("/train", json={"ticker": "AAPL"}).get_json()["job_id"]
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "OK"
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == Start.STARTED
     r = client.delete(f"/jobs/{job_id}")
     assert r.status_code == 202
     assert r.get_json()["cancel_requested"] is True
@@ -217,10 +228,10 @@ def test_cancel_running_job_sets_the_flag_and_answers_202(client: FlaskClient, s
 def test_a_running_ping_is_not_cancellable(client: FlaskClient, settings) -> None:
     job_id = client.post("/jobs/ping").get_json()["job_id"]
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "OK"
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == Start.STARTED
     r = client.delete(f"/jobs/{job_id}")
     assert r.status_code == 409 and error_of(r)["code"] == "not_cancellable"
-    assert jobs.get(job_id)["cancel_requested"] is False
+    assert jobs.get(job_id).cancel_requested is False
 
 
 def test_retry_only_failed_or_cancelled_jobs_under_the_same_id(client: FlaskClient, settings) -> None:
@@ -234,8 +245,8 @@ def test_retry_only_failed_or_cancelled_jobs_under_the_same_id(client: FlaskClie
     assert job["status"] == "queued" and job["attempt"] == 2 and job["lost"] == 0 and job["error"] is None
     # the new attempt is the one a worker may start; the first delivery is stale now
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == "stale"
-    assert jobs.start(Delivery(job_id, 2), "w@h", 30) == "OK"
+    assert jobs.start(Delivery(job_id, 1), "w@h", 30) == Start.STALE
+    assert jobs.start(Delivery(job_id, 2), "w@h", 30) == Start.STARTED
     assert client.post(f"/jobs/{'0' * 32}/retry").status_code == 404
 
 

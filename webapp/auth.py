@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from flask import Flask, g, request
 
+from stockq.placeholders import is_placeholder
 from stockq.settings import Settings
 from webapp.errors import ApiError
 
@@ -24,7 +25,6 @@ PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/openapi.json"}
 PUBLIC_PREFIXES = ("/docs", "/static/")
 MIN_KEY_LENGTH = 16
 # Values shipped in examples and docs (compose/.env.example, the k8s Secret): never accepted as keys.
-PLACEHOLDER_MARKS = ("change-me", "changeme", "replace-me", "example", "placeholder")
 # A tenant's name is its jobs' owner. Never '@' (the internal owners, workers/jobs/keys.SCHEDULER_OWNER),
 # ':' or '|' (separators of the registry's key names and index entries): a tenant can only ever name its own
 # keys under stockq:tenant:<name>:, whatever it is called.
@@ -54,7 +54,7 @@ def parse_keys(raw: str, *, admin: bool, variable: str) -> dict[bytes, Tenant]:
             name, secret = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8], entry
         if not _NAME.match(name):
             raise AuthConfigError(f"{variable} entry {n}: tenant name must be 1-64 of [A-Za-z0-9_.-]")
-        if len(secret) < MIN_KEY_LENGTH or any(mark in secret.lower() for mark in PLACEHOLDER_MARKS):
+        if len(secret) < MIN_KEY_LENGTH or is_placeholder(secret):
             raise AuthConfigError(
                 f"{variable} entry {n} ({name}): the key is a placeholder or shorter than {MIN_KEY_LENGTH} "
                 "characters; generate one: python -c 'import secrets; print(secrets.token_urlsafe(24))'"

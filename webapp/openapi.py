@@ -28,7 +28,8 @@ DESCRIPTIONS = {
     415: "The body is not `application/json`.",
     422: "A parameter or the body fails validation; the message names each field.",
     429: "Over this tenant's rate limit for the endpoint class, or its in-flight cap (`Retry-After`).",
-    503: "Redis (the job broker) is unreachable.",
+    503: "Redis (the job registry) or the broker is unreachable (`broker_unavailable`) or full"
+    " (`broker_full`): retry after `Retry-After` seconds.",
 }
 METRICS = {
     "get": {

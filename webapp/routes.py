@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
@@ -14,6 +15,7 @@ from webapp.auth import current_tenant
 from webapp.errors import ApiError
 from webapp.ratelimit import client_key
 from webapp.schemas import (
+    CURSOR_PATTERN,
     AgentRequest,
     BatchPredictRequest,
     ChartPath,
@@ -174,7 +176,7 @@ def get_status(path: JobPath) -> Response:
     return jsonify(_shown(_visible_job(path.job_id)))
 
 
-@api.get("/jobs", tags=[jobs_tag], responses={200: JobList})
+@api.get("/jobs", tags=[jobs_tag], responses={200: JobList, 400: ErrorBody})
 def list_jobs(query: JobsQuery) -> Response:
     """The caller's jobs, newest first, a page at a time (`next_cursor` fetches the next). Admins see
     every tenant's and may filter by `owner`. A result kept on the cache (a batch forecast) is listed as
@@ -191,11 +193,9 @@ def list_jobs(query: JobsQuery) -> Response:
 
 
 def _cursor(raw: str | None) -> float | None:
-    try:
-        cursor = None if raw is None else float(raw)
-    except ValueError:
-        cursor = math.nan
-    if cursor is not None and not math.isfinite(cursor):
+    if raw is None:
+        return None
+    if not re.fullmatch(CURSOR_PATTERN, raw) or not math.isfinite(cursor := float(raw)):
         raise ApiError(400, "invalid_cursor", "cursor: pass the next_cursor of the previous page")
     return cursor
 

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ml.tickers import validate_ticker
 from workers.jobs.model import AttemptOutcome, JobStatus
@@ -36,6 +36,7 @@ class _JobTypesEnum:
 JobType = Annotated[str, AfterValidator(_job_type), _JobTypesEnum()]
 Universe = Literal["panel", "gspc"]
 MAX_BATCH = 100
+CURSOR_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 # validate_ticker's rule as the API takes it (either case, upper-cased on the way in; never a leading dot),
 # published in the schema: a generated client or a fuzzer knows exactly what is accepted.
 TICKER_PATTERN = r"^[A-Za-z0-9^=-][A-Za-z0-9^.=-]{0,11}$"
@@ -152,17 +153,13 @@ class JobsQuery(BaseModel):
     status: JobStatus | None = None
     type: JobType | None = None
     limit: int = Field(50, ge=1, le=200)
-    # Text, read by the route: a cursor that is no finite number is a bad request (400), not a schema error.
-    cursor: str | None = Field(None, max_length=40, description="`next_cursor` of the previous page.")
+    # Text read by the route (the document gives its pattern): a cursor that is no finite number is a bad
+    # request (400 invalid_cursor), never a 5xx.
+    cursor: str | None = Field(
+        None, max_length=40, json_schema_extra={"pattern": CURSOR_PATTERN},
+        description="`next_cursor` of the previous page.",
+    )  # fmt: skip
     owner: str | None = Field(None, max_length=64, description="Admins only: one tenant's jobs.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_absent(cls, values: Any) -> Any:
-        """`?status=&limit=` means no filter, as a form would send it."""
-        if isinstance(values, dict):
-            return {k: v for k, v in values.items() if v not in ("", None)}
-        return values
 
 
 class JobPath(BaseModel):

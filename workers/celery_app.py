@@ -11,7 +11,6 @@ from workers.jobs.specs import MAX_PRIORITY, task_priorities, task_routes
 QUEUES = ("training", "inference", "agent", "ingest")
 
 
-
 def queue_of(task: str) -> str:
     """The queue of a task, from the table of job types (workers/jobs/specs.py). Training and evaluation (a
     refit per origin) can run on GPU workers; the agent queue runs one process per embedded Qdrant path;

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from celery import current_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ml.errors import Cancelled, Paused, StockqError
+from ml.errors import Cancelled, Paused, StockqError, new_error_id
 from workers import logs, preemption
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.dispatch import publish, publish_record
@@ -253,7 +252,7 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
     except Paused:
         return "paused", None
     except StockqError as exc:
-        return JobStatus.FAILED, {"code": exc.code, "message": exc.message}
+        return JobStatus.FAILED, exc.to_dict()  # the client's message (and the error_id of its detail)
     except SoftTimeLimitExceeded:
         return JobStatus.FAILED, {"code": "timeout", "message": "the job ran past its time limit"}
     except redis.RedisError as exc:
@@ -262,7 +261,7 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
         raise Reject(f"job {ctx.job_id}: Redis failed under the work ({exc})", requeue=True) from exc
     except Exception:
         # The client gets an id to quote; the exception text and traceback stay in this log.
-        error_id = uuid.uuid4().hex[:12]
+        error_id = new_error_id()
         log.exception("job %s failed (error_id %s)", ctx.job_id, error_id)
         message = f"the job failed on an internal error (error_id {error_id})"
         return JobStatus.FAILED, {"code": "internal_error", "message": message, "error_id": error_id}

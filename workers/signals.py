@@ -15,6 +15,7 @@ from celery.signals import (
     task_failure,
     task_prerun,
     task_received,
+    worker_init,
     worker_process_init,
     worker_ready,
     worker_shutdown,
@@ -42,6 +43,15 @@ def _logging(loglevel: Any = None, **_: Any) -> None:
     from workers import settings
 
     logs.configure(settings.log_format, loglevel or logging.INFO)
+
+
+@worker_init.connect
+def _refuse_placeholder_secrets(**_: Any) -> None:
+    """A worker never starts while a secret is a documented placeholder (stockq/placeholders.py)."""
+    from stockq.placeholders import check
+    from workers import settings
+
+    check(settings)
 
 
 @worker_process_init.connect

@@ -55,7 +55,7 @@ def up(log_format: str | None, mlflow_ui: bool, beat: bool, out: Output) -> None
 
     if log_format:
         os.environ["STOCKQ_LOG_FORMAT"] = log_format  # the children read it too
-    settings = Settings()
+    settings = _checked(Settings())
     # The supervisor says on stderr which child died, when it comes back and which one it gave up on.
     logs.configure(settings.log_format)
     stack = Stack(settings, settings.var_path / "logs", mlflow_ui=mlflow_ui, beat=beat)
@@ -281,10 +281,21 @@ def exporter(host: str, port: int | None) -> None:
     from workers.exporter import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = _checked(Settings())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     amqp = settings.broker if settings.broker_is_amqp else None
     serve(settings.redis_url, settings.tracking_uri, host, port or settings.exporter_port, amqp_url=amqp)
+
+
+def _checked(settings: Settings) -> Settings:
+    """No process starts while a secret is a documented placeholder (stockq/placeholders.py)."""
+    from stockq.placeholders import PlaceholderSecret, check
+
+    try:
+        check(settings)
+    except PlaceholderSecret as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ page reads only its own index and the exporter counts with ZCARD. The scripts al
 the record's id, owner and type: they assume one Redis server, not a cluster.
 """
 
-# Shared by every script. `set_status` moves the job between the status indexes; `log_attempt` appends
-# to the record's attempts log (the one place that writes it); `finish` is the bookkeeping of a final
-# state (in-flight set, lease, queue and outbox entries, the done-list a long poll waits on).
+# Shared by every script (registry.py prepends it to each). `set_status` moves the job between the status
+# indexes; `log_attempt` appends to the record's attempts log (the one place that writes it); `finish` is
+# the bookkeeping of a final state (in-flight set, lease, queue and outbox entries, the done-list a long
+# poll waits on).
 PRELUDE = """
 local function now()
   local t = redis.call('TIME')
@@ -105,7 +106,7 @@ end
 # made only when the change applies ([hash, field, amount, 'float' or ''], workers/counters.py). A final
 # state gets its finished_at (Redis time) and the final bookkeeping. Returns 'applied', 'stale',
 # 'refused' or 'missing'.
-TRANSITION = PRELUDE + """
+TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if fenced(KEYS[1], ARGV[4]) then return 'stale' end
@@ -129,7 +130,7 @@ return 'applied'
 # ARGV[4] '1' when a late cancel keeps a success (the work recorded its result elsewhere), ARGV[5] json
 # {kind: counter increments}. A success whose cancel was requested meanwhile ends cancelled. Returns the
 # kind recorded, or 'stale', 'refused', 'missing'.
-FINISH = PRELUDE + """
+FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if fenced(KEYS[1], ARGV[1]) then return 'stale' end
@@ -153,7 +154,7 @@ return kind
 # A cancel, decided and applied in one step. KEYS[1] job hash; ARGV[1] comma list of the types that can
 # stop while running. Returns 'cancelled' (was queued), 'cancelling' (running: stops at its next stage
 # boundary; a requeue before that ends it cancelled), 'not_cancellable', 'finished' or 'missing'.
-CANCEL = PRELUDE + """
+CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status == 'queued' then
@@ -179,7 +180,7 @@ return 'not_cancellable'
 # KEYS[1] job hash; ARGV[1] delivered attempt, ARGV[2] worker, ARGV[3] lease seconds. Only a queued job
 # whose attempt is the delivered one starts: {'started', owner}; else why not ('stale', 'missing',
 # 'running' or 'finished').
-START = PRELUDE + """
+START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if fenced(KEYS[1], ARGV[1]) then return 'stale' end
@@ -195,7 +196,7 @@ return {'started', redis.call('HGET', KEYS[1], 'owner') or ''}
 """
 
 # KEYS[1] job hash; ARGV[1] attempt, ARGV[2] lease seconds. 1 when renewed, 0 when not this attempt's.
-RENEW = PRELUDE + """
+RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then return 0 end
 local expires = now() + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lease_expires_at', expires)
@@ -205,7 +206,7 @@ return 1
 
 # KEYS[1] job hash; ARGV[1] attempt ('' = any), then field, value pairs. Progress lands only on the
 # running attempt: never on a finished job, nor on an expired one (which would come back hollow).
-SET_IF_RUNNING = PRELUDE + """
+SET_IF_RUNNING = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
@@ -214,7 +215,7 @@ return 1
 # A stage boundary of the running attempt. KEYS[1] job hash; ARGV[1] attempt, ARGV[2] stage. Returns 2
 # when a cancel was requested (the job stops here, whichever attempt asks), else 1 when the stage was set
 # or 0 when this attempt no longer runs the job.
-STAGE = PRELUDE + """
+STAGE = """
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'stage', ARGV[2])
@@ -228,7 +229,7 @@ return 1
 # ARGV[7] '1' to require an expired lease (the reaper). A job whose cancel was requested ends cancelled
 # instead. Returns {'requeued', attempt} (published through the outbox), 'failed' (dead-lettered),
 # 'cancelled', or 'not_owner'.
-REQUEUE = PRELUDE + """
+REQUEUE = """
 local id = id_of(KEYS[1])
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then
   redis.call('ZREM', 'stockq:leases', id)
@@ -273,7 +274,7 @@ return {'requeued', attempt}
 # A failed or cancelled job queued again under the same id: its losses reset, its attempt number (the
 # fencing token) still grows, and it counts against its owner's in-flight cap again. KEYS[1] job hash;
 # ARGV[1] the owner's in-flight cap. Returns {'queued', attempt}, 'busy', 'missing' or the status.
-RETRY = PRELUDE + """
+RETRY = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status ~= 'failed' and status ~= 'cancelled' then return status end
@@ -308,7 +309,7 @@ return {'queued', attempt}
 # HGETALL}: 'OK'; 'limited' (over a window's budget: nothing else done); 'busy' (the owner already has
 # `cap` unfinished jobs); 'reused' (the key was claimed with another fingerprint); 'existing' (the key's
 # job). A claim whose job expired is free again.
-CREATE = PRELUDE + """
+CREATE = """
 local t = now()
 local windows = tonumber(ARGV[8])
 local counts, limited = {}, false
@@ -362,7 +363,7 @@ return {'OK', counts, tostring(t)}
 # A queued job whose message was lost on its way (taken by a worker that died before starting it, or
 # gone with it): published again as attempt + 1, not counted against the job. KEYS[1] job hash; ARGV[1]
 # attempt, ARGV[2] who held it ('' = nobody: the message vanished). Returns the attempt, or false.
-REPUBLISH = PRELUDE + """
+REPUBLISH = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' or fenced(KEYS[1], ARGV[1]) then return false end
 local t = now()
 log_attempt(KEYS[1], ARGV[1], ARGV[2], 0, t, 'message_lost')
@@ -379,7 +380,7 @@ return tostring(attempt)
 # or the broker refused it), with the record's current status and attempt. KEYS: none; ARGV[1] due
 # before (Redis time minus the grace, computed here), ARGV[2] limit. Entries of a job that moved on are
 # dropped. Returns a flat list of id, attempt pairs to publish again.
-OUTBOX_DUE = PRELUDE + """
+OUTBOX_DUE = """
 local due = {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', 'stockq:outbox', '-inf', now() - tonumber(ARGV[1]),
                                    'LIMIT', 0, tonumber(ARGV[2]))) do
@@ -399,7 +400,7 @@ return due
 
 # Index entries of records that expired, trimmed (up to ARGV[1] of them): CREATE trims 100 per submission;
 # the reaper and the exporter call this so that counts follow expiries when nothing is submitted.
-TRIM = PRELUDE + """
+TRIM = """
 return trim_expired(now(), tonumber(ARGV[1]))
 """
 

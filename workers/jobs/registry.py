@@ -81,7 +81,7 @@ class JobRegistry:
         self.r = client
         self.retention_s = retention_s
         self._scripts = {
-            name: client.register_script(getattr(lua, name))
+            name: client.register_script(lua.PRELUDE + getattr(lua, name))
             for name in ("CREATE", "TRANSITION", "FINISH", "CANCEL", "START", "STAGE", "RENEW",
                          "SET_IF_RUNNING", "REQUEUE", "RETRY", "REPUBLISH", "OUTBOX_DUE", "TRIM",
                          "RECEIVED")
@@ -326,8 +326,8 @@ class JobRegistry:
         res = self._run("REQUEUE", keys.job(delivery.job_id), args)
         if isinstance(res, list):
             return Requeue(RequeueOutcome.REQUEUED, int(res[1]))
-        return Requeue({"failed": RequeueOutcome.DEAD_LETTERED, "cancelled": RequeueOutcome.CANCELLED}.get(
-            _text(res) or "", RequeueOutcome.NOT_OWNER))
+        ended = {"failed": RequeueOutcome.DEAD_LETTERED, "cancelled": RequeueOutcome.CANCELLED}
+        return Requeue(ended.get(_text(res) or "", RequeueOutcome.NOT_OWNER))
 
     def queued_before(self, cutoff: float, limit: int = 100) -> list[str]:
         found = self.r.zrangebyscore(keys.QUEUED, "-inf", cutoff, start=0, num=limit)
