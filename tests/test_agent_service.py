@@ -19,6 +19,7 @@ from agent.embeddings import embed
 from agent.llm import LLMError
 from agent.numbers import CONFIDENCE_FLOOR, performance_facts
 from agent.prompts import PERFORMANCE_ANALYST, REPORT_GENERATOR
+from agent.report import question_line
 from agent.service import AnalystService
 from agent.state import ReportDraft
 from ml.errors import InvalidInput, InvalidTicker
@@ -130,7 +131,11 @@ def test_a_paraphrase_is_served_from_the_cache(make_service: Any) -> None:
     assert stages == ["forecast", "cache_lookup"]
     assert hit["cached"] is True and set(hit) == set(miss)
     assert hit["question"] == "Forecast AAPL for the coming seven days"
-    assert {**hit, "cached": False, "question": miss["question"]} == miss
+    # the cached report, its question line saying the question asked (never another's question)
+    asked = miss["report_markdown"].replace(question_line(miss["question"]), question_line(hit["question"]))
+    assert hit["report_markdown"] == asked != miss["report_markdown"]
+    same = {"cached": False, "question": miss["question"], "report_markdown": miss["report_markdown"]}
+    assert {**hit, **same} == miss
     assert service.analyze("AAPL", "What does the news say about AAPL?")["cached"] is False
     assert service.analyze("MSFT", "What is the 7-day forecast for MSFT?")["cached"] is False
 

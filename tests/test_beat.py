@@ -23,8 +23,9 @@ from tests.conftest import make_settings
 from tests.procs import Proc, free_port, settings_env, start_redis, start_worker, wait_until
 from workers.celery_app import create_celery
 from workers.dispatch import publish
-from workers.jobs import JobRegistry
-from workers.jobs.keys import owner_index
+from workers.jobs import JobRegistry, JobStatus
+from workers.jobs.keys import SCHEDULER_OWNER, owner_index
+from workers.jobs.model import CancelOutcome
 from workers.runtime import Runtime
 from workers.scheduled import (
     EVALUATE_PARAMS,
@@ -128,10 +129,10 @@ def test_two_beats_schedule_each_run_once(tmp_path: Path, private_redis: int) ->
         assert len(records) == sum(sends)
         for record in records:
             assert record is not None
-            assert (record["type"], record["owner"], record["status"]) == ("ingest", OWNER, "queued")
-            assert record["params"] == {"tickers": ["^GSPC"]} and record["attempt"] == 1
+            assert (record.type, record.owner, record.status) == ("ingest", OWNER, JobStatus.QUEUED)
+            assert record.params == {"tickers": ["^GSPC"]} and record.attempt == 1
         messages = [json.loads(raw) for raw in client.lrange("ingest", 0, -1)]
-        assert sorted(m["headers"]["id"] for m in messages) == sorted(r["id"] for r in records)
+        assert sorted(m["headers"]["id"] for m in messages) == sorted(r.id for r in records)
         assert {m["headers"]["task"] for m in messages} == {"stockq.ingest"}
     finally:
         worker.stop()
@@ -145,10 +146,11 @@ def test_one_scheduled_evaluation_at_a_time(tmp_path: Path, private_redis: int) 
     assert schedule_evaluation(rt, celery) == []  # still queued
     record = rt.jobs.get(first)
     assert record is not None
-    assert (record["type"], record["owner"], record["params"]) == ("evaluate", OWNER, EVALUATE_PARAMS)
+    # the scheduler's jobs are owned by an internal name no tenant can have
+    assert (record.type, record.owner, record.params) == ("evaluate", SCHEDULER_OWNER, EVALUATE_PARAMS)
     (message,) = [json.loads(m) for m in rt.redis.lrange("training", 0, -1)]
     assert (message["headers"]["id"], message["headers"]["task"]) == (first, "stockq.evaluate")
-    assert rt.jobs.mark_cancelled(first)  # finished: the next night evaluates again
+    assert rt.jobs.cancel(first) == CancelOutcome.CANCELLED  # finished: the next night evaluates again
     (second,) = schedule_evaluation(rt, celery)
     assert second != first
 
@@ -164,13 +166,13 @@ def test_oneshot_worker_runs_one_task_and_exits(tmp_path: Path, private_redis: i
         ids = []
         for _ in range(2):
             job = jobs.create("ping", {}, "stockq.ping", owner="t")
-            publish(publisher, job["id"], "stockq.ping", 1)
-            ids.append(job["id"])
+            publish(publisher, jobs, job.id, "stockq.ping", 1)
+            ids.append(job.id)
         assert worker.p.wait(120) == 0, worker.tail()
     finally:
         worker.stop()
-    statuses = sorted(jobs.get(i)["status"] for i in ids)  # type: ignore[index]
-    assert statuses == ["queued", "succeeded"]
+    statuses = sorted(jobs.get(i).status for i in ids)  # type: ignore[union-attr]
+    assert statuses == [JobStatus.QUEUED, JobStatus.SUCCEEDED]
     # The message it did not take is still waiting for the next pod, not held unacked by a dead one.
     assert client.llen("inference") == 1 and client.hlen("unacked") == 0
 
@@ -213,10 +215,10 @@ def test_planners_submit_scheduler_jobs(
     assert schedule_retrains(rt, celery) == []  # AAPL's retrain is still queued
     (ingest,) = schedule_ingests(rt, celery)
     records = {job_id: rt.jobs.get(job_id) for job_id in (retrain, ingest)}
-    assert records[retrain]["params"] == {"ticker": "AAPL", "strategy": "fine_tune", "epochs": None}
-    assert records[ingest]["params"] == {"tickers": ["^GSPC", "AAPL", "MSFT"]}
+    assert records[retrain].params == {"ticker": "AAPL", "strategy": "fine_tune", "epochs": None}
+    assert records[ingest].params == {"tickers": ["^GSPC", "AAPL", "MSFT"]}
     for record in records.values():
-        assert record["owner"] == OWNER and record["status"] == "queued" and record["attempt"] == 1
+        assert record.owner == OWNER and record.status == JobStatus.QUEUED and record.attempt == 1
     broker = redis.Redis.from_url(settings.redis_url)
     queued = {
         q: [json.loads(m)["headers"]["id"] for m in broker.lrange(q, 0, -1)] for q in ("training", "ingest")

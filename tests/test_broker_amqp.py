@@ -21,7 +21,7 @@ from workers.broker_amqp import queue_depths
 from workers.celery_app import DEAD_LETTER_QUEUE, QUEUES, create_celery
 from workers.exporter import BackendCollector
 from workers.exporter_sources import WorkerLiveness
-from workers.jobs import JobRegistry
+from workers.jobs import JobRegistry, JobStatus
 from workers.jobs.keys import DEAD_LETTER
 
 pytestmark = [
@@ -88,11 +88,12 @@ def test_queue_depths_are_read_from_rabbitmq(env: dict) -> None:
 def test_a_message_never_acked_is_dead_lettered_and_its_job_failed(env: dict) -> None:
     jobs, r = env["jobs"], env["redis"]
     job = jobs.create("ping", {}, "stockq.test.refused", task_kwargs={})
-    env["celery"].send_task("stockq.test.refused", args=[job["id"]], kwargs={"attempt": 1},
-                            queue="ingest", task_id=job["id"])  # fmt: skip
-    failed = wait_until(lambda: (j := jobs.get(job["id"]))["status"] == "failed" and j, 120, "dead letter")
-    assert failed["error"]["code"] == "worker_lost" and DEAD_LETTER_QUEUE in failed["error"]["message"]
-    assert r.zscore(DEAD_LETTER, job["id"]) is not None
+    env["celery"].send_task("stockq.test.refused", args=[job.id], kwargs={"attempt": 1},
+                            queue="ingest", task_id=job.id)  # fmt: skip
+    jobs.published(job.id, 1)  # the broker took it (what workers/dispatch.py records)
+    failed = wait_until(lambda: (j := jobs.get(job.id)).status == JobStatus.FAILED and j, 120, "dead letter")
+    assert failed.error["code"] == "worker_lost" and DEAD_LETTER_QUEUE in failed.error["message"]
+    assert r.zscore(DEAD_LETTER, job.id) is not None
     # Drained: acknowledged once recorded, nothing left behind in the dead-letter queue.
     with Connection(env["settings"].broker) as conn:
         left = conn.default_channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).message_count

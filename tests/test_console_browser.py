@@ -99,15 +99,15 @@ def test_a_job_s_view_renders_its_report_links_flower_and_mlflow_and_is_the_owne
         jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
         job = jobs.create("analyze", {"ticker": "AAPL"}, "stockq.analyze", owner="alice")
         report = "## AAPL\n\n**neutral** <script>alert(1)</script>"
-        assert jobs.succeed(job["job_id"], {"report_markdown": report, "stance": "neutral"}, attempt=1)
+        assert jobs.succeed(job.id, {"report_markdown": report, "stance": "neutral"}, attempt=1)
         client = create_app(settings).test_client()
-        view = client.get(f"/console/jobs/{job['job_id']}", headers={"Authorization": f"Bearer {A}"})
+        view = client.get(f"/console/jobs/{job.id}", headers={"Authorization": f"Bearer {A}"})
         assert view.status_code == 200, view.get_json()
         body = view.get_json()
         assert body["report_html"].startswith("<h2>AAPL</h2>") and "<script" not in body["report_html"]
-        assert body["flower_url"] == f"https://flower.example.org/task/{job['job_id']}"
+        assert body["flower_url"] == f"https://flower.example.org/task/{job.id}"
         assert body["mlflow_url"] is None  # configured empty: no link
-        other = client.get(f"/console/jobs/{job['job_id']}", headers={"Authorization": f"Bearer {B}"})
+        other = client.get(f"/console/jobs/{job.id}", headers={"Authorization": f"Bearer {B}"})
         assert other.status_code == 404 and other.get_json()["error"]["code"] == "job_not_found"
     finally:
         redis_proc.stop()

@@ -9,8 +9,9 @@ import pytest
 import redis
 
 from tests.conftest import REDIS_BASE, flush_db
-from workers.jobs import Delivery, JobRegistry
-from workers.jobs.keys import DEAD_LETTER, LEASES
+from workers.jobs import Delivery, JobRegistry, JobStatus
+from workers.jobs.keys import DEAD_LETTER, LEASES, QUEUED
+from workers.jobs.model import Requeue, RequeueOutcome, Retry, RetryOutcome, Start
 from workers.leases import LeaseKeeper, Reaper
 
 
@@ -23,28 +24,31 @@ def client() -> Iterator[redis.Redis]:
 
 
 def _job(jobs: JobRegistry) -> str:
-    return jobs.create("train", {"ticker": "AAPL", "strategy": "freeze", "epochs": 2}, "stockq.train")["id"]
+    return jobs.create("train", {"ticker": "AAPL", "strategy": "freeze", "epochs": 2}, "stockq.train").id
 
 
 def test_only_the_current_attempt_starts_reports_and_finishes(client: redis.Redis) -> None:
     jobs = JobRegistry(client, 600)
     job_id = _job(jobs)
     first = Delivery(job_id, 1)
-    assert jobs.start(Delivery(job_id, 2), "w1", 30) == "stale"
-    assert jobs.start(first, "w1", 30) == "OK"
-    assert jobs.start(first, "w2", 30) == "running"  # a redelivery of the running attempt does not start
+    assert jobs.start(Delivery(job_id, 2), "w1", 30) == Start.STALE
+    assert jobs.start(first, "w1", 30) == Start.STARTED
+    assert jobs.start(first, "w2", 30) == Start.RUNNING  # a redelivery of the running attempt does not start
     assert jobs.set_fields(first, progress={"epoch": 1})
-    assert jobs.requeue(first, outcome="worker_lost", lost=True, max_lost=3, stage="requeued") == 2
+    assert jobs.requeue(first, outcome="worker_lost", lost=True, max_lost=3, stage="requeued") == Requeue(
+        RequeueOutcome.REQUEUED, 2
+    )
     # the zombie of attempt 1 changes nothing any more
     assert not jobs.set_fields(first, progress={"epoch": 9})
     assert not jobs.renew(first, 30)
     assert jobs.succeed(job_id, {"v": 1}, attempt=1) is False
     second = Delivery(job_id, 2)
-    assert jobs.start(second, "w2", 30) == "OK"
+    assert jobs.start(second, "w2", 30) == Start.STARTED
     assert jobs.succeed(job_id, {"v": 2}, attempt=2) is True
     job = jobs.get(job_id)
-    assert job["status"] == "succeeded" and job["result"] == {"v": 2} and job["progress"] == {"epoch": 1}
-    assert [(a["attempt"], a["worker"], a["outcome"]) for a in job["attempts"]] == [
+    assert job is not None
+    assert job.status == JobStatus.SUCCEEDED and job.result == {"v": 2} and job.progress == {"epoch": 1}
+    assert [(a["attempt"], a["worker"], a["outcome"]) for a in job.attempts] == [
         (1, "w1", "worker_lost"),
         (2, "w2", "succeeded"),
     ]
@@ -55,36 +59,37 @@ def test_reaper_requeues_an_expired_lease_and_dead_letters_after_max_attempts(cl
     jobs = JobRegistry(client, 600)
     job_id = _job(jobs)
     published: list[tuple[str, int]] = []
-    reaper = Reaper(client, jobs, lambda job, a: published.append((job["task"], a)), lease_s=30, max_lost=3,
+    reaper = Reaper(client, jobs, lambda job, a: published.append((job.task, a)), lease_s=30, max_lost=3,
                     name="r1")  # fmt: skip
     for attempt in (1, 2, 3):
-        assert jobs.start(Delivery(job_id, attempt), f"w{attempt}", 0.05) == "OK"
+        assert jobs.start(Delivery(job_id, attempt), f"w{attempt}", 0.05) == Start.STARTED
         assert reaper.reap_once() == 0 or attempt > 1  # not expired yet
         time.sleep(0.1)
         assert reaper.reap_once() == 1
     assert published == [("stockq.train", 2), ("stockq.train", 3)]
     job = jobs.get(job_id)
-    assert job["status"] == "failed" and job["error"]["code"] == "worker_lost" and job["lost"] == 3
-    assert [a["worker"] for a in job["attempts"]] == ["w1", "w2", "w3"]
+    assert job is not None and job.error is not None
+    assert job.status == JobStatus.FAILED and job.error["code"] == "worker_lost" and job.lost == 3
+    assert [a["worker"] for a in job.attempts] == ["w1", "w2", "w3"]
     assert client.zscore(DEAD_LETTER, job_id) is not None
     # retried: same id, losses reset, off the dead-letter list, a new fencing token
-    assert jobs.retry(job_id) == 4
+    assert jobs.retry(job_id) == Retry(RetryOutcome.QUEUED, 4)
     job = jobs.get(job_id)
-    assert (job["status"], job["lost"], job["attempt"]) == ("queued", 0, 4)
+    assert job is not None and (job.status, job.lost, job.attempt) == (JobStatus.QUEUED, 0, 4)
     assert client.zscore(DEAD_LETTER, job_id) is None
-    assert jobs.retry(job_id) == "queued"
+    assert jobs.retry(job_id) == Retry(RetryOutcome.NOT_RETRYABLE, status=JobStatus.QUEUED)
 
 
 def test_a_renewed_lease_is_not_reaped_and_a_lost_one_stops_the_holder(client: redis.Redis) -> None:
     jobs = JobRegistry(client, 600)
     job_id = _job(jobs)
     delivery = Delivery(job_id, 1)
-    assert jobs.start(delivery, "w1", 0.6) == "OK"
+    assert jobs.start(delivery, "w1", 0.6) == Start.STARTED
     keeper = LeaseKeeper(jobs, 0.6)  # renews every 0.2 s
     reaper = Reaper(client, jobs, lambda *_: None, lease_s=30, max_lost=3, name="r1")
     with keeper.hold(delivery):
         time.sleep(1.5)
-        assert reaper.reap_once() == 0 and jobs.get(job_id)["status"] == "running"
+        assert reaper.reap_once() == 0 and jobs.get(job_id).status == JobStatus.RUNNING
         assert not keeper.lost.is_set()
         # another attempt took the job over (as the reaper would after a pause): the holder learns it
         client.hset(jobs.key(job_id), "attempt", 2)
@@ -112,7 +117,7 @@ def test_the_final_write_outlasts_a_redis_restart(tmp_path) -> None:
     client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
     jobs = JobRegistry(client, 600)
     job_id = _job(jobs)
-    assert jobs.start(Delivery(job_id, 1), "w1", 30) == "OK"
+    assert jobs.start(Delivery(job_id, 1), "w1", 30) == Start.STARTED
     time.sleep(1.2)  # fsync every second
     server.kill()
     restarted: list = []
@@ -120,7 +125,7 @@ def test_the_final_write_outlasts_a_redis_restart(tmp_path) -> None:
     timer.start()
     try:
         assert _durable(jobs.succeed)(job_id, {"ok": True}, 1) is True
-        assert jobs.get(job_id)["status"] == "succeeded"
+        assert jobs.get(job_id).status == JobStatus.SUCCEEDED
     finally:
         timer.join()
         for proc in restarted:
@@ -144,16 +149,16 @@ def test_a_queued_job_whose_message_was_lost_is_published_again(client: redis.Re
     client.set("stockq:worker-child-ready:1", 1)
     Heartbeat(client, "alive@host", ["training"], "stockq:worker-child-ready:1").stamp()
     published: list[tuple[str, int]] = []
-    reaper = Reaper(client, jobs, lambda job, a: published.append((job["id"], a)), lease_s=5, max_lost=3,
+    reaper = Reaper(client, jobs, lambda job, a: published.append((job.id, a)), lease_s=5, max_lost=3,
                     name="r1", held=lambda: held_task_ids(client, QUEUES))  # fmt: skip
     assert reaper.recover_queued() == 0  # younger than the grace: their messages may be on their way
-    client.zadd("stockq:queued", {j: 0 for j in (vanished, held_by_dead, waiting, held_by_live)})
+    client.zadd(QUEUED, {j: 0 for j in (vanished, held_by_dead, waiting, held_by_live)})
     assert reaper.recover_queued() == 2
     assert sorted(published) == sorted([(vanished, 2), (held_by_dead, 2)])
     job = jobs.get(held_by_dead)
-    assert job["attempt"] == 2 and job["status"] == "queued" and job["lost"] == 0
-    assert [(a["worker"], a["outcome"]) for a in job["attempts"]] == [("gone@host", "message_lost")]
-    assert jobs.get(waiting)["attempt"] == 1 and jobs.get(held_by_live)["attempt"] == 1
+    assert job is not None and (job.attempt, job.status, job.lost) == (2, JobStatus.QUEUED, 0)
+    assert [(a["worker"], a["outcome"]) for a in job.attempts] == [("gone@host", "message_lost")]
+    assert [jobs.get(j).attempt for j in (waiting, held_by_live)] == [1, 1]
     # the late original of a republished job is stale now
-    assert jobs.start(Delivery(vanished, 1), "w", 30) == "stale"
-    assert jobs.start(Delivery(vanished, 2), "w", 30) == "OK"
+    assert jobs.start(Delivery(vanished, 1), "w", 30) == Start.STALE
+    assert jobs.start(Delivery(vanished, 2), "w", 30) == Start.STARTED

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from ml.registry.mlflow_registry import JOB_TAG, ModelRegistry
@@ -40,6 +41,7 @@ from tests.procs import (
     wait_until,
 )
 from workers.celery_app import create_celery
+from workers.jobs import JobRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +149,7 @@ class Stack:
     host_a: netns.Host
     host_b: netns.Host
     var_b: Path
+    jobs: JobRegistry  # the records as Redis holds them: what the API never shows (a lease's expiry)
 
     @property
     def node_a(self) -> str:
@@ -202,7 +205,8 @@ def stack(request: pytest.FixtureRequest, lan: netns.Lan, services: dict[str, An
         procs += [f.result() for f in starting[:3] if f.exception() is None]
         for started in starting:
             started.result()  # the first failure, if any
-        found = Stack(broker, api, celery, services["registry"], host_a, host_b, b_settings.var_path)
+        jobs = JobRegistry(redis.Redis.from_url(api_settings.redis_url), api_settings.job_retention_s)
+        found = Stack(broker, api, celery, services["registry"], host_a, host_b, b_settings.var_path, jobs)
         # B takes trainings only once A's second one runs: which host trains what is then certain.
         found.training_queue(found.node_b, consume=False)
         yield found
@@ -286,7 +290,9 @@ def test_a_dead_host_s_training_ends_once_on_the_other_resumed_from_its_checkpoi
                "A's first checkpointed epoch", every=0.05)  # fmt: skip
     before = api.job(job_id)
     assert (before["status"], before["attempt"]) == ("running", 1), before
-    lease = before["lease_expires_at"]  # A renews it until it dies: the real expiry is this or later
+    record = stack.jobs.get(job_id)
+    assert record is not None and record.lease_expires_at is not None
+    lease = record.lease_expires_at  # A renews it until it dies: the real expiry is this or later
     down = time.monotonic()
     assert stack.host_a.tear_down(), "no process on host A"
     wait_until(lambda: api.job(job_id)["attempt"] >= 2, 120, "attempt 2", every=0.05)

@@ -13,6 +13,7 @@ from tests.conftest import flush_db, make_settings
 from webapp import create_app
 from webapp.auth import AuthConfigError, check_bind, tenant_keys
 from workers.jobs import Delivery, JobRegistry
+from workers.jobs.model import Start
 
 A, B, ROOT = "alice-secret-0123456789", "bob-secret-0123456789", "root-secret-0123456789"
 
@@ -75,7 +76,7 @@ def test_the_in_flight_cap_answers_429_until_jobs_finish(client: FlaskClient, se
     assert int(over.headers["Retry-After"]) > 0
     assert client.post("/jobs/ping", headers=bearer(B)).status_code == 202  # bob has his own cap
     jobs = JobRegistry(redis.Redis.from_url(settings.redis_url), 60)
-    assert jobs.start(Delivery(ids[0], 1), "w", 30) == "OK"
+    assert jobs.start(Delivery(ids[0], 1), "w", 30) == Start.STARTED
     assert jobs.succeed(ids[0], {"pong": True}, attempt=1)
     assert client.post("/jobs/ping", headers=bearer(A)).status_code == 202
 
