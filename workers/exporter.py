@@ -181,10 +181,10 @@ class BackendCollector(Collector):
             job_type, state = kind.decode(), status.decode()
             if (_float(attempt) or 1) > 1:
                 retried[job_type] += 1
-            if state == "queued" and (submitted_at := _float(submitted)) is not None:
+            if state == JobStatus.QUEUED and (submitted_at := _float(submitted)) is not None:
                 q = spec(job_type).queue
                 oldest[q] = max(oldest.get(q, 0.0), now - submitted_at)
-            elif state == "running":
+            elif state == JobStatus.RUNNING:
                 expires, begun = _float(lease), _float(started)
                 limit = self.limits.get(job_type)
                 if (expires is not None and expires < now) or (

@@ -13,8 +13,8 @@ from tenacity import Retrying, retry_if_exception, retry_if_result, stop_after_d
 
 from stockq.cli.output import AUTH_REFUSED, BAD_USAGE, JOB_FAILED, UNREACHABLE, CliError, Output
 from stockq.settings import Settings
+from workers.jobs.model import FINISHED, JobStatus
 
-FINISHED = {"succeeded", "failed", "cancelled"}
 CHART_TIMEOUT_S = 120.0
 
 
@@ -128,7 +128,7 @@ def follow(api: Api, job_id: str, out: Output) -> dict[str, Any]:
 
 def succeeded(job: dict[str, Any]) -> dict[str, Any]:
     """The job if it succeeded; else exit 1 with its record in the JSON document."""
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         error = job.get("error") or {}
         code = error.get("code") or job["status"]
         raise CliError(
