@@ -44,14 +44,20 @@ BASE_TICKERS = ["^GSPC", "AAPL", "MSFT"]
 # never run on one Redis at once (and the RabbitMQ vhosts, named after the Redis port, are private too).
 # Modules that xdist should start first: the slowest, so that neither worker idles at the end of a run.
 SLOW_FIRST = (
-    "test_serving_e2e.py",
-    "test_backbone_e2e.py",
-    "test_stockq_up.py",
-    "test_alerts_live.py",
-    "test_secrets_e2e.py",
     "test_faults_e2e.py",
+    "test_outbox_e2e.py",
+    "test_stockq_up.py",
+    "test_serving_e2e.py",
+    "test_alerts_live.py",
+    "test_multihost.py",
+    "test_evaluation.py",
+    "test_backbone_e2e.py",
     "test_beat.py",
+    "test_clock_skew.py",
     "test_redis_restart_e2e.py",
+    "test_secrets_e2e.py",
+    "test_cache_results.py",
+    "test_console_browser.py",
 )
 _private_redis: list[tuple[Proc, Path]] = []
 
