@@ -61,7 +61,7 @@ fuzz: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-BENCHES ?= features skill queue inference agent chaos redis_memory metrics_cost submit scale
+BENCHES ?= features skill queue inference agent chaos memory jobs_list metrics_cost submit scale
 
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
