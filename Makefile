@@ -44,8 +44,7 @@ netns-tools:
 
 test: $(STAMP) prometheus-tools chromium-tools netns-tools
 	$(BIN)/ruff check .
-	# Two streams, one test module each at a time (most of an end-to-end test waits on processes and leases).
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q
 	# The end-to-end backbone again with RabbitMQ as the broker (the rest of the suite runs on Redis;
 	# tests/test_broker_amqp.py and both cases of tests/test_multihost.py run on RabbitMQ in the first pass).
 	$(BIN)/python -m pytest -q --broker amqp tests/test_backbone_e2e.py
