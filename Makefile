@@ -44,7 +44,8 @@ netns-tools:
 
 test: $(STAMP) prometheus-tools chromium-tools netns-tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	# Two streams (pytest-xdist, one module at a time each, a private redis-server per stream; tests/conftest.py).
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 	# The end-to-end backbone again with RabbitMQ as the broker (the rest of the suite runs on Redis;
 	# tests/test_broker_amqp.py and both cases of tests/test_multihost.py run on RabbitMQ in the first pass).
 	$(BIN)/python -m pytest -q --broker amqp tests/test_backbone_e2e.py

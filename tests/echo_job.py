@@ -13,7 +13,8 @@ from typing import Any
 from celery import shared_task
 
 from workers import app
-from workers.execution import JobContext, run_job
+from workers.execution import run_job
+from workers.job_context import JobContext
 from workers.jobs.specs import JobSpec, register
 
 __all__ = ["ECHO", "app", "echo"]

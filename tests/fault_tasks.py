@@ -13,7 +13,8 @@ from celery.exceptions import Reject
 
 from workers import app
 from workers.celery_app import QUEUES
-from workers.execution import JobContext, run_job
+from workers.execution import run_job
+from workers.job_context import JobContext
 
 __all__ = ["POISON_FLAG", "app", "slow_task"]
 POISON_FLAG = "stockq:test:poison"

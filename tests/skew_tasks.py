@@ -8,7 +8,8 @@ import time
 from celery import shared_task
 
 from workers import app
-from workers.execution import JobContext, run_job
+from workers.execution import run_job
+from workers.job_context import JobContext
 
 __all__ = ["HOLD", "app"]
 # Not in the table of job types: Celery routes it to the default queue (inference) unless told otherwise.

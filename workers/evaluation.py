@@ -14,7 +14,8 @@ from typing import Any
 from celery import shared_task
 
 from stockq.settings import Settings
-from workers.execution import JobContext, run_job
+from workers.execution import run_job
+from workers.job_context import JobContext
 
 # Stay in the MLflow run and on the cards: the job record carries the headline only.
 LEFT_ON_THE_CARD = ("per_ticker", "calibration")

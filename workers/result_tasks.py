@@ -8,7 +8,8 @@ from typing import Any
 
 from celery import shared_task
 
-from workers.execution import JobContext, jsonable, run_job
+from workers.execution import run_job
+from workers.job_context import JobContext, jsonable
 from workers.jobs import keys
 from workers.results import JSON, ResultStore, rendered_chart_key
 

@@ -15,7 +15,8 @@ from celery import shared_task
 from ml.errors import Cancelled, FeaturesMissing, ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
 from workers.budgets import Budgets, configured
-from workers.execution import JobContext, finish_failed, finish_ok, jsonable, run_job, runtime
+from workers.execution import finish_failed, finish_ok, run_job, runtime
+from workers.job_context import JobContext, jsonable
 from workers.jobs import JobStatus
 from workers.runtime import Runtime
 from workers.singleflight import SingleFlight
