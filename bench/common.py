@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -53,6 +54,19 @@ def wait_up(check: Any, what: str, timeout_s: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{what} did not come up in {timeout_s}s")
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a process started with start_new_session, with its children: SIGINT first (gunicorn's quick
+    shutdown ends keep-alive connections now; celery's warm one), SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def pct(samples: list[float], q: float) -> float:

@@ -20,7 +20,6 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.common import OUT_DIR, free_port, pct, report, start_redis_server, wait_up
+from bench.common import OUT_DIR, free_port, pct, report, start_redis_server, stop_group, wait_up
 
 TENANT, ADMIN = "bench", "ops"
 HIGH_LIMIT = "100000000/minute"  # on, but never throttling: its cost is measured, not its limits
@@ -100,12 +99,7 @@ def serve(var: Path, name: str, redis_url: str, api_key: str, admin_key: str) ->
         wait_up(lambda: requests.get(f"{base}/health", timeout=1).ok, f"api {name}")
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
 
 
 def page(session: requests.Session, store: Store, key: str, limit: int, failed: int) -> float:

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.common import OUT_DIR, free_port, pct, report, run_job, start_redis_server, wait_up
+from bench.common import OUT_DIR, free_port, pct, report, run_job, start_redis_server, stop_group, wait_up
 
 TENANT = "bench"
 # On, but far above what the benchmark sends: it measures the limiter's cost, not its throttling.
@@ -77,15 +76,8 @@ class BenchStack:
         """Stop `names` (default: all), each by its own process group."""
         for name in names or list(self.procs):
             proc = self.procs.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
-            # SIGINT: gunicorn's quick shutdown (keep-alive connections end now); celery's warm one.
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            if proc is not None:
+                stop_group(proc)
 
     def start_workers(self) -> None:
         """A stockq worker for the inference, training and ingest queues (two pool processes, like the
