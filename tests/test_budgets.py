@@ -143,7 +143,7 @@ def test_an_auto_training_within_budget_is_charged_and_keeps_its_inflight_slot(s
     assert job["status"] == "queued" and job["stage"] == "training_queued", job
     stored = jobs.get(job_id)
     assert stored is not None and stored.task == "stockq.auto_train" and stored.attempt == 2
-    assert [a["outcome"] for a in stored.attempts] == ["handed_off"]
+    assert [(a["outcome"], a.get("task")) for a in stored.attempts] == [("handed_off", "stockq.auto_train")]
     # the same job goes on as the training: it still holds its in-flight slot
     assert r.sismember(keys.inflight("within"), job_id)
     # it was the first of the 2 trainings: one more is accepted, the next refused

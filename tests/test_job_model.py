@@ -495,3 +495,66 @@ def test_a_message_for_a_job_whose_record_is_gone_leaves_no_hollow_record(
     jobs.mark_received(Delivery(gone, 1), "w1")
     assert not r.exists(keys.job(gone))
     assert jobs.get(gone) is None
+
+
+# -- change notifications (contract C2) ---------------------------------------------------------------
+
+
+def test_every_change_of_a_record_is_announced_once_on_its_channel(r: redis.Redis, jobs: JobRegistry) -> None:
+    """Each script that changes a record publishes "job" on the job's channel (keys.job_events) in the same
+    step, once however many fields it wrote; a script that changes nothing (stale, refused, finished) or
+    only the workers' own bookkeeping (a lease renewal, a receipt) publishes nothing; a log line is "log"."""
+    events = r.pubsub()
+    events.psubscribe(keys.job_events("*"))
+    assert events.get_message(timeout=5)["type"] == "psubscribe"  # type: ignore[index]
+    end = keys.job_events("end-of-step")
+
+    def heard(step: Callable[[], object]) -> list[tuple[str, str]]:
+        """What the channels carried during `step` (up to a marker published after it, on one connection
+        to one server: delivered in order)."""
+        step()
+        r.publish(end, "")
+        out = []
+        while (m := events.get_message(timeout=5)) is not None and m["channel"].decode() != end:
+            out.append((m["channel"].decode().removeprefix(keys.EVENTS_PREFIX), m["data"].decode()))
+        return out
+
+    made: list[str] = []
+    created = heard(lambda: made.append(jobs.create("train", {}, "stockq.train", owner="alice").id))
+    job_id = made[0]
+    assert created == [(job_id, "job")]
+    d = partial(Delivery, job_id)
+    line = {"level": "INFO", "logger": "t", "message": "m"}
+    preempted = partial(jobs.requeue, outcome="preempted", lost=False, max_lost=3, stage="preempted")
+    steps: list[tuple[str, Callable[[], object], list[str]]] = [
+        ("RECEIVED", lambda: jobs.mark_received(d(1), "w1"), []),
+        ("START", lambda: jobs.start(d(1), "w1", 30), ["job"]),
+        ("START", lambda: jobs.start(d(1), "w2", 30), []),  # already running
+        ("RENEW", lambda: jobs.renew(d(1), 30), []),
+        ("STAGE", lambda: jobs.enter_stage(d(1), "train"), ["job"]),
+        ("SET_IF_RUNNING", lambda: jobs.set_fields(d(1), progress={"epoch": 1}, stage="x"), ["job"]),
+        ("SET_IF_RUNNING", lambda: jobs.set_fields(d(9), progress={"epoch": 9}), []),  # stale
+        ("APPEND_LOG", lambda: jobs.append_log(job_id, line), ["log"]),
+        ("LOG_LINES", lambda: jobs.log_lines(job_id), []),
+        ("CANCEL", lambda: jobs.cancel(job_id), ["job"]),  # cancelling: the flag is set
+        ("STAGE", lambda: jobs.enter_stage(d(1), "refit"), []),  # stops here: nothing written
+        ("REQUEUE", lambda: preempted(d(1)), ["job"]),  # ends cancelled
+        ("RETRY", lambda: jobs.retry(job_id), ["job"]),
+        ("REPUBLISH", lambda: jobs.republish(d(2), ""), ["job"]),
+        ("REPUBLISH", lambda: jobs.republish(d(2), ""), []),  # stale
+        ("OUTBOX_DUE", lambda: jobs.outbox_due(0.0), []),
+        ("START", lambda: jobs.start(d(3), "w3", 30), ["job"]),
+        ("TRANSITION", lambda: jobs.transition(job_id, ["running"], "failed", attempt=3), ["job"]),
+        ("TRANSITION", lambda: jobs.transition(job_id, ["running"], "failed", attempt=3), []),  # refused
+        ("FINISH", lambda: jobs.finish(job_id, JobStatus.SUCCEEDED, {}, attempt=3), []),  # refused
+        ("RETRY", lambda: jobs.retry(job_id), ["job"]),
+        ("START", lambda: jobs.start(d(4), "w4", 30), ["job"]),
+        ("FINISH", lambda: jobs.succeed(job_id, {"v": 4}, attempt=4), ["job"]),
+        ("TRIM", lambda: jobs.trim_expired(), []),
+    ]
+    for name, step, want in steps:
+        assert heard(step) == [(job_id, kind) for kind in want], name
+    assert {"CREATE", *(name for name, _, _ in steps)} == set(jobs._scripts)  # a new script gets its line
+    job = jobs.get(job_id)
+    assert job is not None and job.status == JobStatus.SUCCEEDED and job.attempt == 4
+    events.close()

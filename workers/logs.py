@@ -3,7 +3,8 @@ task, in JSON lines (python-json-logger) or in text. `STOCKQ_LOG_FORMAT=json|tex
 workers alike (`stockq up --log-format`).
 
 The job's fields live in a context variable set for the duration of one delivery, and a filter copies
-them onto each record, so library code that logs (MLflow, Feast) is tagged too.
+them onto each record, so library code that logs (MLflow, Feast) is tagged too; a worker also keeps the
+lines of each job in the job's own log (workers/job_log.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def job_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _job.reset(token)
+
+
+def current_job() -> dict[str, Any] | None:
+    """The fields of the job whose delivery this context runs (job_context), None outside any job."""
+    return _job.get()
 
 
 def formatter(fmt: str) -> logging.Formatter:

@@ -23,7 +23,7 @@ from celery.signals import (
 )
 from tenacity import retry, retry_if_exception_type, wait_exponential
 
-from workers import logs, preemption
+from workers import job_log, logs, preemption
 from workers.broker_scan import held_task_ids
 from workers.celery_app import QUEUES
 from workers.dispatch import publish_record
@@ -39,10 +39,13 @@ _reaper: Reaper | None = None
 
 @setup_logging.connect
 def _logging(loglevel: Any = None, **_: Any) -> None:
-    """Our handler instead of Celery's: text or JSON lines, each tagged with the job it belongs to."""
+    """Our handlers instead of Celery's: text or JSON lines, each tagged with the job it belongs to, and
+    each job's lines in the job's own log. Celery sends this once in the worker's main process (its forked
+    pool processes inherit both handlers) and in a pool process started as a fresh interpreter."""
     from workers import settings
 
     logs.configure(settings.log_format, loglevel or logging.INFO)
+    job_log.install(settings)
 
 
 @worker_init.connect

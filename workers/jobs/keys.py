@@ -10,6 +10,7 @@ from __future__ import annotations
 
 JOB_PREFIX = "stockq:job:"  # + id: the record (a hash)
 TENANT_PREFIX = "stockq:tenant:"  # + owner + ':' + ...: what one tenant owns
+EVENTS_PREFIX = "stockq:jobevents:"  # + id: a job's pub/sub channel (job_events)
 
 INDEX = "stockq:jobs"  # id -> submission time, every job
 EXPIRY_INDEX = "stockq:jobs-expiry"  # "owner|type|id" -> when the record expires (trimmed on submit)
@@ -74,5 +75,11 @@ def tenant_bytes(owner: str) -> str:
 
 
 def job_log(job_id: str) -> str:
-    """The job's own log lines, capped (workers/logs.py)."""
+    """The job's own log lines (a list, capped, expiring with the record: workers/job_log.py)."""
     return f"stockq:joblog:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """The job's pub/sub channel: "job" when a script changed its record, "log" when a line was appended
+    to its log. A watcher (the API's event stream) reads the record or the log again on each."""
+    return EVENTS_PREFIX + job_id

@@ -14,11 +14,19 @@ page reads only its own index and the exporter counts with ZCARD. The scripts al
 the record's id, owner and type: they assume one Redis server, not a cluster.
 """
 
-# Shared by every script (registry.py prepends it to each). `set_status` moves the job between the status
-# indexes; `log_attempt` appends to the record's attempts log (the one place that writes it); `finish` is
-# the bookkeeping of a final state (in-flight set, lease, queue and outbox entries, the done-list a long
-# poll waits on).
+# Shared by every script (`script` puts it before each). `write` is how a script changes a record: it notes
+# the record, and the script's end publishes "job" once on its channel (keys.job_events), atomically with
+# the change, so a watcher never polls (RENEW and RECEIVED touch only the workers' own bookkeeping, which
+# no client sees, with redis.call: no event). `set_status` moves the job between the status indexes;
+# `log_attempt` appends to the record's attempts log (the one place that writes it); `finish` is the
+# bookkeeping of a final state (in-flight set, lease, queue and outbox entries, the done-list a long poll
+# waits on).
 PRELUDE = """
+local changed = nil
+local function write(command, key, ...)
+  changed = key
+  return redis.call(command, key, ...)
+end
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -28,7 +36,7 @@ local function scopes(owner) return {'stockq:all', 'stockq:tenant:' .. owner} en
 local function set_status(key, to)
   local id = id_of(key)
   local from = redis.call('HGET', key, 'status')
-  redis.call('HSET', key, 'status', to)
+  write('HSET', key, 'status', to)
   if from == to then return end
   local owner = redis.call('HGET', key, 'owner') or ''
   local jtype = redis.call('HGET', key, 'type') or ''
@@ -42,15 +50,15 @@ local function set_status(key, to)
     redis.call('ZADD', scope .. ':by:' .. to .. ':' .. jtype, score, id)
   end
 end
-local function log_attempt(key, attempt, worker, started_at, ended_at, outcome)
+local function log_attempt(key, attempt, worker, started_at, ended_at, outcome, next_task)
   local log = cjson.decode(redis.call('HGET', key, 'attempts') or '[]')
   table.insert(log, {attempt = tonumber(attempt), worker = worker or '',
-    started_at = tonumber(started_at or '0'), ended_at = ended_at, outcome = outcome})
-  redis.call('HSET', key, 'attempts', cjson.encode(log))
+    started_at = tonumber(started_at or '0'), ended_at = ended_at, outcome = outcome, task = next_task})
+  write('HSET', key, 'attempts', cjson.encode(log))
 end
-local function log_running_attempt(key, t, outcome)
+local function log_running_attempt(key, t, outcome, next_task)
   log_attempt(key, redis.call('HGET', key, 'attempt'), redis.call('HGET', key, 'worker'),
-    redis.call('HGET', key, 'started_at'), t, outcome)
+    redis.call('HGET', key, 'started_at'), t, outcome, next_task)
 end
 local function finish(key)
   local id = id_of(key)
@@ -114,9 +122,9 @@ local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
 if not allowed then return 'refused' end
 set_status(KEYS[1], ARGV[2])
-for k, v in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', KEYS[1], k, v) end
+for k, v in pairs(cjson.decode(ARGV[3])) do write('HSET', KEYS[1], k, v) end
 if ARGV[2] == 'succeeded' or ARGV[2] == 'failed' or ARGV[2] == 'cancelled' then
-  redis.call('HSET', KEYS[1], 'finished_at', now(), 'stage', '')
+  write('HSET', KEYS[1], 'finished_at', now(), 'stage', '')
   finish(KEYS[1])
 end
 count(cjson.decode(ARGV[5]))
@@ -141,11 +149,11 @@ if kind == 'succeeded' and ARGV[4] ~= '1' and redis.call('HGET', KEYS[1], 'cance
 end
 local t = now()
 if status == 'running' then log_running_attempt(KEYS[1], t, kind) end
-if ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[1], 'executions', 1) end
+if ARGV[1] ~= '' then write('HINCRBY', KEYS[1], 'executions', 1) end
 set_status(KEYS[1], kind)
-redis.call('HSET', KEYS[1], 'finished_at', t, 'stage', '')
-if kind == 'succeeded' then redis.call('HSET', KEYS[1], 'result', payload)
-else redis.call('HSET', KEYS[1], 'error', payload) end
+write('HSET', KEYS[1], 'finished_at', t, 'stage', '')
+if kind == 'succeeded' then write('HSET', KEYS[1], 'result', payload)
+else write('HSET', KEYS[1], 'error', payload) end
 finish(KEYS[1])
 count(cjson.decode(ARGV[5])[kind] or {})
 return kind
@@ -159,7 +167,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status == 'queued' then
   set_status(KEYS[1], 'cancelled')
-  redis.call('HSET', KEYS[1], 'finished_at', now(), 'stage', '',
+  write('HSET', KEYS[1], 'finished_at', now(), 'stage', '',
     'error', cjson.encode({code = 'cancelled', message = 'cancelled before it ran'}))
   finish(KEYS[1])
   count_finished(KEYS[1], 'cancelled')
@@ -170,7 +178,7 @@ if status ~= 'running' then return 'finished' end
 local jtype = redis.call('HGET', KEYS[1], 'type') or ''
 for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == jtype then
-    redis.call('HSET', KEYS[1], 'cancel_requested', 1)
+    write('HSET', KEYS[1], 'cancel_requested', 1)
     return 'cancelling'
   end
 end
@@ -189,13 +197,14 @@ if status ~= 'queued' then return 'finished' end
 local t = now()
 local expires = t + tonumber(ARGV[3])
 set_status(KEYS[1], 'running')
-redis.call('HSET', KEYS[1], 'started_at', t, 'worker', ARGV[2], 'lease_expires_at', expires, 'stage', '')
+write('HSET', KEYS[1], 'started_at', t, 'worker', ARGV[2], 'lease_expires_at', expires, 'stage', '')
 redis.call('ZADD', 'stockq:leases', expires, id_of(KEYS[1]))
 redis.call('ZREM', 'stockq:queued', id_of(KEYS[1]))
 return {'started', redis.call('HGET', KEYS[1], 'owner') or ''}
 """
 
 # KEYS[1] job hash; ARGV[1] attempt, ARGV[2] lease seconds. 1 when renewed, 0 when not this attempt's.
+# No event: the lease is the workers' own bookkeeping, renewed every few seconds, and no client sees it.
 RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then return 0 end
 local expires = now() + tonumber(ARGV[2])
@@ -208,7 +217,7 @@ return 1
 # running attempt: never on a finished job, nor on an expired one (which would come back hollow).
 SET_IF_RUNNING = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+write('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
@@ -218,7 +227,7 @@ return 1
 STAGE = """
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or fenced(KEYS[1], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'stage', ARGV[2])
+write('HSET', KEYS[1], 'stage', ARGV[2])
 return 1
 """
 
@@ -239,14 +248,16 @@ local t = now()
 if ARGV[7] == '1' and tonumber(redis.call('HGET', KEYS[1], 'lease_expires_at') or '0') > t then
   return 'not_owner'
 end
-log_running_attempt(KEYS[1], t, ARGV[2])
+local fields = cjson.decode(ARGV[6])
+-- a hand-off names the task the job goes on as (the attempts log tells it from a retry)
+log_running_attempt(KEYS[1], t, ARGV[2], fields['task'])
 redis.call('ZREM', 'stockq:leases', id)
 local lost = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
 if ARGV[3] == '1' then lost = lost + 1 end
-redis.call('HSET', KEYS[1], 'lost', lost)
+write('HSET', KEYS[1], 'lost', lost)
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   set_status(KEYS[1], 'cancelled')
-  redis.call('HSET', KEYS[1], 'finished_at', t, 'stage', '',
+  write('HSET', KEYS[1], 'finished_at', t, 'stage', '',
     'error', cjson.encode({code = 'cancelled', message = 'cancelled by request'}))
   finish(KEYS[1])
   count_finished(KEYS[1], 'cancelled')
@@ -254,7 +265,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
 end
 if ARGV[3] == '1' and lost >= tonumber(ARGV[4]) then
   set_status(KEYS[1], 'failed')
-  redis.call('HSET', KEYS[1], 'finished_at', t, 'stage', '',
+  write('HSET', KEYS[1], 'finished_at', t, 'stage', '',
     'error', cjson.encode({code = 'worker_lost',
                            message = 'its worker was lost ' .. lost .. ' times; see attempts'}))
   redis.call('ZADD', 'stockq:deadletter', t, id)
@@ -264,8 +275,8 @@ if ARGV[3] == '1' and lost >= tonumber(ARGV[4]) then
 end
 local attempt = tonumber(ARGV[1]) + 1
 set_status(KEYS[1], 'queued')
-redis.call('HSET', KEYS[1], 'attempt', attempt, 'stage', ARGV[5], 'worker', '')
-for k, v in pairs(cjson.decode(ARGV[6])) do redis.call('HSET', KEYS[1], k, v) end
+write('HSET', KEYS[1], 'attempt', attempt, 'stage', ARGV[5], 'worker', '')
+for k, v in pairs(fields) do write('HSET', KEYS[1], k, v) end
 redis.call('ZADD', 'stockq:queued', t, id)
 to_outbox(KEYS[1], attempt, t)
 return {'requeued', attempt}
@@ -289,8 +300,8 @@ end
 local t = now()
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') + 1
 set_status(KEYS[1], 'queued')
-redis.call('HSET', KEYS[1], 'attempt', attempt, 'lost', 0, 'stage', 'retried', 'submitted_at', t)
-redis.call('HDEL', KEYS[1], 'error', 'result', 'finished_at', 'cancel_requested', 'worker')
+write('HSET', KEYS[1], 'attempt', attempt, 'lost', 0, 'stage', 'retried', 'submitted_at', t)
+write('HDEL', KEYS[1], 'error', 'result', 'finished_at', 'cancel_requested', 'worker')
 redis.call('ZREM', 'stockq:deadletter', id)
 redis.call('SADD', inflight, id)
 redis.call('ZADD', 'stockq:queued', t, id)
@@ -339,8 +350,8 @@ if redis.call('SCARD', KEYS[2]) >= cap then
   if redis.call('SCARD', KEYS[2]) >= cap then return {'busy', counts} end
 end
 local id, owner, jtype = ARGV[1], ARGV[4], ARGV[5]
-redis.call('HSET', KEYS[1], unpack(ARGV, 9 + 2 * windows))
-redis.call('HSET', KEYS[1], 'submitted_at', t)
+write('HSET', KEYS[1], unpack(ARGV, 9 + 2 * windows))
+write('HSET', KEYS[1], 'submitted_at', t)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', 'stockq:jobs', t, id)
 redis.call('ZADD', 'stockq:tenant:' .. owner .. ':jobs', t, id)
@@ -368,8 +379,8 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'queued' or fenced(KEYS[1], ARGV[1])
 local t = now()
 log_attempt(KEYS[1], ARGV[1], ARGV[2], 0, t, 'message_lost')
 local attempt = tonumber(ARGV[1]) + 1
-redis.call('HSET', KEYS[1], 'attempt', attempt)
-redis.call('HDEL', KEYS[1], 'received_by')
+write('HSET', KEYS[1], 'attempt', attempt)
+write('HDEL', KEYS[1], 'received_by')
 redis.call('ZADD', 'stockq:queued', t, id_of(KEYS[1]))
 redis.call('ZREM', 'stockq:outbox', id_of(KEYS[1]) .. '|' .. ARGV[1])
 to_outbox(KEYS[1], attempt, t)
@@ -405,9 +416,50 @@ return trim_expired(now(), tonumber(ARGV[1]))
 """
 
 # KEYS[1] job hash; ARGV[1] attempt, ARGV[2] worker. Noted on an existing record only: a message whose
-# record expired meanwhile must not leave a hollow one (no status, no expiry).
+# record expired meanwhile must not leave a hollow one (no status, no expiry). No event: no client sees it.
 RECEIVED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'received_by', ARGV[2], 'received_attempt', ARGV[1])
 return 1
 """
+
+# A line of the job's own log (workers/job_log.py): stamped with Redis time and numbered (`n`, from 0 for
+# the job's first line, kept by the lines themselves so that a reader's cursor survives the trim), capped
+# at the newest ARGV[2] lines, expiring with the record, announced as "log" on the job's channel. KEYS[1]
+# job hash, KEYS[2] its log; ARGV[1] the line (a JSON object), ARGV[2] cap. A line of a record that is gone
+# is dropped (no log outlives its job). Returns the line's number, or -1 when dropped.
+APPEND_LOG = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return -1 end
+local last = redis.call('LINDEX', KEYS[2], -1)
+local line = cjson.decode(ARGV[1])
+line['n'] = last and cjson.decode(last)['n'] + 1 or 0
+line['ts'] = now()
+redis.call('RPUSH', KEYS[2], cjson.encode(line))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('PUBLISH', 'stockq:jobevents:' .. id_of(KEYS[1]), 'log')
+return line['n']
+"""
+
+# The lines numbered `after` and on, read in one step however the log was trimmed meanwhile. KEYS[1] the
+# job's log; ARGV[1] after, ARGV[2] limit. Returns the lines (JSON), oldest first.
+LOG_LINES = """
+local first = redis.call('LINDEX', KEYS[1], 0)
+if not first then return {} end
+local start = math.max(0, tonumber(ARGV[1]) - cjson.decode(first)['n'])
+return redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
+"""
+
+# What ends every script: the one event of the change it made (PRELUDE's `write`).
+_ANNOUNCE = """
+local out = body()
+if changed then redis.call('PUBLISH', 'stockq:jobevents:' .. id_of(changed), 'job') end
+return out
+"""
+
+
+def script(body: str) -> str:
+    """A script as the registry loads it: the PRELUDE, then `body` run as a function whose change, if it
+    made one, is published once on the record's channel before its answer is returned."""
+    return f"{PRELUDE}local function body()\n{body}\nend\n{_ANNOUNCE}"

@@ -10,6 +10,8 @@ publisher clears it once the broker took the message, and the reaper publishes a
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,12 @@ from workers.jobs.model import (
     encode_fields,
 )
 from workers.jobs.specs import cancellable_running
+
+log = logging.getLogger(__name__)
+LOG_CAP = 500  # lines a job's log keeps (the newest)
+# A job reference as people type it: the start of an id (uuid4 hex), long enough to be worth looking up.
+_ID_REF = re.compile(r"[0-9a-f]{4,32}")
+MAX_CANDIDATES = 10
 
 
 class OverCapacity(Exception):
@@ -81,10 +89,10 @@ class JobRegistry:
         self.r = client
         self.retention_s = retention_s
         self._scripts = {
-            name: client.register_script(lua.PRELUDE + getattr(lua, name))
+            name: client.register_script(lua.script(getattr(lua, name)))
             for name in ("CREATE", "TRANSITION", "FINISH", "CANCEL", "START", "STAGE", "RENEW",
                          "SET_IF_RUNNING", "REQUEUE", "RETRY", "REPUBLISH", "OUTBOX_DUE", "TRIM",
-                         "RECEIVED")
+                         "RECEIVED", "APPEND_LOG", "LOG_LINES")
         }  # fmt: skip
 
     def _run(self, name: str, key: str, args: Sequence[Any]) -> Any:
@@ -213,6 +221,46 @@ class JobRegistry:
                 return out, None
         return out, float(top[1:])
 
+    def resolve_id(self, owner: str | None, ref: str) -> list[str]:
+        """The ids of `owner`'s jobs (None: everyone's) that are `ref` or start with it, newest first: none,
+        one, or several (ambiguous: at most MAX_CANDIDATES). `ref` is at least 4 hex digits, else nothing is
+        looked up. Scans the owner's id index (ZSCAN, no record read but the few matches' existence)."""
+        ref = ref.strip().lower()
+        if not _ID_REF.fullmatch(ref):
+            return []
+        index = keys.INDEX if owner is None else keys.owner_index(owner)
+        if len(ref) == 32:  # a whole id: one look, no scan
+            found = [(ref, 0.0)] if self.r.zscore(index, ref) is not None else []
+        else:
+            found = [(i.decode(), t) for i, t in self.r.zscan_iter(index, match=f"{ref}*", count=1000)]
+        found.sort(key=lambda match: -match[1])
+        pipe = self.r.pipeline(transaction=False)
+        for job_id, _ in found:
+            pipe.exists(keys.job(job_id))
+        # An index keeps an expired record's id until the next trim: it is no longer a job.
+        alive = [job_id for (job_id, _), there in zip(found, pipe.execute(), strict=True) if there]
+        return alive[:MAX_CANDIDATES]
+
+    def log_lines(
+        self, job_id: str, after: int = 0, limit: int = LOG_CAP
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The job's log lines numbered `after` and on (each line's `n`, from 0 for its first), at most
+        `limit`, oldest first, and the cursor to read on from. Lines trimmed away (past the newest
+        LOG_CAP) are skipped: the first line returned may be numbered above `after`."""
+        after = max(0, after)
+        if limit <= 0:
+            return [], after
+        raw = self._scripts["LOG_LINES"](keys=[keys.job_log(job_id)], args=[after, min(limit, LOG_CAP)])
+        lines = [json.loads(line.decode(errors="replace")) for line in raw]
+        return lines, lines[-1]["n"] + 1 if lines else after
+
+    def append_log(self, job_id: str, line: dict[str, Any]) -> int:
+        """Append one line (a JSON object: level, logger, message...) to the job's log, stamped with Redis
+        time and numbered, in one round trip (workers/jobs/lua.py APPEND_LOG); its number, or -1 when the
+        record is gone."""
+        args = [json.dumps(line), LOG_CAP]
+        return int(self._scripts["APPEND_LOG"](keys=[keys.job(job_id), keys.job_log(job_id)], args=args))
+
     def count(self, status: str, job_type: str) -> int:
         """Everyone's stored jobs of one status and type (the exporter's gauge): one ZCARD."""
         return int(self.r.zcard(keys.filtered_index(None, status, job_type)))
@@ -273,7 +321,13 @@ class JobRegistry:
         args = [fence, str(status), json.dumps(payload), "1" if keeps_late_result else "0",
                 json.dumps(counters or {})]  # fmt: skip
         res = _text(self._run("FINISH", keys.job(job_id), args)) or ""
-        return JobStatus(res) if res in JobStatus._value2member_map_ else Change(res)
+        if res not in JobStatus._value2member_map_:
+            return Change(res)
+        error = payload if res != JobStatus.SUCCEEDED and isinstance(payload, dict) else {}
+        why = f": {error.get('code')}: {error.get('message')}" if res == status and error else ""
+        # Named by id: a single-flight holder finishes its waiters' records inside its own job's context.
+        log.info("job %s %s%s", job_id, res, why)
+        return JobStatus(res)
 
     def fail(
         self, job_id: str, code: str, message: str, attempt: int | None = None, counters: Increments = (),
@@ -302,7 +356,12 @@ class JobRegistry:
 
     def enter_stage(self, delivery: Delivery, stage: str) -> bool:
         """Set the running attempt's stage; False when a cancel was requested (stop at this boundary)."""
-        return self._run("STAGE", keys.job(delivery.job_id), [delivery.attempt, stage]) != 2
+        res = self._run("STAGE", keys.job(delivery.job_id), [delivery.attempt, stage])
+        if res == 2:
+            log.info("cancel requested: stopping before stage %s", stage)
+        elif res == 1:
+            log.info("stage %s", stage)  # the job's own log (workers/job_log.py) shows its stages in order
+        return res != 2
 
     def renew(self, delivery: Delivery, lease_s: float) -> bool:
         """Extend the lease; False when this attempt no longer owns the job (stop working on it)."""
