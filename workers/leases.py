@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from workers import logs
 from workers.celery_app import queue_of
 from workers.counters import Counters
 from workers.dispatch import task_id
@@ -109,6 +110,10 @@ class Reaper:
         self.name = name
         # A job queued this long with no trace of its message is lost (a fresh message is always visible).
         self.queued_grace_s = max(5.0, lease_s)
+        # Attempts seen in no queue and not unacknowledged, once: lost only if still so a grace later.
+        # kombu takes a message off its queue before recording it unacknowledged (celery/kombu#305); on a
+        # loaded host a live worker can sit between the two steps while this reaper reads the broker.
+        self._unseen: dict[str, int] = {}
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -195,6 +200,7 @@ class Reaper:
                 if held is None:  # read the broker once per pass, and only when needed
                     held, too_long = self.held()
                 lost = queue not in too_long and task_id(job_id, job.attempt) not in held
+                lost = lost and self._unseen_twice(job_id, job.attempt)
             if not lost:
                 self.r.zadd(QUEUED, {job_id: now})  # looked at: not again before the grace has passed
                 continue
@@ -207,8 +213,22 @@ class Reaper:
                 recovered += 1
         return recovered
 
+    def _unseen_twice(self, job_id: str, attempt: int) -> bool:
+        if self._unseen.get(job_id) == attempt:
+            del self._unseen[job_id]
+            return True
+        if len(self._unseen) > 10_000:  # entries of jobs that started after one look: never looked at again
+            self._unseen.clear()
+        self._unseen[job_id] = attempt
+        return False
+
     def give_up(self, delivery: Delivery, job: JobRecord, *, reaping: bool) -> bool:
-        """Requeue (or dead-letter) one lost attempt; True when this call did it."""
+        """Requeue (or dead-letter) one lost attempt; True when this call did it. What happened goes to the
+        job's own log too (workers/job_log.py, where the reaper runs in a worker)."""
+        with logs.job_context(job_id=delivery.job_id, attempt=delivery.attempt, tenant=job.owner or None):
+            return self._give_up(delivery, job, reaping=reaping)
+
+    def _give_up(self, delivery: Delivery, job: JobRecord, *, reaping: bool) -> bool:
         res = self.jobs.requeue(
             delivery, outcome="worker_lost", lost=True, max_lost=self.max_lost, stage="requeued",
             reaping=reaping,
