@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import traceback
+from typing import Any
+
+from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from stockq.settings import Settings
@@ -163,9 +166,41 @@ def celery_config(settings: Settings) -> dict[str, object]:
     }
 
 
+class JobFailed(Exception):
+    """A job recorded `failed` (workers/execution.py raises it once the record says so): its Celery task
+    ends in FAILURE, and Flower shows the job's error code and client message as the exception.
+
+    Its arguments are two strings, so pickle (pool process -> main process) and the JSON result
+    serializer (`exc_message`, rebuilt as `JobFailed(code, message)`) both carry it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class JobTask(Task):
+    """The base of every task of ours (shared_task picks the app's Task class)."""
+
+    # An expected end, not a crash: Celery logs it on one INFO line, with no traceback.
+    throws = (JobFailed,)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Celery formats the traceback from where its tracer caught the exception: our task function and
+        run_job. The work's own frames never reach it (JobFailed is raised anew, outside the except
+        block, so nothing chains to the original error), but Flower needs none of ours either: the
+        task-failed event carries `einfo.traceback`, which the main process sends as this returns, so
+        it is cut to the exception line here. (The result backend, were results kept, gets Celery's
+        text before this runs; task_ignore_result keeps them out.)"""
+        if isinstance(exc, JobFailed):
+            einfo.traceback = "".join(traceback.format_exception_only(type(exc), exc))
+
+
 def create_celery(settings: Settings) -> Celery:
     tasks = ["workers.tasks", "workers.result_tasks", "workers.evaluation", "workers.scheduled"]
-    app = Celery("stockq", include=tasks)
+    app = Celery("stockq", include=tasks, task_cls=JobTask)
     # The settings stay out of app.conf: `celery inspect conf` and Flower print the whole config, and
     # Celery masks values only by key name. Tasks read them from `workers.settings`.
     app.conf.update(celery_config(settings))

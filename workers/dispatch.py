@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.utils.saferepr import saferepr
 
 from workers.jobs import JobRecord, JobRegistry
 
@@ -33,15 +34,27 @@ def publish(
     leaves the entry, and the reaper publishes it again."""
     # ignore_result: clients read our job records; a Celery result subscription per job would only pile
     # up in the publishing process.
+    kwargs = {**(kwargs or {}), "attempt": attempt}
     app.send_task(
         task,
         args=[job_id, *(args or [])],
-        kwargs={**(kwargs or {}), "attempt": attempt},
+        kwargs=kwargs,
         task_id=task_id(job_id, attempt),
         ignore_result=True,
         countdown=countdown,
+        kwargsrepr=_kwargs_shown(kwargs),
     )
     jobs.published(job_id, attempt)
+
+
+def _kwargs_shown(kwargs: dict[str, Any]) -> str:
+    """The keywords as Flower's task list shows them (its kwargs column is this text, which the task
+    events carry instead of the arguments): the ticker(s) and the attempt first, so that the job's subject
+    survives Celery's cut at 1024 characters (an agent question can be long). The args column already
+    starts with the job id."""
+    first = ("ticker", "tickers", "attempt")
+    ordered = sorted(kwargs.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first))
+    return saferepr(dict(ordered), 1024)
 
 
 def publish_record(app: Celery, jobs: JobRegistry, job: JobRecord, attempt: int) -> None:

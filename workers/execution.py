@@ -13,16 +13,17 @@ from typing import Any
 
 import redis
 from celery import current_task
-from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ml.errors import Cancelled, Paused, StockqError, new_error_id
 from workers import logs, preemption
+from workers.celery_app import JobFailed
 from workers.counters import JOB_DURATION_BUCKETS, Counters
 from workers.dispatch import publish_record
 from workers.job_context import DEFERRED, JobContext, jsonable
-from workers.jobs import Delivery, JobStatus, spec
-from workers.jobs.model import RequeueOutcome, Start
+from workers.jobs import Delivery, JobRecord, JobStatus, spec
+from workers.jobs.model import Change, RequeueOutcome, Start
 from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -56,36 +57,84 @@ def run_job(job_id: str, attempt: int, job_type: str, work: Callable[[JobContext
     if state == Start.RUNNING and _redelivered_by_amqp(rt):
         _take_over(rt, delivery)
         return
+    if state == Start.FINISHED:
+        # This attempt's message, after its job ended: a job cancelled while queued, or a redelivery.
+        log.info("job %s attempt %s already finished: dropped", job_id, attempt)
+        _end_task_as(_finished_record(rt, job_id))
+        return
     if state != Start.STARTED:
         log.info("job %s attempt %s not started (%s): dropped", job_id, attempt, state)
         return
     try:
-        _run_started(rt, delivery, job_type, work, worker, owner)
+        ended = _run_started(rt, delivery, job_type, work, worker, owner)
     finally:
         # A SIGTERM that arrived during this job was for this job: the next one starts unasked to stop.
         preemption.clear_requested()
+    _end_task_as(ended)
 
 
 def _run_started(rt: Runtime, delivery: Delivery, job_type: str, work: Callable[[JobContext], Any],
-                 worker: str, owner: str | None) -> None:  # fmt: skip
+                 worker: str, owner: str | None) -> tuple[JobStatus, Any] | None:  # fmt: skip
+    """The final status and payload the FINISH script recorded, or None (paused, handed on, dropped)."""
     job_id, attempt = delivery.job_id, delivery.attempt
     started = time.monotonic()
     tags = {"job_id": job_id, "attempt": attempt, "tenant": owner or None,
             "ticker": current_task.request.kwargs.get("ticker"), "task": current_task.name}  # fmt: skip
     with logs.job_context(**tags), rt.leases.hold(delivery) as keeper:
         ctx = JobContext(rt, delivery, job_type, keeper, worker, owner or "")
+        log.info("attempt %s started on %s", attempt, worker)  # the job's own log starts here
         kind, value = _outcome(ctx, work)
         if kind == "paused":
             _paused(ctx)
-            return
+            return None
         if kind == "deferred":
-            return
+            return None
         try:
-            _durable(_record)(ctx, kind, value, time.monotonic() - started)
+            done = _durable(_record)(ctx, kind, value, time.monotonic() - started)
         except redis.RedisError as exc:
             # Not acknowledged: the message comes back, and the lease (no longer renewed) lets the reaper
             # requeue the job; the outcome is never silently lost.
             raise Reject(f"outcome of job {job_id} not recorded: {exc}", requeue=True) from exc
+    if done == kind:
+        return done, value
+    # The script recorded a success as cancelled (its cancel came during the work), or refused it.
+    return (done, None) if done == JobStatus.CANCELLED else None
+
+
+def _finished_record(rt: Runtime, job_id: str) -> tuple[JobStatus, Any] | None:
+    try:
+        job: JobRecord | None = rt.jobs.get(job_id)
+    except redis.RedisError:
+        return None  # the record could not be read: the task just ends, as any dropped delivery does
+    return None if job is None else (job.status, job.error)
+
+
+def _end_task_as(ended: tuple[JobStatus, Any] | None) -> None:
+    """End the Celery task the way the job's record ended, once the FINISH script recorded it, so that
+    Flower (which shows task states) agrees with the registry (the source of truth): a failed job's task
+    ends in FAILURE, a cancelled one's in REVOKED, anything else in SUCCESS.
+
+    Acknowledgement stays what it was: with late acks Celery acknowledges a task that raised as it does
+    one that returned (task_acks_on_failure_or_timeout, the default), and one that raises Ignore too.
+    Neither is retried nor requeued: no task of ours sets autoretry_for, and Celery requeues only on a
+    Reject or a lost pool process (task_reject_on_worker_lost, off).
+    """
+    if ended is None:
+        return
+    status, payload = ended
+    if status == JobStatus.FAILED:
+        error = payload if isinstance(payload, dict) else {}
+        # The client's code and message: an internal error's message holds only its error id.
+        raise JobFailed(str(error.get("code", "failed")), str(error.get("message", "")))
+    if status == JobStatus.CANCELLED:
+        # Celery knows no cancelled end of its own: REVOKED is the state Flower and its filters show for
+        # one. The worker announces a revoke only for the tasks it revoked itself, so this process sends
+        # the event, and Ignore ends the task with no success or failure event after it.
+        try:
+            current_task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        except Exception as exc:  # only a monitor's view is lost: the record holds the outcome
+            log.warning("job %s: Flower was not told of its cancel (%s)", current_task.request.id, exc)
+        raise Ignore()
 
 
 def _redelivered_by_amqp(rt: Runtime) -> bool:
@@ -156,9 +205,9 @@ def _outcome(ctx: JobContext, work: Callable[[JobContext], Any]) -> tuple[str, A
         return JobStatus.FAILED, {"code": "internal_error", "message": message, "error_id": error_id}
 
 
-def _record(ctx: JobContext, kind: JobStatus, payload: Any, seconds: float) -> None:
+def _record(ctx: JobContext, kind: JobStatus, payload: Any, seconds: float) -> JobStatus | Change:
     """The outcome, the execution count and the counters in one script (a success whose cancel arrived
-    during the work is recorded cancelled, unless the job type keeps a late result)."""
+    during the work is recorded cancelled, unless the job type keeps a late result); what it recorded."""
     duration = Counters.observation(
         "stockq_job_duration_seconds", ctx.job_type, seconds, JOB_DURATION_BUCKETS
     )
@@ -170,6 +219,7 @@ def _record(ctx: JobContext, kind: JobStatus, payload: Any, seconds: float) -> N
     )  # fmt: skip
     if done not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
         log.info("job %s attempt %s: outcome %s dropped (%s)", ctx.job_id, ctx.delivery.attempt, kind, done)
+    return done
 
 
 def _paused(ctx: JobContext) -> None:
