@@ -143,9 +143,9 @@ class TrainHooks:
     """
 
     on_epoch: EpochCallback | None = None  # each phase counts its own epochs from 1 (see on_phase)
-    # Called with "select" (early stopping on the last val_days) and "refit" (every sample, the chosen
-    # epoch count) as each phase of a training starts.
-    on_phase: Callable[[str], None] | None = None
+    # Called as each phase of a training starts, with its epoch count: "select" (early stopping on the
+    # last val_days; the epochs asked) and "refit" (every sample; the epochs the selection chose, maybe 0).
+    on_phase: Callable[[str, int], None] | None = None
     should_stop: StopCallback | None = None  # cancel: raises Cancelled, nothing registered
     should_pause: StopCallback | None = None  # checkpoint, then raise Paused
     on_resume: Callable[[int], None] | None = None  # called with the checkpointed epoch

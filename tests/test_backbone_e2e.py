@@ -73,10 +73,13 @@ def test_train_parent_and_child_with_progress_then_predict(stack: dict) -> None:
     result = job["result"]
     assert result["name"] == PARENT_NAME and 0 <= result["best_epoch"] <= 3
     # Selection chose the best of up to 3 epochs (0: the starting weights, zero+EWMA, beat them all); the
-    # refit then ran that many on every sample, and its epochs are the last progress shown when it ran any.
+    # refit then ran that many on every sample (none: its bar is full at once), the record's last phase.
     assert result["epochs_run"] == result["best_epoch"] and job["started_at"] >= job["submitted_at"]
-    last = ("refit", result["best_epoch"]) if result["best_epoch"] else ("select", 3)
-    assert (job["progress"]["phase"], job["progress"]["epochs"]) == last, (job["progress"], result)
+    progress = job["progress"]
+    assert progress["phase"] == "refit" and (progress["phase_index"], progress["phases"]) == (3, 3), progress
+    assert progress["step"] == progress["steps"] == max(result["best_epoch"], 1), progress
+    refit = [row["epoch"] for row in progress["losses"] if row["phase"] == "refit"]
+    assert refit == list(range(1, result["best_epoch"] + 1)), progress
 
     job = wait_job(client, submit(client, "/train", {"ticker": "AAPL", "strategy": "freeze", "epochs": 2}))
     assert job["status"] == "succeeded", job
@@ -121,10 +124,10 @@ def test_cancel_running_training_stops_at_next_epoch_and_queued_job_never_runs(s
 
 def test_failed_job_carries_a_clear_error(stack: dict) -> None:
     client: FlaskClient = stack["client"]
-    job = wait_job(client, submit(client, "/predict-child", {"ticker": "ZZZZ", "model": "child"}))
+    job = wait_job(client, submit(client, "/predict-child", {"ticker": "RRC", "model": "child"}))
     assert job["status"] == "failed"
     assert job["error"]["code"] in {"model_not_found", "unknown_ticker", "features_missing"}
-    assert "ZZZZ" in job["error"]["message"]
+    assert "RRC" in job["error"]["message"]
 
 
 def test_through_gunicorn_submit_poll_and_fast_path(stack: dict) -> None:

@@ -45,7 +45,7 @@ class Steering:
         self.phase = ""
 
     def hooks(self, job_key: str) -> TrainHooks:
-        def on_phase(phase: str) -> None:
+        def on_phase(phase: str, _epochs: int) -> None:
             self.phase = phase
 
         return TrainHooks(

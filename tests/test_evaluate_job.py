@@ -169,12 +169,19 @@ def test_an_evaluation_reports_each_origin_and_ends_with_its_headline(live: Live
     seen: list[dict] = []
     job = wait(live.base, r.json()["job_id"], 600, seen)
     assert job["status"] == "succeeded", job
-    # Burn-in, 2021 and 2022: three refits, each shown while it runs (a poll may miss one), then the
-    # baselines.
-    origins = [p for p in seen if p["text"].startswith("origin ")]
+    # Burn-in, 2021 and 2022: three refits, each shown while it runs with the epochs of its fit (a poll may
+    # miss some), the bar counting the origins done; then the baselines.
+    origins = [p for p in seen if p["phase"] == "walk_forward"]
     steps = [p["step"] for p in origins]
-    assert len(steps) >= 2 and steps == sorted(set(steps)) and set(steps) <= {1, 2, 3}, seen
-    assert {p["steps"] for p in origins} == {3} and origins[-1]["text"].endswith("· global")
+    assert len(set(steps)) >= 2 and steps == sorted(steps) and set(steps) <= {0, 1, 2}, seen
+    assert {(p["steps"], p["phase_index"], p["phases"]) for p in origins} == {(3, 1, 2)}, seen
+    assert all(p["label"].startswith(f"walk-forward origin {p['step'] + 1}/3") for p in origins), seen
+    # Each origin's fit reports its epochs too (one epoch here: a poll may miss them all; the callbacks
+    # are tested in tests/test_progress.py).
+    for p in origins:
+        if "epoch" in p:
+            assert p["label"] == f"walk-forward origin {p['step'] + 1}/3 · epoch {p['epoch']}", p
+    assert (job["progress"]["phase"], job["progress"]["phase_index"]) == ("baselines", 2), job["progress"]
     result = job["result"]
     assert "per_ticker" not in result and "calibration" not in result
     assert result["tickers"] == sorted(["^GSPC", *TICKERS]) and result["counts"]["tickers"] == 4

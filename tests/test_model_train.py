@@ -66,7 +66,7 @@ class Trained:
     parent: dict[str, Any]
     children: dict[str, dict[str, Any]]
     epochs: list[tuple[int, int]]
-    phases: list[str]
+    phases: list[tuple[str, int]]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     store = synthetic_store(tmp / "var", DB, FEAST_DB)
     registry = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", (tmp / "art").as_uri())
     epochs: list[tuple[int, int]] = []
-    phases: list[str] = []
-    hooks = TrainHooks(on_epoch=lambda e, n, *_: epochs.append((e, n)), on_phase=phases.append)
+    phases: list[tuple[str, int]] = []
+    hooks = TrainHooks(
+        on_epoch=lambda e, n, *_: epochs.append((e, n)), on_phase=lambda p, n: phases.append((p, n))
+    )
     parent = train_parent(store=store, registry=registry, config=CONFIG, hooks=hooks)
     children = {s: train_child("S00", s, store=store, registry=registry, config=CONFIG) for s in ("freeze",)}
     closes = garch_factor_panel(n_tickers=2, years=6)
@@ -104,7 +106,8 @@ def test_parent_trains_on_the_panel_in_two_phases_and_is_served_provisionally(tr
     assert s["champion"] is True and s["device"] == "cpu"
     assert s["decision"] == f"promoted provisionally (first champion of {PARENT_NAME}): {NOT_EVALUATED}"
     assert s["verdict"] == {"measurable": False, "text": NOT_EVALUATED}
-    assert trained.phases == ["select", "refit"]
+    # Each phase is announced with its epoch count: the epochs asked, then those the selection chose.
+    assert trained.phases == [("select", 2), ("refit", s["best_epoch"])]
     select = [row for row in s["history"] if row["phase"] == "select"]
     refit = [row for row in s["history"] if row["phase"] == "refit"]
     assert s["best_epoch"] == min(select, key=lambda r: r["val_loss"])["epoch"]

@@ -1,10 +1,11 @@
 """The `evaluate` job: the served recipe's walk-forward evaluation over the stored panel
 (ml.evaluation.run.evaluate_panel), on the training queue like a training, under its own time limit.
 
-It stops between origins when cancelled and reports each origin as progress. The evaluation it records in
-MLflow (summary, per-window losses) is what cards quote and promotion reads; the job's result is its
-headline. Once recorded, every worker's warm models are dropped (workers/model_cache.py), so forecasts
-apply the new calibration and cards quote the new verdict.
+It stops between origins when cancelled and reports each origin, and each epoch of its fit, as progress
+(walk_forward, then baselines). The evaluation it records in MLflow (summary, per-window losses) is what
+cards quote and promotion reads; the job's result is its headline. Once recorded, every worker's warm
+models are dropped (workers/model_cache.py), so forecasts apply the new calibration and cards quote the
+new verdict.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from celery import shared_task
 from stockq.settings import Settings
 from workers.execution import run_job
 from workers.job_context import JobContext
+from workers.progress import sig6
 
 # Stay in the MLflow run and on the cards: the job record carries the headline only.
 LEFT_ON_THE_CARD = ("per_ticker", "calibration")
@@ -33,6 +35,10 @@ def evaluation_config(
         first_year=first_year or s.evaluate_first_year, refit_months=refit_months or s.evaluate_refit_months,
         universe=universe or s.parent_universe, model=model, bootstrap_reps=s.evaluate_bootstrap_reps,
     )  # fmt: skip
+
+
+def _origin_label(k: int, of: int) -> str:
+    return f"walk-forward origin {k}/{of}"
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
@@ -63,14 +69,28 @@ def evaluate(
 
         config = evaluation_config(ctx.rt.settings, universe, first_year, refit_months)
         ctx.stage("evaluate")
+        ctx.plan("walk_forward", "baselines")
+        origin: list[int] = [0, 1]  # the origin running (1-based) and their count
 
         def on_progress(text: str, k: int, of: int) -> None:
             # `text` names the step ("origin 2021-01-04 · global", then "baselines"); k of `of` is running.
-            ctx.rt.jobs.set_fields(ctx.delivery, progress={"step": k, "steps": of, "text": text})
+            if text == "baselines":
+                ctx.begin("baselines", "baselines on the same decisions")
+                return
+            origin[:] = [k, of]
+            if ctx.current_phase == "walk_forward":
+                ctx.advance(k - 1, _origin_label(k, of), detail=text)
+            else:
+                ctx.begin("walk_forward", _origin_label(k, of), steps=of, step=k - 1, detail=text)
+
+        def on_epoch(epoch: int, epochs: int, loss: float, val_loss: float) -> None:
+            k, of = origin
+            ctx.advance(k - 1, f"{_origin_label(k, of)} · epoch {epoch}", epoch=epoch, epochs=epochs,
+                        loss=sig6(loss), val_loss=sig6(val_loss))  # fmt: skip
 
         summary = evaluate_panel(
             ctx.rt.store, ctx.rt.registry, config, tickers=tickers, should_stop=ctx.should_stop,
-            on_progress=on_progress,
+            on_progress=on_progress, on_epoch=on_epoch,
         )  # fmt: skip
         ctx.rt.evaluated(summary["run_id"])  # the warm models of every worker quote it from now on
         return headline(summary)

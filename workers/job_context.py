@@ -1,7 +1,8 @@
 """What a job's work sees of its delivery: stages, progress, cancel and pause checks, locks, hand-offs.
 
 workers/execution.py runs each delivery and builds one JobContext for its work (the tasks in
-workers/tasks.py, workers/evaluation.py, workers/result_tasks.py).
+workers/tasks.py, workers/evaluation.py, workers/result_tasks.py). The record's progress is built by
+workers/progress.py (phases, labels, bars, the loss curve) and written here, one write per step or epoch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workers.dispatch import publish
 from workers.jobs import Delivery
 from workers.jobs.model import RequeueOutcome
 from workers.leases import LeaseKeeper
+from workers.progress import Progress
 from workers.runtime import Runtime
 from workers.singleflight import SingleFlight
 
@@ -67,13 +69,41 @@ class JobContext:
     worker: str
     owner: str  # whose job it is (budgets are charged to it)
     _epoch_started: float = field(default_factory=time.monotonic)
-    # The training phase the epochs belong to (ml.training.train: `select`, then `refit`), each counting
-    # its own epochs from 1: the progress names it, so a client sees why the epoch count starts again.
-    _phase: str | None = None
+    _progress: Progress | None = None  # read from the record once per attempt, on first use
 
     @property
     def job_id(self) -> str:
         return self.delivery.job_id
+
+    def plan(self, *phases: str) -> None:
+        """The phases this job expects, in order (more may join: `expect`). A later attempt keeps the
+        earlier attempts' losses, read from the record once."""
+        job = self.rt.jobs.get(self.job_id)
+        self._progress = Progress.carried_over(job.progress if job is not None else None, list(phases))
+
+    def expect(self, *phases: str) -> None:
+        self._tracker.expect(*phases)
+
+    @property
+    def _tracker(self) -> Progress:
+        if self._progress is None:
+            self.plan()
+        assert self._progress is not None
+        return self._progress
+
+    def _write(self, progress: dict[str, Any], **fields: Any) -> None:
+        self.rt.jobs.set_fields(self.delivery, progress=jsonable(progress), **fields)
+
+    @property
+    def current_phase(self) -> str | None:
+        return self._tracker.phase
+
+    def begin(self, phase: str, label: str, *, steps: int = 1, step: int = 0, **extra: Any) -> None:
+        """A phase of the job's own (ingest, walk_forward, baselines, forecast...) begins."""
+        self._write(self._tracker.enter(phase, label, steps=steps, step=step, **extra))
+
+    def advance(self, step: int, label: str, **extra: Any) -> None:
+        self._write(self._tracker.advance(step, label, **extra))
 
     def stage(self, stage: str) -> None:
         """A stage boundary: a requested cancel stops the job here (checked and set in one round trip)."""
@@ -90,18 +120,19 @@ class JobContext:
         return self.keeper.lost.is_set() or preemption.requested(self.rt.redis, self.worker)
 
     def on_epoch(self, epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+        """One write per epoch: the progress with its whole (capped) loss curve."""
         now = time.monotonic()
-        # Wall time since the previous epoch (or since the training stage began): what an operator waits.
+        # Wall time since the previous epoch (or since the phase began): what an operator waits.
         seconds, self._epoch_started = now - self._epoch_started, now
-        progress = {"epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss,
-                    "epoch_seconds": seconds, "phase": self._phase}  # fmt: skip
-        self.rt.jobs.set_fields(self.delivery, progress=jsonable(progress))
+        self._write(self._tracker.epoch(epoch, epochs, train_loss, val_loss, seconds))
 
-    def on_phase(self, phase: str) -> None:
-        self._phase = phase
+    def on_phase(self, phase: str, epochs: int) -> None:
+        """A training phase begins (`select`, `refit`, or `parent_`... for a parent trained first)."""
+        self._epoch_started = time.monotonic()
+        self._write(self._tracker.training_phase(phase, epochs))
 
     def on_resume(self, epoch: int) -> None:
-        self.rt.jobs.set_fields(self.delivery, resumed_from_epoch=epoch)
+        self._write(self._tracker.resumed(epoch), resumed_from_epoch=epoch)
 
     def hold_lock(self, lock: SingleFlight) -> None:
         """Keep `lock` refreshed with the lease; losing it stops the job at its next epoch."""

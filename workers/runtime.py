@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from ml.errors import ModelNotFound
+from ml.errors import ModelNotFound, StockqError
 from ml.tickers import INDEX_TICKER, validate_ticker
 from stockq.settings import Settings
 from workers.counters import Counters
@@ -128,7 +128,6 @@ class Runtime:
     def forecast(self, ticker: str, model: str = "auto") -> dict[str, Any]:
         """A forecast from the cache when the same model version already saw the same data day."""
         from ml.serving.predict import predict
-        from ml.tickers import PARENT_NAME
 
         ticker = validate_ticker(ticker)
         name = self.serving_model(ticker, model)
@@ -137,14 +136,44 @@ class Runtime:
         evaluation = self.models.evaluation()
         key = PredictionCache.key(ticker, name, version, as_of, evaluation)
         cached = self.prediction_cache.get(key)
-        if cached is not None:
+        if cached is not None and "recent_closes" in cached:  # one cached before closes were served: a miss
             return {**cached, "cached": True}
-        choice = "parent" if name == PARENT_NAME else "child"
-        result = predict(ticker, choice, store=self.store, registry=self.registry, get_model=self.models.get)
+        result = predict(
+            ticker, _choice(name), store=self.store, registry=self.registry, get_model=self.models.get
+        )
         used = result["model"]
         stored = PredictionCache.key(ticker, used["name"], str(used["version"]), result["as_of"], evaluation)
         self.prediction_cache.put(stored, result)
         return {**result, "cached": False}
+
+    def trained(self, ticker: str, name: str, version: str) -> dict[str, Any]:
+        """What a training's result adds about the version it registered, champion or not: its own
+        forecast, the closes the chart draws it after, and whether it is the champion now (another training
+        may have passed it since its decision). The version is loaded from the registry, not kept warm, and
+        the serving cache is left alone: a training is not a request for a forecast."""
+        from ml.serving.predict import predict, recent_closes
+
+        champion = self.registry.champion_version(name) == version
+
+        def get(wanted: str) -> Any:
+            return self.registry.load(name, version) if wanted == name else None
+
+        try:
+            forecast = predict(ticker, _choice(name), store=self.store, registry=self.registry, get_model=get)
+        except StockqError as exc:  # the version is registered: its training did not fail
+            log.warning("no forecast for %s v%s of %s: %s", name, version, ticker, exc.message)
+            closes = recent_closes(self.store, ticker)
+            return {"forecast": None, "forecast_error": exc.to_dict(), "recent_closes": closes,
+                    "champion": champion}  # fmt: skip
+        closes = forecast.pop("recent_closes")  # once, beside the forecast, not inside it as well
+        return {"forecast": {**forecast, "cached": False}, "recent_closes": closes, "champion": champion}
+
+
+def _choice(name: str) -> str:
+    """The predict choice that serves model `name`."""
+    from ml.tickers import PARENT_NAME
+
+    return "parent" if name == PARENT_NAME else "child"
 
 
 def agent_config(settings: Settings) -> Any:

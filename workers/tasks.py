@@ -18,6 +18,7 @@ from workers.budgets import Budgets, configured
 from workers.execution import finish_failed, finish_ok, run_job, runtime
 from workers.job_context import JobContext, jsonable
 from workers.jobs import JobStatus
+from workers.progress import PARENT_PREFIX
 from workers.runtime import Runtime
 from workers.singleflight import SingleFlight
 
@@ -39,12 +40,13 @@ def _train_config(rt: Runtime, epochs: int | None) -> Any:
     return TrainConfig(model=model, universe=s.parent_universe, history_days=s.train_history_days)
 
 
-def _hooks(ctx: JobContext) -> Any:
+def _hooks(ctx: JobContext, phase_prefix: str = "") -> Any:
+    """`phase_prefix`: "parent_" while a child's job trains the parent first (its phases are named so)."""
     from ml.config import TrainHooks
 
     return TrainHooks(
         on_epoch=ctx.on_epoch,
-        on_phase=ctx.on_phase,
+        on_phase=lambda phase, epochs: ctx.on_phase(phase_prefix + phase, epochs),
         should_stop=ctx.should_stop,
         should_pause=ctx.should_pause,
         on_resume=ctx.on_resume,
@@ -66,25 +68,42 @@ def _ensure_parent(ctx: JobContext, epochs: int | None) -> None:
     from ml.training.train import train_parent
 
     flight = _single_flight(ctx.rt, INDEX_TICKER)
+    waiting = False
     while ctx.rt.registry.champion_version(PARENT_NAME) is None:
         if flight.acquire(ctx.job_id):
             ctx.hold_lock(flight)
             try:
                 ctx.stage("train_parent")
+                ctx.expect(f"{PARENT_PREFIX}select", f"{PARENT_PREFIX}refit")
                 train_parent(
                     store=ctx.rt.store, registry=ctx.rt.registry, config=_train_config(ctx.rt, epochs),
-                    hooks=_hooks(ctx),
+                    hooks=_hooks(ctx, PARENT_PREFIX),
                 )  # fmt: skip
             finally:
                 ctx.release_lock(flight)
             return
         ctx.stage("waiting_for_parent")
+        if not waiting:
+            ctx.begin("waiting_for_parent", "waiting for the parent model another job is training")
+            waiting = True
         time.sleep(PARENT_WAIT_POLL_S)
+
+
+def _ingest_label(done: int, total: int) -> str:
+    return f"ingest {done}/{total} ticker{'s' if total > 1 else ''}"
 
 
 def _ingest_for(ctx: JobContext, ticker: str) -> None:
     ctx.stage("ingest")
-    ctx.rt.ingest([INDEX_TICKER] if ticker == INDEX_TICKER else [INDEX_TICKER, ticker])
+    tickers = [INDEX_TICKER] if ticker == INDEX_TICKER else [INDEX_TICKER, ticker]
+    ctx.begin("ingest", _ingest_label(0, len(tickers)), steps=len(tickers))
+    fetched: list[str] = []
+
+    def on_ticker(name: str, _: dict[str, Any]) -> None:
+        fetched.append(name)
+        ctx.advance(len(fetched), _ingest_label(len(fetched), len(tickers)))
+
+    ctx.rt.ingest(tickers, on_ticker=on_ticker)
 
 
 def _train(ctx: JobContext, ticker: str, strategy: str, epochs: int | None) -> dict[str, Any]:
@@ -114,14 +133,15 @@ def ping(job_id: str, attempt: int = 1) -> None:
 def ingest(job_id: str, tickers: list[str], attempt: int = 1) -> None:
     def work(ctx: JobContext) -> Any:
         done: list[str] = []
+        ctx.plan("ingest")
+        ctx.begin("ingest", _ingest_label(0, len(tickers)), steps=len(tickers))
 
         def on_ticker(ticker: str, _: dict[str, Any]) -> None:
             # Nothing is written before every ticker is fetched: a cancel here leaves the store as it was.
             if ctx.should_stop():
                 raise Cancelled(f"ingest cancelled after fetching {ticker}; nothing written")
             done.append(ticker)
-            ctx.rt.jobs.set_fields(ctx.delivery, progress={"done": len(done), "total": len(tickers),
-                                                             "last": ticker})  # fmt: skip
+            ctx.advance(len(done), _ingest_label(len(done), len(tickers)), last=ticker)
 
         return ctx.rt.ingest(tickers, on_ticker=on_ticker)
 
@@ -146,8 +166,11 @@ def train(
 ) -> None:
     def work(ctx: JobContext) -> Any:
         valid = validate_ticker(ticker)
+        ctx.plan("ingest", "select", "refit")
         _ingest_for(ctx, valid)
-        return _train(ctx, valid, strategy, epochs)
+        summary = _train(ctx, valid, strategy, epochs)
+        # Its own version's forecast, promoted or not: what the job's detail draws (no job of its own).
+        return {**summary, **ctx.rt.trained(valid, summary["name"], str(summary["version"]))}
 
     run_job(job_id, attempt, "train", work)
 
@@ -222,11 +245,13 @@ def auto_train(job_id: str, ticker: str, client: str = "", attempt: int = 1) -> 
             return ctx.rt.forecast(ticker, "auto")
         ctx.hold_lock(flight)
         try:
+            ctx.plan("ingest", "select", "refit", "forecast")
             _ingest_for(ctx, ticker)
             # A retried job may find the model trained meanwhile by a request that took over.
             if not ctx.rt.has_model(ticker, "auto"):
                 _train(ctx, ticker, "fine_tune", rt.settings.auto_train_epochs)
             ctx.stage("predict")
+            ctx.begin("forecast", "forecast")
             result = ctx.rt.forecast(ticker, "auto")
         except Cancelled:
             ended.append(("cancelled", ""))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ml.config import PanelModelConfig
+from ml.config import EpochCallback, PanelModelConfig
 from ml.model.scaler import Scaler
 from ml.model.vol_lstm import VolQuantileLSTM, predict_z
 from ml.training.dataprep import make_tensors
@@ -63,6 +63,7 @@ def _train(
     lr: float,
     freeze_encoder: bool = False,
     scaler: Scaler | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[_Fitted, dict[str, Any]]:
     started = time.perf_counter()
     device = resolve_device(settings.device)
@@ -79,6 +80,7 @@ def _train(
         seed=settings.seed,
         freeze_lstm=freeze_encoder,
         keep_start=True,
+        on_epoch=on_epoch,
     )
     summary = {
         "n_train": len(train),
@@ -117,6 +119,7 @@ class GlobalRecipe:
     universe: tuple[str, ...] | None = None  # None: every ticker of the panel
     embed: bool = True
     fitted: _Fitted | None = None
+    on_epoch: EpochCallback | None = None  # each epoch of each origin's fit, as it ends (job progress)
 
     def refit(self, panel: PanelData, *, train_last: int, val_first: int, val_last: int) -> dict[str, Any]:
         s = self.settings
@@ -130,8 +133,9 @@ class GlobalRecipe:
             model = VolQuantileLSTM(new_spec(s, panel.input_names, tuple(tickers), embed))
         else:
             model = self.fitted.model
+        epochs = s.warm_epochs if warm else s.epochs
         self.fitted, summary = _train(
-            model, panel, train, val, s, epochs=s.warm_epochs if warm else s.epochs, lr=s.lr
+            model, panel, train, val, s, epochs=epochs, lr=s.lr, on_epoch=self.on_epoch
         )
         return {**summary, "warm_start": warm}
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ml.config import EvaluationConfig, StopCallback
+from ml.config import EpochCallback, EvaluationConfig, StopCallback
 from ml.evaluation.neural import GlobalRecipe, NeuralRecipe
 from ml.evaluation.panel_report import compare_panel, counts, losses_frame, verdict
 from ml.evaluation.quantile_calibration import fit_shifts
@@ -101,14 +101,16 @@ def evaluate_panel(
     tickers: list[str] | None = None,
     should_stop: StopCallback | None = None,
     on_progress: ProgressCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """The `evaluate` job: the served recipe over the stored panel (every ingested ticker by default),
-    recorded in the registry with its per-window losses; returns the summary a card quotes."""
+    recorded in the registry with its per-window losses; returns the summary a card quotes. `on_progress`
+    sees each origin (then the baselines), `on_epoch` each epoch of each origin's fit."""
     started = time.perf_counter()
     names = sorted({*(tickers or store.tickers()), INDEX_TICKER})
     panel = build_panel({t: store.training_frame(t)["close"] for t in names})
     universe = None if config.universe == "panel" else (INDEX_TICKER,)
-    recipe = GlobalRecipe(SERVED_RECIPE, config.model, universe=universe)
+    recipe = GlobalRecipe(SERVED_RECIPE, config.model, universe=universe, on_epoch=on_epoch)
     result = evaluate(panel, [recipe], config, should_stop=should_stop, on_progress=on_progress)
     report = result.reports[SERVED_RECIPE]
     dates = panel.dates[result.run.rows]

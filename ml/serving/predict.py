@@ -5,7 +5,9 @@ row (a ticker outside its universe: the mean embedding), and predicts standardis
 served log-return quantile of day h is z * sigma_t * sqrt(h), sigma_t being the window's last sigma-hat.
 When the latest evaluation of the model's recipe fit calibration shifts (per level and horizon, on the z
 scale: ml.evaluation.quantile_calibration), they are applied first. A parent serving another ticker than
-^GSPC (no child yet) says `fallback: parent`, as before the global model.
+^GSPC (no child yet) says `fallback: parent`, as before the global model. A forecast carries the
+`recent_closes` it follows (the last RECENT_CLOSES stored closes up to its as-of day), so a chart is drawn
+from the stored result alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from ml.calendar import next_sessions
 from ml.errors import InsufficientHistory, InvalidInput, ModelNotFound, StockqError
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 MODEL_CHOICES = ("auto", "child", "parent")
 BAND_LEVELS = (0.1, 0.5, 0.9)  # p10 / p50 / p90: the served 80 % band and the median
 GetModel = Callable[[str], LoadedModel | None]
+RECENT_CLOSES = 60  # about three months of sessions before the forecast
 
 
 def forecast_from_returns(
@@ -60,6 +64,20 @@ def forecast_from_returns(
             }
         )
     return rows
+
+
+def recent_closes(store: FeatureStore, ticker: str, as_of: date | None = None) -> list[dict[str, Any]]:
+    """The last RECENT_CLOSES stored closes up to `as_of` (None: the latest), oldest first: what a chart
+    draws before the forecast, stored with it so nobody asks the store again to draw it."""
+    daily = store.stored_daily(ticker)
+    if daily is None or daily.empty:
+        return []
+    days = pd.DatetimeIndex(daily["event_timestamp"]).tz_convert(None).normalize()
+    closes = pd.Series(daily["close"].to_numpy(dtype=np.float64), index=days).sort_index()
+    if as_of is not None:
+        closes = closes[closes.index <= pd.Timestamp(as_of)]
+    tail = closes.dropna().iloc[-RECENT_CLOSES:]
+    return [{"date": day.date().isoformat(), "close": float(f"{close:.6g}")} for day, close in tail.items()]
 
 
 def registry_getter(registry: ModelRegistry) -> GetModel:
@@ -172,7 +190,7 @@ def predict(
     loaded = resolve_model(ticker, model, get_model or registry_getter(registry))
     window = store.online_window(ticker, now=now)
     ((z, sigma),) = _forward(loaded, [window])
-    return _result(window, loaded, z, sigma)
+    return {**_result(window, loaded, z, sigma), "recent_closes": recent_closes(store, ticker, window.as_of)}
 
 
 def predict_many(

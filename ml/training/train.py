@@ -141,7 +141,7 @@ def run_phase(
     model = build_model(job, plan_.spec, m.seed, device)
     prefix = REFIT_PREFIX if refit else ""
     if hooks.on_phase is not None:
-        hooks.on_phase(phase)
+        hooks.on_phase(phase, epochs)
     if resume is not None and hooks.on_resume is not None:
         hooks.on_resume(int(resume["epoch"]))
     checkpointing = Checkpointing(
