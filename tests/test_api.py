@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -101,9 +102,9 @@ def test_evaluate_answers_202_and_records_what_was_asked(client: FlaskClient) ->
     # Left out: every ingested ticker and the worker's settings, filled in where the job runs.
     assert (job["type"], job["status"]) == ("evaluate", "queued")
     assert job["params"] == {"tickers": None, "universe": None, "first_year": None, "refit_months": None}
-    body = {"tickers": ["aapl", "brk.b"], "universe": "gspc", "first_year": 2021, "refit_months": 6}
+    body = {"tickers": ["aapl", "^gspc"], "universe": "gspc", "first_year": 2021, "refit_months": 6}
     job = client.get(client.post("/evaluate", json=body).headers["Location"]).get_json()
-    assert job["params"] == {**body, "tickers": ["AAPL", "BRK.B"]}
+    assert job["params"] == {**body, "tickers": ["AAPL", "^GSPC"]}
     # JSON has one number type (2021.0 is the integer 2021); a ticker in another case is the same ticker,
     # taken once where it first appears
     body = {"tickers": ["msft", "AAPL", "MSFT"], "universe": None, "first_year": 2021.0, "refit_months": 6.0}
@@ -185,6 +186,36 @@ def test_unknown_job_is_404_whatever_its_shape(client: FlaskClient) -> None:
     assert client.get("/status/" + "x" * 200).status_code == 422
     r = client.get("/nowhere")
     assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+
+
+def test_every_job_path_takes_a_unique_prefix_of_the_caller_s_job(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, 10, 11, api_keys=f"alice:{KEY_A},bob:{KEY_B}", admin_keys=f"ops:{'o' * 24}")
+    flush_db(s.redis_url)
+    app = create_app(s)
+    client, jobs = app.test_client(), app.extensions["stockq"].jobs
+    alice, bob, ops = ({"Authorization": f"Bearer {k}"} for k in (KEY_A, KEY_B, "o" * 24))
+    # Ids with a known start (the registry's own id source, replaced), so two jobs share a prefix.
+    jobs.new_id = lambda: "beef" + uuid.uuid4().hex[4:]
+    first, second = (client.post("/train", json={"ticker": "AAPL"}, headers=alice).get_json()["job_id"]
+                     for _ in range(2))  # fmt: skip
+    jobs.new_id = lambda: "cafe" + uuid.uuid4().hex[4:]
+    other = client.post("/train", json={"ticker": "KO"}, headers=bob).get_json()["job_id"]
+    unique = next(first[:n] for n in range(5, 32) if not second.startswith(first[:n]))
+    for method, path in (("GET", "/status/{}"), ("GET", "/jobs/{}/log"), ("GET", "/jobs/{}/events"),
+                         ("DELETE", "/jobs/{}"), ("POST", "/jobs/{}/retry")):  # fmt: skip
+        r = client.open(path.format("beef"), method=method, headers=alice)
+        assert r.status_code == 409, (path, r.get_json())
+        body = r.get_json()["error"]
+        assert (body["code"], body["details"]["candidates"]) == ("ambiguous_job_id", sorted([first, second]))
+        for ref in ("cafe", other[:8], "bee"):  # another tenant's job, and under 4 characters: no job
+            r = client.open(path.format(ref), method=method, headers=alice)
+            assert r.status_code == 404 and error_of(r)["code"] == "job_not_found", (path, ref)
+    assert client.get(f"/status/{unique.upper()}", headers=alice).get_json()["job_id"] == first
+    assert client.delete(f"/jobs/{unique}", headers=alice).get_json()["job_id"] == first  # cancels that one
+    assert client.get(f"/status/{first}", headers=alice).get_json()["status"] == "cancelled"
+    assert client.post(f"/jobs/{unique}/retry", headers=alice).get_json()["job_id"] == first
+    assert client.get(f"/status/{second}", headers=alice).get_json()["status"] == "queued"
+    assert client.get("/status/cafe", headers=ops).get_json()["job_id"] == other  # an admin sees every job
 
 
 def test_idempotency_key_returns_the_first_job_and_rejects_another_body(

@@ -176,7 +176,7 @@ def test_concurrent_chart_requests_share_one_job(stack: Stack) -> None:
 
 def test_batch_result_is_read_back_from_the_cache_and_its_expiry_reported(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {key_of('batch')}"}
-    body = {"tickers": ["AAPL", "MSFT", "^GSPC", "NOPE"]}
+    body = {"tickers": ["AAPL", "MSFT", "^GSPC", "RRC"]}
     job_id = requests.post(f"{stack.base}/predict", json=body, headers=headers, timeout=30).json()["job_id"]
 
     def finished() -> dict | None:
@@ -187,7 +187,7 @@ def test_batch_result_is_read_back_from_the_cache_and_its_expiry_reported(stack:
     assert job["status"] == "succeeded", job
     result = job["result"]
     assert len(result["AAPL"]["forecast"]) == 7 and result["^GSPC"]["model"]["name"] == "stockq-parent"
-    assert result["NOPE"]["error"]["code"] in {"features_missing", "model_not_found"}
+    assert result["RRC"]["error"]["code"] in {"features_missing", "model_not_found"}
     # The job Redis holds a descriptor of a few hundred bytes; the forecasts are on the cache Redis.
     raw = stack.jobs_redis.hget(keys.job(job_id), "result") or b""
     descriptor = json.loads(raw)

@@ -107,7 +107,7 @@ def test_inspect_conf_flower_and_logs_carry_no_secret(stack: dict) -> None:
     assert r.status_code == 200 and r.json()["result"] == {"pong": True}
     failed = requests.post(
         f"{stack['api']}/predict-child?wait=5",
-        json={"ticker": "ZZZZ", "model": "child"},
+        json={"ticker": "RRC", "model": "child"},
         headers=headers,
         timeout=10,
     )

@@ -169,14 +169,14 @@ def test_a_killed_lock_holder_does_not_block_beyond_the_lock_expiry(serving: dic
 
 def test_batch_predicts_many_tickers_in_one_job(serving: dict) -> None:
     client: FlaskClient = serving["client"]
-    r = client.post("/predict?wait=10", json={"tickers": ["AAPL", "^GSPC", "KO", "NOPE"]})
+    r = client.post("/predict?wait=10", json={"tickers": ["AAPL", "^GSPC", "KO", "RRC"]})
     assert r.status_code == 200, r.get_json()
     results = r.get_json()["result"]
     has_child = serving["registry"].champion_version(child_name("AAPL")) is not None
     assert results["AAPL"]["model"]["name"] == (child_name("AAPL") if has_child else PARENT_NAME)
     assert results["^GSPC"]["model"]["name"] == PARENT_NAME
     assert len(results["KO"]["forecast"]) == 7
-    assert results["NOPE"]["error"]["code"] in {"features_missing", "model_not_found"}
+    assert results["RRC"]["error"]["code"] in {"features_missing", "model_not_found"}
 
 
 def test_forecast_chart_png_and_svg(serving: dict) -> None:

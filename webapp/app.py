@@ -7,15 +7,18 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
+from ml.data.listing import Listing, listing, parse_spec
 from stockq.settings import Settings, configure_process_env
 from webapp.auth import install_auth
 from webapp.console import console
 from webapp.errors import ApiError, register_error_handlers, validation_error_response
+from webapp.events import events
 from webapp.metrics import install_metrics
 from webapp.models_routes import models
 from webapp.openapi import JobIdConverter, install_docs
@@ -23,6 +26,7 @@ from webapp.ratelimit import install_rate_limit
 from webapp.routes import api, ops
 from webapp.schemas import ErrorBody
 from webapp.submit import Submitter
+from webapp.tickers import tickers
 from workers.celery_app import create_celery
 from workers.jobs import JobRegistry
 from workers.results import ResultStore
@@ -42,6 +46,8 @@ class ApiContext:
     waiting: threading.BoundedSemaphore
     # Charts and batch results on the evicting cache Redis (workers/results.py).
     results: ResultStore
+    # What the data source can serve now (a csv source's directory is read again on each call).
+    tickers: Callable[[], Listing]
     # Counts the request in a rate-limit class the route decides (webapp/ratelimit.py RateLimiter.charge).
     charge: Callable[[str], None] = lambda _name: None
 
@@ -81,6 +87,7 @@ def _check_json_body() -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     configure_process_env(settings)
+    parse_spec(settings.data_source)  # a data source no worker could build refuses to start here too
     app = OpenAPI(
         __name__,
         info=Info(
@@ -115,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ResultStore.from_settings(
             settings, redis.Redis.from_url(settings.cache_url, socket_connect_timeout=1, socket_timeout=1)
         ),
+        partial(listing, settings.data_source),
     )
     register_error_handlers(app)
     # Metrics first: their clock starts before auth and rate limiting can reject a request.
@@ -123,6 +131,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["stockq"].charge = install_rate_limit(app, settings, client)
     app.before_request(_check_json_body)
     app.register_api(api)
+    app.register_api(events)
+    app.register_api(tickers)
     app.register_api(ops)
     app.register_api(models)
     app.register_api(console)

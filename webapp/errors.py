@@ -7,6 +7,7 @@ stays in this process's log under an `error_id` that the client gets to quote.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
@@ -38,12 +39,19 @@ FULL_RETRY_AFTER_S = 60
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    """`details`: what a client acts on beyond the message (an unknown ticker's `suggestions`, an ambiguous
+    id's `candidates`); left out of the body when there is none."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.details = details
 
 
-def error_response(status: int, code: str, message: str, **extra: str) -> Response:
+def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
     response = jsonify({"error": {"code": code, "message": message, **extra}})
     response.status_code = status
     return response
@@ -97,7 +105,8 @@ def broker_error_response(exc: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError) -> Response:
-        response = error_response(exc.status, exc.code, exc.message)
+        extra = {} if exc.details is None else {"details": exc.details}
+        response = error_response(exc.status, exc.code, exc.message, **extra)
         response.headers.update(exc.headers)
         return response
 

@@ -24,6 +24,8 @@ DESCRIPTIONS = {
     400: "The body is empty or not valid JSON.",
     401: "Missing or invalid API key.",
     404: "Not found (for a job: missing or another tenant's).",
+    409: "A job id prefix that several of the caller's jobs start with (`ambiguous_job_id`: "
+    "`details.candidates` lists their ids); give more of the id.",
     413: "The body exceeds 64 KiB.",
     415: "The body is not `application/json`.",
     422: "A parameter or the body fails validation; the message names each field.",
@@ -74,6 +76,8 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
                 wanted.add(422)
             if "path" in params:
                 wanted.add(404)  # a value that no route matches (a `/` in it, say)
+            if "{job_id}" in path:
+                wanted.add(409)  # a prefix of several jobs' ids (webapp/jobref.py); a route's own 409 stays
             if method in BODY_METHODS:
                 wanted |= {400, 413, 415, 422}  # the body check runs even where no body is expected
             if 422 not in wanted:

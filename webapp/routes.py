@@ -7,12 +7,13 @@ import math
 import re
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 
 from webapp.auth import current_tenant
 from webapp.errors import ApiError
+from webapp.jobref import api_context, shown, visible_job
 from webapp.ratelimit import client_key
 from webapp.schemas import (
     CURSOR_PATTERN,
@@ -34,13 +35,14 @@ from webapp.schemas import (
     WaitQuery,
 )
 from webapp.submit import INFLIGHT_RETRY_AFTER_S
+from webapp.tickers import check_known
 from workers.celery_app import QUEUES
 from workers.dispatch import publish_record
 from workers.heartbeat import live_workers
 from workers.jobs import FINISHED, JobStatus, spec
 from workers.jobs import JobRecord as StoredJob
 from workers.jobs.model import CancelOutcome, RetryOutcome
-from workers.results import CacheUnavailable, ResultStore
+from workers.results import CacheUnavailable
 
 
 def _schema_once(model: type[BaseModel]) -> None:
@@ -65,19 +67,6 @@ api = APIBlueprint("api", __name__, abp_responses={"401": ErrorBody, "503": Erro
 ops = APIBlueprint("ops", __name__)
 
 
-def _ctx() -> Any:
-    return current_app.extensions["stockq"]
-
-
-def _results() -> ResultStore:
-    return _ctx().results
-
-
-def _shown(job: StoredJob) -> dict[str, Any]:
-    """A job's response body, a result kept on the cache read back into it."""
-    return JobRecord.show(_results().shown(job))
-
-
 def _accepted(job: StoredJob) -> Response:
     # What url_for("api.get_status") builds, without building a URL adapter per request.
     status_url = f"{request.script_root}/status/{job.id}"
@@ -90,14 +79,15 @@ def _accepted(job: StoredJob) -> Response:
 def _submit(
     job_type: str, params: dict[str, Any], wait: float = 0.0, task_kwargs: dict[str, Any] | None = None
 ) -> Response:
-    ctx = _ctx()
+    ctx = api_context()
+    check_known(params)  # 422 unknown_ticker before any job exists
     job, _ = ctx.submitter.submit(
         job_type, params, request.headers.get("Idempotency-Key"), client_key(), current_tenant().name,
         task_kwargs,
     )  # fmt: skip
     finished = _wait(job, wait)
     if finished is not None and finished.status in FINISHED:
-        return jsonify(_shown(finished))
+        return jsonify(shown(finished))
     return _accepted(job)
 
 
@@ -105,22 +95,13 @@ def _wait(job: StoredJob, seconds: float) -> StoredJob | None:
     """Block a thread for the job (its record as the submit just read it) only while this process has a
     waiting slot free: past the cap, the caller gets its 202 at once, so long polls can never take the
     threads /health and submissions need."""
-    ctx = _ctx()
+    ctx = api_context()
     if seconds <= 0 or not ctx.waiting.acquire(blocking=False):
         return None
     try:
         return ctx.jobs.wait_finished(job.id, seconds, ctx.blocking_redis, known=job)
     finally:
         ctx.waiting.release()
-
-
-def _visible_job(job_id: str) -> StoredJob:
-    """The caller's job (an admin's: anyone's); another tenant's job is as missing as an unknown one."""
-    job = _ctx().jobs.get(job_id)
-    tenant = current_tenant()
-    if job is None or not (tenant.admin or job.owner == tenant.name):
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
-    return job
 
 
 @api.post("/train", tags=[jobs_tag], responses={202: JobAccepted, 422: ErrorBody})
@@ -153,7 +134,7 @@ def predict_batch(query: WaitQuery, body: BatchPredictRequest) -> Response:
 def agent_chat(body: AgentRequest) -> Response:
     """Ask the analyst agent about a ticker: a markdown report with a stance."""
     params = body.model_dump()
-    scope = current_tenant().name if _ctx().settings.agent_cache_scope == "tenant" else "global"
+    scope = current_tenant().name if api_context().settings.agent_cache_scope == "tenant" else "global"
     return _submit("analyze", params, task_kwargs={**params, "cache_scope": scope})
 
 
@@ -172,8 +153,10 @@ def ping(query: WaitQuery) -> Response:
 @api.get("/status/<job_id:job_id>", tags=[jobs_tag], responses={200: JobRecord, 404: ErrorBody})
 def get_status(path: JobPath) -> Response:
     """The job record: status, stage, progress, result or error. A batch forecast's result is read back
-    from the cache it is kept on for minutes; once gone, `result` says `result_expired`."""
-    return jsonify(_shown(_visible_job(path.job_id)))
+    from the cache it is kept on for minutes; once gone, `result` says `result_expired`. Here and on every
+    path with a job id, a unique prefix of the id (4 or more hex digits) names the job: 409
+    `ambiguous_job_id` (details.candidates) when several of the caller's jobs start with it."""
+    return jsonify(shown(visible_job(path.job_id)))
 
 
 @api.get("/jobs", tags=[jobs_tag], responses={200: JobList, 400: ErrorBody})
@@ -186,7 +169,7 @@ def list_jobs(query: JobsQuery) -> Response:
     repeated = sorted(k for k in request.args if len(request.args.getlist(k)) > 1)
     if repeated:
         raise ApiError(400, "repeated_parameter", f"give each query parameter once: {', '.join(repeated)}")
-    jobs, cursor = _ctx().jobs.list(
+    jobs, cursor = api_context().jobs.list(
         status=query.status, job_type=query.type, limit=query.limit, owner=owner, cursor=_cursor(query.cursor)
     )
     return jsonify({"jobs": [JobRecord.show(j) for j in jobs], "count": len(jobs), "next_cursor": cursor})
@@ -210,16 +193,16 @@ def cancel_job(path: JobPath) -> Response:
     training at its next epoch, an ingest between tickers, an analysis between agent nodes, a prediction
     or chart before its forward pass, an evaluation between origins. A running ping cannot be cancelled
     (409 not_cancellable)."""
-    ctx = _ctx()
-    job = _visible_job(path.job_id)
-    outcome = ctx.jobs.cancel(path.job_id)  # decided and applied in one script
+    ctx = api_context()
+    job = visible_job(path.job_id)
+    outcome = ctx.jobs.cancel(job.id)  # decided and applied in one script
     if outcome == CancelOutcome.NOT_CANCELLABLE:
         raise ApiError(409, "not_cancellable", f"a running {job.type} job cannot be cancelled")
-    now = ctx.jobs.get(path.job_id)
+    now = ctx.jobs.get(job.id)
     if outcome == CancelOutcome.MISSING or now is None:
-        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+        raise ApiError(404, "job_not_found", f"no job {job.id}")
     if outcome == CancelOutcome.FINISHED:
-        raise ApiError(409, "job_finished", f"job {path.job_id} already {now.status}")
+        raise ApiError(409, "job_finished", f"job {job.id} already {now.status}")
     response = jsonify(JobRecord.show(now))
     response.status_code = 200 if outcome == CancelOutcome.CANCELLED else 202
     return response
@@ -233,28 +216,28 @@ def cancel_job(path: JobPath) -> Response:
 def retry_job(path: JobPath) -> Response:
     """Run a failed or cancelled job again under the same id (from the dead-letter list, say): its lost-
     worker count starts again at zero. 409 for a job that is queued, running or succeeded."""
-    ctx = _ctx()
-    job = _visible_job(path.job_id)
+    ctx = api_context()
+    job = visible_job(path.job_id)
     ctx.charge(spec(job.type).cost)  # a retry costs what its job type costs (429 past the budget)
-    done = ctx.jobs.retry(path.job_id, ctx.settings.max_inflight)
+    done = ctx.jobs.retry(job.id, ctx.settings.max_inflight)
     if done.outcome == RetryOutcome.MISSING:
-        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+        raise ApiError(404, "job_not_found", f"no job {job.id}")
     if done.outcome == RetryOutcome.BUSY:
         full = f"{job.owner} already has {ctx.settings.max_inflight} queued or running jobs"
         raise ApiError(429, "too_many_inflight", f"{full}: wait for some to finish",
                        headers={"Retry-After": str(INFLIGHT_RETRY_AFTER_S)})  # fmt: skip
     if done.outcome == RetryOutcome.NOT_RETRYABLE:
         raise ApiError(
-            409, "not_retryable", f"job {path.job_id} is {done.status}: only failed or cancelled jobs retry"
+            409, "not_retryable", f"job {job.id} is {done.status}: only failed or cancelled jobs retry"
         )
-    queued = ctx.jobs.get(path.job_id)
+    queued = ctx.jobs.get(job.id)
     if queued is None:
-        raise ApiError(404, "job_not_found", f"no job {path.job_id}")
+        raise ApiError(404, "job_not_found", f"no job {job.id}")
     try:
         publish_record(ctx.submitter.celery, ctx.jobs, queued, done.attempt)
     except Exception:
         # The retry and its outbox entry are one script: the reaper publishes it once the broker answers.
-        log.warning("job %s: retry published later (broker refused it)", path.job_id, exc_info=True)
+        log.warning("job %s: retry published later (broker refused it)", job.id, exc_info=True)
     return _accepted(queued)
 
 
@@ -293,7 +276,7 @@ def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
     reuses the rendering while the model version, data and forecast are the same. 429
     `result_budget_exceeded`: the tenant holds its budget of charts and batch results on the cache until
     older ones expire."""
-    ctx = _ctx()
+    ctx = api_context()
     params = {"ticker": path.ticker, "fmt": path.fmt}
     job, _ = ctx.submitter.submit("chart", params, _chart_claim(path), client_key(), current_tenant().name)
     finished = job if job.finished else _wait(job, query.wait if "wait" in request.args else 10.0)
@@ -306,7 +289,7 @@ def forecast_chart(path: ChartPath, query: WaitQuery) -> Response:
         raise ApiError(CHART_ERROR_STATUS.get(code, 422), code, error.get("message", "chart failed"))
     key = (finished.result or {}).get("key")  # none in a record written before charts left the job Redis
     try:
-        image = _results().read(key) if key else None
+        image = api_context().results.read(key) if key else None
     except CacheUnavailable as exc:
         raise ApiError(503, exc.code, exc.message) from None
     if image is None:
@@ -322,7 +305,7 @@ def _chart_claim(path: ChartPath) -> str:
 
 def _release_chart(path: ChartPath, job: StoredJob) -> None:
     """Drop the chart's claim if it still names `job` (a claim made meanwhile for a newer job stays)."""
-    _ctx().submitter.release(client_key(), _chart_claim(path), job.id)
+    api_context().submitter.release(client_key(), _chart_claim(path), job.id)
 
 
 @ops.get("/health", tags=[ops_tag], responses={200: Health})
@@ -334,7 +317,7 @@ def health() -> Response:
 @ops.get("/ready", tags=[ops_tag], responses={200: Readiness, 503: Readiness})
 def ready() -> Response:
     """Redis reachable and at least one worker consuming each queue."""
-    ctx = _ctx()
+    ctx = api_context()
     try:
         ctx.redis.ping()
         workers = live_workers(ctx.redis, QUEUES)

@@ -36,6 +36,7 @@ class _JobTypesEnum:
 JobType = Annotated[str, AfterValidator(_job_type), _JobTypesEnum()]
 Universe = Literal["panel", "gspc"]
 MAX_BATCH = 100
+MAX_LOG_CURSOR = 10**9
 CURSOR_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 # validate_ticker's rule as the API takes it (either case, upper-cased on the way in; never a leading dot),
 # published in the schema: a generated client or a fuzzer knows exactly what is accepted.
@@ -167,6 +168,36 @@ class JobPath(BaseModel):
     job_id: str = Field(min_length=1, max_length=128)
 
 
+class LogQuery(BaseModel):
+    after: int = Field(
+        0, ge=0, le=MAX_LOG_CURSOR, description="The first line to send: `next` of the last page."
+    )
+
+
+class LogLine(BaseModel):
+    n: int = Field(description="The line's number in the job's log, from 0.")
+    ts: float = Field(description="When it was logged (Redis server time, s).")
+    level: str
+    logger: str
+    message: str
+
+
+class LogPage(BaseModel):
+    """The job's own log lines (the last 500 are kept): those from `after` on."""
+
+    lines: list[LogLine]
+    next: int = Field(description="The cursor of the next page (`?after=`).")
+
+
+class TickerList(BaseModel):
+    tickers: list[str] = Field(description="What the data source can serve, sorted.")
+    source: str = Field(description="The configured data source's kind: auto, yfinance, bundled or csv.")
+    complete: bool = Field(
+        description="Every servable ticker is listed, and a submission of any other is refused (422 "
+        "unknown_ticker). False for a source that cannot list (yfinance; auto lists its offline tickers).",
+    )  # fmt: skip
+
+
 class ChartPath(BaseModel):
     ticker: Ticker
     fmt: Literal["png", "svg"]
@@ -180,10 +211,17 @@ class ErrorDetail(BaseModel):
     error_id: str | None = Field(None, description="Names the failure in the server's log (500s).")
 
 
+class RequestErrorDetail(ErrorDetail):
+    details: dict[str, Any] | None = Field(
+        None, description="What to act on: `suggestions` (unknown_ticker: close matches of the unknown "
+        "tickers, named in `unknown`), `candidates` (ambiguous_job_id: the full ids the prefix starts).",
+    )  # fmt: skip
+
+
 class ErrorBody(BaseModel):
     """The one error body, for every 4xx and 5xx."""
 
-    error: ErrorDetail
+    error: RequestErrorDetail
 
 
 class JobAccepted(BaseModel):
@@ -200,6 +238,7 @@ class Attempt(BaseModel):
     started_at: float = Field(description="0 when it never started.")
     ended_at: float
     outcome: AttemptOutcome
+    task: str | None = Field(None, description="A hand-off's next task: the job went on as this task.")
 
 
 class JobRecord(BaseModel):

@@ -15,6 +15,7 @@ from functools import cache
 import pandas as pd
 
 from ml.data.base import check_range, clip, normalize_frame
+from ml.data.listing import bundled_tickers
 from ml.errors import UnknownTicker
 from ml.tickers import INDEX_TICKER, validate_ticker
 
@@ -33,10 +34,6 @@ def _gspc_ohlcv() -> pd.DataFrame:
     import arch.data.sp500
 
     return arch.data.sp500.load().drop(columns=["Adj Close"])
-
-
-def bundled_tickers() -> list[str]:
-    return sorted(_closes().columns)
 
 
 class BundledSource:

@@ -10,8 +10,8 @@ from ml.data.base import DataSource
 from ml.data.bundled import BundledSource
 from ml.data.cache import CachedSource
 from ml.data.csv_source import CsvSource
+from ml.data.listing import parse_spec
 from ml.data.yfinance_source import YFinanceSource
-from ml.errors import InvalidInput
 
 
 def make_source(spec: str, var_dir: Path, *, cached: bool = True) -> DataSource:
@@ -29,14 +29,12 @@ def make_source(spec: str, var_dir: Path, *, cached: bool = True) -> DataSource:
             folder += "-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
         return CachedSource(source, var_dir / "raw" / folder, identity=identity)
 
-    spec = spec.strip()
-    if spec == "bundled":
+    kind, argument = parse_spec(spec)
+    if kind == "bundled":
         return wrap(BundledSource())
-    if spec == "yfinance":
+    if kind == "yfinance":
         return wrap(YFinanceSource(var_dir / "yfinance"))
-    if spec == "auto":
+    if kind == "auto":
         return AutoSource(wrap(YFinanceSource(var_dir / "yfinance")), wrap(BundledSource()))
-    if spec.startswith("csv:") and len(spec) > 4:
-        source = CsvSource(Path(spec[4:]))
-        return wrap(source, f"csv:{source.directory}")
-    raise InvalidInput(f"unknown data source {spec!r}: use auto, yfinance, bundled or csv:<dir>")
+    source = CsvSource(Path(argument))
+    return wrap(source, f"csv:{source.directory}")
