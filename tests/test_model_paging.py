@@ -83,6 +83,7 @@ def test_get_models_lists_every_model(tmp_path: Path, tracking_uri: str, private
         "trained_until": CURRENT,
         "kind": "child",
         "ticker": "MSFT",
+        "skill": None,  # no evaluation of its recipe in this registry
     }
 
 

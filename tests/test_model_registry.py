@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ml.config import PanelModelConfig
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
 from ml.features.store import FeatureStore
 from ml.model.vol_lstm import VolQuantileLSTM
+from ml.registry.cards import RECORD_TAG, CardReader
 from ml.registry.mlflow_registry import ModelRegistry, load_weights
 from ml.tickers import PARENT_NAME
 from ml.training.train import TrainConfig, train_parent
@@ -180,3 +182,33 @@ def test_damaged_scaler_is_corrupt(env: Env) -> None:
             env.registry.load(PARENT_NAME, "1")
     finally:
         path.write_text(original)
+
+
+def test_the_version_history_reads_the_recorded_decision_or_else_the_cards(env: Env) -> None:
+    """Each version carries its whole decision as a tag; a version registered before that tag existed is
+    read from the decision inside its card, to the same answer."""
+    reader = CardReader(env.registry.tracking_uri)
+    tags = env.registry.client.get_model_version(PARENT_NAME, "2").tags
+    record = json.loads(tags[RECORD_TAG])
+    assert (record["promote"], record["against_version"]) == (True, "1")
+    assert (record["dm"], record["skill"]) == (None, None)  # no evaluation: no test, no skill
+    history = reader.versions(PARENT_NAME)
+    assert history["champion_version"] == "2"
+    assert [(v["version"], v["champion"], v["job_id"]) for v in history["versions"]] == [
+        ("2", True, None),
+        ("1", False, None),
+    ]
+    v2 = history["versions"][0]
+    assert v2["decision"] == {
+        "promoted": True,
+        "provisional": True,
+        "text": env.second["decision"],
+        "dm": None,
+    }
+    assert "v2 replaces v1" in v2["decision"]["text"] and v2["skill"] is None
+    env.registry.client.delete_model_version_tag(PARENT_NAME, "2", RECORD_TAG)
+    try:
+        assert reader.versions(PARENT_NAME) == history
+    finally:
+        env.registry.record_decision(PARENT_NAME, "2", record)
+    assert [m["skill"] for m in reader.models()] == [None]  # no evaluation of the recipe yet

@@ -22,11 +22,15 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
+EXPERIMENT = "stockq"  # the experiment of the training runs
 MODEL_DIR = "model"
 CARD_FILE = "model_card.json"
 EVALUATIONS = "stockq-evaluations"  # the experiment of the evaluation runs
 EVALUATION_FILE = "evaluation.json"
 RECIPE_TAG, UNIVERSE_TAG = "recipe", "universe"
+JOB_TAG = "stockq.job_key"  # on a training run: the job that trained it
+DECISION_TAG = "stockq.decision"  # on a version: the champion decision's text
+RECORD_TAG = "stockq.decision_record"  # on a version: the whole decision as JSON (ml.registry.registration)
 
 
 def _missing(exc: Exception) -> bool:
@@ -67,6 +71,27 @@ def with_evaluation(card: dict[str, Any], client: MlflowClient) -> dict[str, Any
     return {**card, "evaluation": evaluation, "verdict": card_verdict(evaluation)}
 
 
+def skill_of(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pooled skill over zero+EWMA with its 90 % interval, as the card's verdict quotes it, and when
+    it was measured; None without an evaluation (or one that gives no interval)."""
+    verdict = (evaluation or {}).get("verdict") or {}
+    figures = {k: verdict.get(k) for k in ("skill", "lo", "hi")}
+    if not all(isinstance(v, int | float) for v in figures.values()):
+        return None
+    return {**figures, "evaluated_at": evaluation.get("evaluated_at") if evaluation else None}
+
+
+def dm_of(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The evaluation's pooled Diebold–Mariano test of the recipe against its reference forecaster
+    (statistic None when the loss differential was constant); None when the evaluation has no such row."""
+    evaluation = evaluation or {}
+    reference = evaluation.get("reference", "zero_ewma")
+    row = (((evaluation.get("pooled") or {}).get("skill") or {}).get(reference)) or {}
+    if not isinstance(row.get("dm_p_value"), int | float):
+        return None
+    return {"statistic": row.get("dm_statistic"), "p_value": row["dm_p_value"], "reference": reference}
+
+
 class CardReader:
     def __init__(self, tracking_uri: str) -> None:
         from ml.registry.mlflow_store import ensure_tracking_store
@@ -77,11 +102,16 @@ class CardReader:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def models(self) -> list[dict[str, Any]]:
-        """Every registered model: its champion version and what that version was trained until."""
+        """Every registered model: its champion version, what that version was trained until and the
+        skill its card shows (the latest evaluation of its recipe and universe; read once per pair)."""
+        evaluations: dict[tuple[str, str], dict[str, Any] | None] = {}
         out = []
         for rm in every_page(self.client.search_registered_models, order_by=["name ASC"]):
             champion = rm.aliases.get(CHAMPION) if isinstance(rm.aliases, dict) else None
             tags = dict(self.client.get_model_version(rm.name, champion).tags) if champion else {}
+            pair = (tags.get(RECIPE_TAG), tags.get(UNIVERSE_TAG))
+            if pair[0] and pair[1] and pair not in evaluations:
+                evaluations[pair] = latest_evaluation(self.client, *pair)
             out.append(
                 {
                     "name": rm.name,
@@ -89,9 +119,17 @@ class CardReader:
                     "trained_until": tags.get("trained_until"),
                     "kind": tags.get("kind"),
                     "ticker": tags.get("ticker"),
+                    "skill": skill_of(evaluations.get(pair)),
                 }
             )
         return out
+
+    def versions(self, name: str) -> dict[str, Any]:
+        """Every registered version of `name`, newest first, with its recorded champion decision
+        (ml.registry.versions); ModelNotFound if no such model is registered."""
+        from ml.registry.versions import model_versions
+
+        return model_versions(self.client, name)
 
     def card(self, name: str, version: str | None = None) -> dict[str, Any]:
         """A version's card (None: the champion's) with its recipe's latest evaluation and whether it is

@@ -30,10 +30,14 @@ from ml.model.vol_lstm import VolQuantileLSTM, VolSpec
 from ml.registry.cards import (
     CARD_FILE,
     CHAMPION,
+    DECISION_TAG,
     EVALUATION_FILE,
     EVALUATIONS,
+    EXPERIMENT,
+    JOB_TAG,
     MODEL_DIR,
     RECIPE_TAG,
+    RECORD_TAG,
     UNIVERSE_TAG,
     latest_evaluation,
     with_evaluation,
@@ -50,12 +54,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-EXPERIMENT = "stockq"
 WEIGHTS_FILE = "state_dict.pt"
 SCALER_FILE = "scaler.json"
 SHA_TAG = "stockq.weights_sha256"
-JOB_TAG = "stockq.job_key"
-DECISION_TAG = "stockq.decision"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.pt"
 # Per-epoch metrics are buffered and sent at most this often: one sqlite write per epoch would cost more
@@ -339,6 +340,10 @@ class ModelRegistry:
                 self.client.set_registered_model_alias(name, CHAMPION, version)
             self.client.set_model_version_tag(name, version, DECISION_TAG, decision)
             return promote, decision
+
+    def record_decision(self, name: str, version: str, record: dict[str, Any]) -> None:
+        """The whole champion decision on the version, as JSON (read by ml.registry.versions)."""
+        self.client.set_model_version_tag(name, version, RECORD_TAG, json.dumps(record))
 
     # -- serving side ----------------------------------------------------------------------------
     def _version(self, name: str, version: str | None) -> ModelVersion:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml.evaluation.promotion import card_verdict, decide
+from ml.registry.cards import dm_of, skill_of
 from ml.training.recipes import recipe_of
 
 if TYPE_CHECKING:
@@ -106,11 +107,16 @@ def finish(
     records: list[dict[str, Any]] = []
 
     def decide_now(current: str | None) -> tuple[bool, str]:
-        records.append(decide(job.name, version, current, evaluation))
+        # What the version history shows (ml.registry.versions): the champion the decision looked at and
+        # the evaluation figures it rests on, as they were then (a later evaluation changes the cards).
+        figures = {"against_version": current, "dm": dm_of(evaluation), "skill": skill_of(evaluation)}
+        records.append({**decide(job.name, version, current, evaluation), **figures})
         return records[-1]["promote"], records[-1]["text"]
 
     lock = hooks.champion_lock(job.name) if hooks.champion_lock is not None else None
     promote, decision = registry.promote(job.name, version, decide_now, lock)
+    if records:
+        registry.record_decision(job.name, version, records[-1])
     record = records[-1] if records else {"promote": promote, "text": decision}  # a retry: as recorded
     run.log_card({**card, "version": version, "champion_decision": decision, "decision": record})
     run.set_tags({"stockq.champion": str(promote).lower(), "stockq.decision": decision})
