@@ -4,21 +4,28 @@ The page and its assets (webapp/static, public like /docs) carry no tenant data:
 for everything with the key the user entered (kept in sessionStorage), so a tenant sees only what the API
 shows that key. The one call of the console's own, `GET /console/jobs/<id>`, adds what only the server
 can make for a job: its analyst report as sanitised HTML and its links into Flower and MLflow.
+
+A link to Flower or the MLflow UI is offered only when it is configured and answers: the server asks it
+(a short timeout, the answer kept for a while), so the page never points at a port where nothing runs.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import nh3
+import requests
 from flask import Response, current_app, jsonify, render_template, request
 from flask_openapi3 import APIBlueprint, Tag
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field
 
+from ml.tickers import INDEX_TICKER
 from webapp.evaluation_cost import not_evaluated_text
-from webapp.routes import _visible_job
+from webapp.jobref import visible_job
 from webapp.schemas import ErrorBody, JobPath
 from workers.dispatch import task_id
 
@@ -39,6 +46,13 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
+
+
+# A page render waits at most this long per tool; a tool's answer (or silence) is kept this long.
+PROBE_TIMEOUT_S = 0.5
+PROBE_TTL_S = 30.0
+_probed: dict[str, tuple[float, bool]] = {}
+_probe_lock = threading.Lock()
 
 
 class JobView(BaseModel):
@@ -64,9 +78,29 @@ def _ui_base(configured: str | None, port: int) -> str | None:
     return f"{request.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
+def answering(base: str) -> bool:
+    """Whether a web UI answers at `base` (any HTTP answer below 500: Flower behind basic auth answers
+    401), asked at most once per PROBE_TTL_S per process."""
+    now = time.monotonic()
+    with _probe_lock:
+        seen = _probed.get(base)
+    if seen is not None and now - seen[0] < PROBE_TTL_S:
+        return seen[1]
+    try:
+        ok = requests.get(base + "/", timeout=PROBE_TIMEOUT_S, allow_redirects=False).status_code < 500
+    except requests.RequestException:
+        ok = False
+    with _probe_lock:
+        _probed[base] = (now, ok)
+    return ok
+
+
 def _bases() -> tuple[str | None, str | None]:
+    """Flower's and the MLflow UI's browser-facing bases, each None unless configured and answering."""
     s = current_app.extensions["stockq"].settings
-    return _ui_base(s.flower_ui_url, s.flower_port), _ui_base(s.mlflow_ui_url, s.mlflow_ui_port)
+    bases = (_ui_base(s.flower_ui_url, s.flower_port), _ui_base(s.mlflow_ui_url, s.mlflow_ui_port))
+    flower, mlflow = (base if base and answering(base) else None for base in bases)
+    return flower, mlflow
 
 
 def _mlflow_link(base: str, result: Any) -> str | None:
@@ -85,7 +119,8 @@ def page() -> Response:
     """The console page (HTML; not part of the API document)."""
     flower, mlflow = _bases()
     response = Response(render_template(
-        "console.html", flower_url=flower, mlflow_url=mlflow, not_evaluated=not_evaluated_text()
+        "console.html", flower_url=flower, mlflow_url=mlflow, not_evaluated=not_evaluated_text(),
+        parent_ticker=INDEX_TICKER,
     ))  # fmt: skip
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
@@ -94,7 +129,7 @@ def page() -> Response:
 @console.get("/console/jobs/<job_id:job_id>", tags=[console_tag], responses={200: JobView, 404: ErrorBody})
 def job_view(path: JobPath) -> Response:
     """For the console: the caller's job's report as sanitised HTML and its Flower and MLflow links."""
-    job = _visible_job(path.job_id)
+    job = visible_job(path.job_id)
     result = job.result
     markdown = result.get("report_markdown") if isinstance(result, dict) else None
     flower, mlflow = _bases()
