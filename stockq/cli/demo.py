@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stockq.cli.api import Api, submit_and_follow
+from stockq.cli.api import Api
 from stockq.cli.data_note import data_note_soon
+from stockq.cli.follow import submit_and_follow
 from stockq.cli.output import UNREACHABLE, CliError, Output
 from stockq.cli.render import forecast_table, ingest_lines, links, model_line, quoted_evaluation
 from stockq.cli.stack import WORKER_GROUPS, Stack

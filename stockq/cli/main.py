@@ -1,7 +1,8 @@
 """`stockq`: run the local stack, submit jobs over the REST API and follow them.
 
-Output and exit codes: stockq/cli/output.py; the API client: stockq/cli/api.py; what people read:
-stockq/cli/render.py; the demo: stockq/cli/demo.py."""
+Output and exit codes: stockq/cli/output.py; the API client: stockq/cli/api.py; following a job:
+stockq/cli/follow.py; status/jobs/cancel/retry: stockq/cli/job_commands.py; what people read:
+stockq/cli/render.py and stockq/cli/job_view.py; the demo: stockq/cli/demo.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 import click
 
-from stockq.cli.api import Api, follow, submit_and_follow
+from stockq.cli.api import Api
+from stockq.cli.follow import submit_and_follow
+from stockq.cli.job_commands import JOB_COMMANDS
 from stockq.cli.output import EXIT_CODES_HELP, Output, StockqGroup, scripted
 from stockq.cli.render import (
     forecast_table,
@@ -216,43 +219,6 @@ def ingest(tickers: tuple[str, ...], local: bool, out: Output) -> None:
 
 
 @main.command(epilog=EXIT_CODES_HELP)
-@click.argument("job_id")
-@click.option("--follow", "follow_", is_flag=True, help="Wait until the job finishes (exit 1 if it fails).")
-@scripted
-def status(job_id: str, follow_: bool, out: Output) -> None:
-    """Show a job record."""
-    from stockq.cli.api import succeeded
-
-    api = Api(Settings())
-    job = follow(api, job_id, out) if follow_ else api.call("GET", f"/status/{job_id}")
-    out.out.print_json(data=job)
-    if follow_:
-        succeeded(job)  # a failed job's document is the error's, with the record in it
-    out.emit(job)
-
-
-@main.command(epilog=EXIT_CODES_HELP)
-@click.option("--status", "status_", default=None)
-@click.option("--type", "type_", default=None)
-@click.option("--limit", default=20, show_default=True)
-@scripted
-def jobs(status_: str | None, type_: str | None, limit: int, out: Output) -> None:
-    """List recent jobs."""
-    import time
-
-    from rich.table import Table
-
-    params = {k: v for k, v in {"status": status_, "type": type_, "limit": limit}.items() if v is not None}
-    body = Api(Settings()).call("GET", "/jobs", params=params)
-    table = Table("id", "type", "status", "stage", "submitted")
-    for job in body["jobs"]:
-        submitted = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["submitted_at"]))
-        table.add_row(job["job_id"], job["type"], job["status"], job.get("stage") or "", submitted)
-    out.out.print(table)
-    out.emit(body)
-
-
-@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("name", required=False)
 @click.option("--version", type=int, default=None, help="a registered version (default: the champion)")
 @scripted
@@ -285,6 +251,10 @@ def exporter(host: str, port: int | None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     amqp = settings.broker if settings.broker_is_amqp else None
     serve(settings.redis_url, settings.tracking_uri, host, port or settings.exporter_port, amqp_url=amqp)
+
+
+for _command in JOB_COMMANDS:
+    main.add_command(_command)
 
 
 def _checked(settings: Settings) -> Settings:

@@ -13,20 +13,28 @@ import click
 from rich.console import Console
 
 OK, JOB_FAILED, BAD_USAGE, UNREACHABLE, AUTH_REFUSED = 0, 1, 2, 3, 4
+INTERRUPTED = 130  # Ctrl-C while following: the shell's code for SIGINT
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0  success
+  0  success (`status`: the job succeeded or is still queued/running)
   1  the job failed, was cancelled or was lost
   2  bad usage: a wrong option, or the API refused the request
-     (4xx: invalid input, unknown job or model)
+     (4xx: invalid input, unknown or ambiguous job id, unknown model)
   3  cannot reach the API: connection refused or timed out, 5xx/503,
      or rate limited (429: retry later)
   4  auth refused (401/403): check STOCKQ_API_KEY
+  130  Ctrl-C while following: the job goes on
 
 \b
 With --json, stdout is exactly one JSON document, on failure too:
   {"error": {"code": ..., "message": ...}, "exit_code": N}"""
+
+
+def exit_code_of(status: str) -> int:
+    """A job's status as the exit code: a failed or cancelled job did not produce what was asked (1); a
+    succeeded one did, and an unfinished one may still (0)."""
+    return JOB_FAILED if status in ("failed", "cancelled") else OK
 
 
 class CliError(click.ClickException):

@@ -8,7 +8,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from webapp.evaluation_cost import not_evaluated_text
+
+def not_evaluated_text() -> str:
+    """What a card says before any evaluation ran. Imported here, not at the top: importing the webapp
+    package builds the API app (seconds), which only the commands that print a card should pay for."""
+    from webapp.evaluation_cost import not_evaluated_text as text
+
+    return text()
 
 
 def forecast_table(result: dict[str, Any]) -> Table:
@@ -71,7 +77,7 @@ def evaluation_table(evaluation: dict[str, Any]) -> Table:
     table = Table("forecaster", "pinball", "coverage 80", f"{recipe}'s skill over it (90 % interval)", "DM p")
     for name in (recipe, evaluation["reference"], *evaluation["baselines"]):
         s = pooled["skill"].get(name)
-        skill = f"{s['skill']:+.1%} ({s['lo']:+.1%} to {s['hi']:+.1%})" if s else ""
+        skill = skill_text(s) if s else ""
         table.add_row(
             name, f"{pooled['pinball'][name]:.5f}", f"{pooled['coverage_80'][name]:.1%}", skill,
             f"{s['dm_p_value']:.3f}" if s else "",
@@ -97,10 +103,19 @@ def print_card(console: Console, card: dict[str, Any]) -> None:
     console.print(f"decision: {decision.get('text') or card.get('champion_decision', 'n/a')}")
 
 
+def skill_text(skill: dict[str, Any]) -> str:
+    """A skill with its 90 % interval: `+3.1% (-0.5% to +6.8%)`."""
+    return f"{skill['skill']:+.1%} ({skill['lo']:+.1%} to {skill['hi']:+.1%})"
+
+
 def models_table(models: list[dict[str, Any]]) -> Table:
-    table = Table("model", "champion", "trained until", "kind")
+    """Every model; `skill`: the champion's skill over zero+EWMA with its 90 % interval, or — when its
+    recipe was not evaluated yet."""
+    table = Table("model", "champion", "trained until", "kind", "skill (90 % interval)")
     for m in models:
-        table.add_row(m["name"], m["champion_version"] or "—", m["trained_until"] or "—", m["kind"] or "")
+        skill = skill_text(m["skill"]) if m.get("skill") else "—"
+        champion, until = m["champion_version"] or "—", m["trained_until"] or "—"
+        table.add_row(m["name"], champion, until, m["kind"] or "", skill)
     return table
 
 
