@@ -28,8 +28,9 @@ BIN = Path(sys.executable).parent
 AUTH = {"Authorization": "Bearer up-test-secret-2-0123456789"}
 # A killed worker is meant to be back within 30 s (the supervisor restarts it after 0.5 s; the rest is the
 # worker's own start-up, 15-20 s on an idle 2-core machine). The bound is looser because a loaded CI machine
-# starts it slower: the test proves it comes back, the printed times show how fast.
-BACK_WITHIN_S = 120
+# starts it slower, and the test kills every worker at once: the test proves each comes back, the printed
+# times show how fast.
+BACK_WITHIN_S = 180
 
 
 def descendants(pid: int) -> set[int]:
@@ -180,23 +181,25 @@ def test_sigkill_of_any_worker_leaves_the_api_up_and_the_worker_comes_back(up: U
     watcher = threading.Thread(target=watch_health, daemon=True)
     watcher.start()
     try:
-        for queues in WORKER_GROUPS:
-            name = queues.split(",")[0]
-            pid = worker_main_pid(up.proc.pid, name)
+        # Every worker at once (each restarts on its own; one after another only took longer).
+        names = [queues.split(",")[0] for queues in WORKER_GROUPS]
+        pids = {name: worker_main_pid(up.proc.pid, name) for name in names}
+        killed_at = time.time()
+        for pid in pids.values():
             os.killpg(pid, signal.SIGKILL)  # the whole worker: main process and its pool
-            killed_at = time.time()
 
-            def back(name: str = name, pid: int = pid, killed_at: float = killed_at) -> bool:
-                # A stamp newer than the kill comes from the new main process, once its pool is ready;
-                # the old stamp alone would keep the queue counted for 15 s.
-                stamps = dict(up.redis.zrange(f"stockq:workers:{name}", 0, -1, withscores=True))
-                fresh = any(k.startswith(f"{name}@") and t > killed_at for k, t in stamps.items())
-                body = up.ready()
-                return fresh and body is not None and body["workers"][name] >= 1
+        def back(name: str) -> bool:
+            # A stamp newer than the kill comes from the new main process, once its pool is ready; the
+            # old stamp alone would keep the queue counted for 15 s.
+            stamps = dict(up.redis.zrange(f"stockq:workers:{name}", 0, -1, withscores=True))
+            fresh = any(k.startswith(f"{name}@") and t > killed_at for k, t in stamps.items())
+            body = up.ready()
+            return fresh and body is not None and body["workers"][name] >= 1
 
-            wait_until(back, BACK_WITHIN_S, f"worker {name} to be back", every=0.25)
+        for name in names:
+            wait_until(lambda name=name: back(name), BACK_WITHIN_S, f"worker {name} to be back", every=0.25)
             print(f"worker {name} back {time.time() - killed_at:.1f} s after SIGKILL")
-            assert worker_main_pid(up.proc.pid, name) != pid
+            assert worker_main_pid(up.proc.pid, name) != pids[name]
     finally:
         done.set()
         watcher.join(5)
