@@ -58,6 +58,10 @@ SLOW_FIRST = (
     "test_secrets_e2e.py",
     "test_cache_results.py",
     "test_console_browser.py",
+    "test_cli_live.py",
+    "test_job_events.py",
+    "test_flower_states.py",
+    "test_progress.py",
 )
 _private_redis: list[tuple[Proc, Path]] = []
 

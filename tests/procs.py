@@ -48,10 +48,19 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process handed out before: Linux may give the same free
+    port to two binds in a row (a stack once got its API and Flower on one port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every: float = 0.1) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -52,6 +53,7 @@ class Live:
     tmp: Path
     agent: Future[Proc]
     redis_url: str
+    worker: Proc
     train_job: str = ""
     failed_job: str = ""
 
@@ -79,12 +81,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # meanwhile and only the last test waits for it. One worker serves the other queues: the jobs
         # here run one at a time anyway, and a worker's cold start is the dearest part of the stack.
         agent = pool.submit(start_worker, settings, "agent", "cli-agent", **FAST_TRAINING)
-        procs.append(start_worker(settings, "training,inference,ingest", "cli", **FAST_TRAINING))
+        worker = start_worker(settings, "training,inference,ingest", "cli", **FAST_TRAINING)
+        procs.append(worker)
         port = free_port()
         procs.append(start_gunicorn(settings, port))
         base = f"http://127.0.0.1:{port}"
         env = settings_env(settings, STOCKQ_API_URL=base, STOCKQ_API_KEY=KEY, COLUMNS="200")
-        yield Live(env, base, tmp, agent, redis_url)
+        yield Live(env, base, tmp, agent, redis_url, worker)
     finally:
         if agent is not None and agent.exception() is None:
             procs.append(agent.result())
@@ -273,29 +276,35 @@ def test_an_ambiguous_short_id_lists_its_candidates(live: Live) -> None:
 
 
 def test_ctrl_c_leaves_a_training_running_and_cancel_stops_it(live: Live) -> None:
-    # The parent learns from every ingested ticker: with eight more, each epoch takes seconds, so the
-    # training still runs when the follower has started, been interrupted, and the cancel arrives.
     rc, ingested, _ = stockq(live, "ingest", "AAPL", "BAC", "CVX", "JNJ", "KO", "MSFT", "PG", "XOM")
     assert rc == 0 and len(ingested["result"]) == 8
     rc, accepted, _ = stockq(live, "train", "^GSPC", "--epochs", "200", "--no-wait")
     assert rc == 0
     short = accepted["job"]["job_id"][:8]
-    follower = subprocess.Popen([STOCKQ, "status", short, "--follow"], env=live.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(follower.stderr or []), daemon=True)
-    reader.start()
+    # The training is held where it is (SIGSTOP to its worker, well within its lease) from the moment it
+    # runs: early stopping could otherwise end it before the interrupt and the cancel arrive.
+    wait_until(lambda: live.record(short)["status"] == "running", 120, "the training to run", every=0.05)
+    os.killpg(live.worker.p.pid, signal.SIGSTOP)
     try:
-        wait_until(lambda: any(" loss " in line for line in lines), 120, "an epoch followed")
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(30) == 130
+        follower = subprocess.Popen([STOCKQ, "status", short, "--follow"], env=live.env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(follower.stderr or []), daemon=True)
+        reader.start()
+        try:
+            wait_until(lambda: any("running" in line for line in lines), 60, "the follower's first line")
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(30) == 130
+        finally:
+            follower.kill()
+        reader.join(10)
+        said = "".join(lines).replace("\n", " ")
+        assert f"stopped following; job {short} is still running and goes on" in said, said
+        assert live.record(short)["cancel_requested"] is False
+        rc, doc, _ = stockq(live, "cancel", short)
+        assert rc == 0 and doc["status"] == "running" and doc["cancel_requested"] is True, doc
     finally:
-        follower.kill()
-    reader.join(10)
-    assert f"stopped following; job {short} is still running and goes on" in "".join(lines).replace("\n", " ")
-    assert live.record(short)["cancel_requested"] is False
-    rc, doc, _ = stockq(live, "cancel", short)
-    assert rc == 0 and doc["status"] == "running" and doc["cancel_requested"] is True, doc
+        os.killpg(live.worker.p.pid, signal.SIGCONT)
     rc, final, err = stockq(live, "status", short, "--follow")
     assert rc == 1 and final["status"] == "cancelled", (final, err)
     assert f" {short} cancelled" in err

@@ -516,7 +516,8 @@ def test_a_non_champion_version_shows_its_own_forecast_and_the_models_compare_it
     sides = wait_until(lambda: values(browser, "#compare .side", "version"), 30, "the comparison")
     assert sides == ["2", "1"]  # the candidate beside the champion
     assert "kept champion v1" in browser.find_element("id", "compare").text
-    assert re.search(r"DM -?\d+\.\d\d, p \d\.\d{3}", browser.find_element("id", "compare-dm").text)
+    dm = browser.find_element("id", "compare-dm").text
+    assert re.search(r"DM -?\d+\.\d\d, p \d\.\d{3} vs zero\+EWMA, champion then v1", dm), dm
     assert js(browser, "return document.querySelectorAll('#skill-chart circle.skill').length") >= 1
     screenshot(browser, "console-models.png")
     screenshot(browser, "console-models-compare.png", "model")

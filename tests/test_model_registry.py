@@ -17,8 +17,9 @@ from ml.config import PanelModelConfig
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
 from ml.features.store import FeatureStore
 from ml.model.vol_lstm import VolQuantileLSTM
-from ml.registry.cards import RECORD_TAG, CardReader
+from ml.registry.cards import CardReader
 from ml.registry.mlflow_registry import ModelRegistry, load_weights
+from ml.registry.names import RECORD_TAG
 from ml.tickers import PARENT_NAME
 from ml.training.train import TrainConfig, train_parent
 from tests.test_model_train import synthetic_store

@@ -16,21 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 from ml.errors import CorruptModel, InvalidInput, ModelNotFound
 from ml.evaluation.promotion import card_verdict
+from ml.registry.names import (
+    CARD_FILE,
+    CHAMPION,
+    EVALUATION_FILE,
+    EVALUATIONS,
+    MODEL_DIR,
+    RECIPE_TAG,
+    UNIVERSE_TAG,
+)
 from ml.registry.paging import every_page
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-CHAMPION = "champion"
-EXPERIMENT = "stockq"  # the experiment of the training runs
-MODEL_DIR = "model"
-CARD_FILE = "model_card.json"
-EVALUATIONS = "stockq-evaluations"  # the experiment of the evaluation runs
-EVALUATION_FILE = "evaluation.json"
-RECIPE_TAG, UNIVERSE_TAG = "recipe", "universe"
-JOB_TAG = "stockq.job_key"  # on a training run: the job that trained it
-DECISION_TAG = "stockq.decision"  # on a version: the champion decision's text
-RECORD_TAG = "stockq.decision_record"  # on a version: the whole decision as JSON (ml.registry.registration)
 
 
 def _missing(exc: Exception) -> bool:

@@ -27,7 +27,8 @@ from torch import nn
 from ml.errors import Cancelled, CorruptModel, InvalidInput, ModelNotFound
 from ml.model.scaler import Scaler
 from ml.model.vol_lstm import VolQuantileLSTM, VolSpec
-from ml.registry.cards import (
+from ml.registry.cards import latest_evaluation, with_evaluation
+from ml.registry.names import (
     CARD_FILE,
     CHAMPION,
     DECISION_TAG,
@@ -39,8 +40,6 @@ from ml.registry.cards import (
     RECIPE_TAG,
     RECORD_TAG,
     UNIVERSE_TAG,
-    latest_evaluation,
-    with_evaluation,
 )
 from ml.tickers import PARENT_NAME
 

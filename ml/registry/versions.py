@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import ModelNotFound
-from ml.registry.cards import (
+from ml.registry.names import (
     CARD_FILE,
     CHAMPION,
     DECISION_TAG,

@@ -42,10 +42,12 @@ export async function refreshModels() {
 }
 
 function dmText(decision) {
+  // The DM test a decision saw is its recipe's evaluation against zero+EWMA (a refit version has no
+  // out-of-sample period of its own to test against the champion's): say so, and which champion it faced.
   const dm = decision && decision.dm;
   if (!dm) return "—";
-  const against = dm.against_version ? ` vs v${dm.against_version}` : "";
-  return `DM ${fmt(dm.statistic, 2)}, p ${fmt(dm.p_value, 3)}${against}`;
+  const faced = dm.against_version ? `, champion then v${dm.against_version}` : "";
+  return `DM ${fmt(dm.statistic, 2)}, p ${fmt(dm.p_value, 3)} vs zero+EWMA${faced}`;
 }
 
 function versionRow(v) {
@@ -90,7 +92,7 @@ async function compareVersions(candidate) {
     sides.append(...cols.reverse());
     box.replaceChildren(sides);
     if (other && !other.champion) {
-      box.append(el("p", "Candidate against the champion: " + dmText(other.decision), { id: "compare-dm" }));
+      box.append(el("p", "The evaluation this candidate's decision saw: " + dmText(other.decision), { id: "compare-dm" }));
     }
   } catch (e) {
     if (!(e instanceof Unauthorized)) box.replaceChildren(el("p", "No comparison: " + e.message, { class: "error" }));
