@@ -286,18 +286,25 @@ def test_ctrl_c_leaves_a_training_running_and_cancel_stops_it(live: Live) -> Non
     wait_until(lambda: live.record(short)["status"] == "running", 120, "the training to run", every=0.05)
     os.killpg(live.worker.p.pid, signal.SIGSTOP)
     try:
-        follower = subprocess.Popen([STOCKQ, "status", short, "--follow"], env=live.env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        # PYTHONFAULTHANDLER: a follower that outlives its Ctrl-C is made to print where it is (SIGABRT).
+        env = {**live.env, "PYTHONFAULTHANDLER": "1"}
+        follower = subprocess.Popen([STOCKQ, "status", short, "--follow"], env=env, text=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(follower.stderr or []), daemon=True)
         reader.start()
         try:
             wait_until(lambda: any("running" in line for line in lines), 60, "the follower's first line")
             follower.send_signal(signal.SIGINT)
-            assert follower.wait(30) == 130
+            try:
+                code = follower.wait(30)
+            except subprocess.TimeoutExpired:
+                follower.send_signal(signal.SIGABRT)
+                code = follower.wait(10)
         finally:
             follower.kill()
         reader.join(10)
+        assert code == 130, "".join(lines)
         said = "".join(lines).replace("\n", " ")
         assert f"stopped following; job {short} is still running and goes on" in said, said
         assert live.record(short)["cancel_requested"] is False
