@@ -80,8 +80,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # The agent's worker loads its embedding model as it starts, the slowest start of all: it starts
         # meanwhile and only the last test waits for it. One worker serves the other queues: the jobs
         # here run one at a time anyway, and a worker's cold start is the dearest part of the stack.
-        agent = pool.submit(start_worker, settings, "agent", "cli-agent", **FAST_TRAINING)
-        worker = start_worker(settings, "training,inference,ingest", "cli", **FAST_TRAINING)
+        # A long lease: the Ctrl-C test holds a training with SIGSTOP, and its worker must not be found
+        # lost meanwhile on a loaded machine.
+        env = {**FAST_TRAINING, "STOCKQ_LEASE_S": "120"}
+        agent = pool.submit(start_worker, settings, "agent", "cli-agent", **env)
+        worker = start_worker(settings, "training,inference,ingest", "cli", **env)
         procs.append(worker)
         port = free_port()
         procs.append(start_gunicorn(settings, port))
@@ -275,6 +278,16 @@ def test_an_ambiguous_short_id_lists_its_candidates(live: Live) -> None:
     assert rc == 2 and doc["error"]["code"] == "job_not_found"
 
 
+def _terminal_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_state(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return " ".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_ctrl_c_leaves_a_training_running_and_cancel_stops_it(live: Live) -> None:
     rc, ingested, _ = stockq(live, "ingest", "AAPL", "BAC", "CVX", "JNJ", "KO", "MSFT", "PG", "XOM")
     assert rc == 0 and len(ingested["result"]) == 8
@@ -287,14 +300,19 @@ def test_ctrl_c_leaves_a_training_running_and_cancel_stops_it(live: Live) -> Non
     os.killpg(live.worker.p.pid, signal.SIGSTOP)
     try:
         # PYTHONFAULTHANDLER: a follower that outlives its Ctrl-C is made to print where it is (SIGABRT).
+        # As from a terminal: SIGINT at its default and unblocked. A follower started here once inherited a
+        # state where SIGINT never reached it (blocked in a socket read, it outlived the interrupt).
         env = {**live.env, "PYTHONFAULTHANDLER": "1"}
-        follower = subprocess.Popen([STOCKQ, "status", short, "--follow"], env=env, text=True,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        follower = subprocess.Popen(
+            [STOCKQ, "status", short, "--follow"], env=env, text=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, preexec_fn=_terminal_sigint,
+        )  # fmt: skip
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(follower.stderr or []), daemon=True)
         reader.start()
         try:
             wait_until(lambda: any("running" in line for line in lines), 60, "the follower's first line")
+            state = _signal_state(follower.pid)
             follower.send_signal(signal.SIGINT)
             try:
                 code = follower.wait(30)
@@ -304,7 +322,7 @@ def test_ctrl_c_leaves_a_training_running_and_cancel_stops_it(live: Live) -> Non
         finally:
             follower.kill()
         reader.join(10)
-        assert code == 130, "".join(lines)
+        assert code == 130, state + "\n" + "".join(lines)
         said = "".join(lines).replace("\n", " ")
         assert f"stopped following; job {short} is still running and goes on" in said, said
         assert live.record(short)["cancel_requested"] is False
