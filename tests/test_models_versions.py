@@ -123,12 +123,13 @@ def test_versions_are_listed_newest_first_with_their_decisions(env: Env) -> None
     assert v2["decision"]["text"].startswith("kept champion v1: the evaluation of recipe")
     assert NO_SKILL in v2["decision"]["text"]
     assert pooled["dm_statistic"] > 0 and pooled["dm_p_value"] > 0.5  # the wider forecaster's loss is higher
-    assert v2["skill"] == {
-        "skill": pytest.approx(measured["skill"]),
-        "lo": pytest.approx(measured["lo"]),
-        "hi": pytest.approx(measured["hi"]),
-        "evaluated_at": "2026-01-05T06:00:00+00:00",
-    }
+    assert v2["skill"] == _skill_of(measured)
+
+
+def _skill_of(measured: dict) -> dict:
+    """The skill the API shows for the evaluation whose verdict is `measured`."""
+    keys = ("skill", "lo", "hi")
+    return {**{k: pytest.approx(measured[k]) for k in keys}, "evaluated_at": "2026-01-05T06:00:00+00:00"}
 
 
 def test_any_versions_card_says_whether_it_is_the_champion(env: Env) -> None:
@@ -151,12 +152,7 @@ def test_models_show_the_champions_skill_or_null(env: Env) -> None:
     (now,) = env.client.get("/models").get_json()["models"]
     measured = env.evaluation["verdict"]
     assert (now["name"], now["champion_version"], now["kind"]) == (PARENT_NAME, "1", "parent")
-    assert now["skill"] == {
-        "skill": pytest.approx(measured["skill"]),
-        "lo": pytest.approx(measured["lo"]),
-        "hi": pytest.approx(measured["hi"]),
-        "evaluated_at": "2026-01-05T06:00:00+00:00",
-    }
+    assert now["skill"] == _skill_of(measured)
 
 
 def test_versions_of_an_unknown_model_are_404(env: Env) -> None:

@@ -48,9 +48,7 @@ def chart(job_id: str, ticker: str, fmt: str = "png", attempt: int = 1) -> None:
         reused = image is not None
         if image is None:
             ctx.stage("render")
-            history = ctx.rt.store.stored_daily(forecast["ticker"])
-            closes = history.set_index(history["event_timestamp"].dt.tz_convert(None))["close"]
-            image = forecast_chart(closes, forecast, fmt)
+            image = forecast_chart(ctx.rt.store.stored_closes(forecast["ticker"]), forecast, fmt)
             results.keep_rendered(rendered, image)
         # The job's own copy, charged to its owner (what the budget counts is what each tenant asked to
         # keep); the shared rendering may be evicted or replaced meanwhile.

@@ -164,6 +164,16 @@ class FeatureStore:
         path = self._daily_path(ticker)
         return pd.read_parquet(path) if path.exists() else None
 
+    def stored_closes(self, ticker: str) -> pd.Series | None:
+        """The stored daily closes indexed by their (naive) day, oldest first: the two columns only, since
+        every uncached forecast reads them for its chart."""
+        path = self._daily_path(ticker)
+        if not path.exists():
+            return None
+        daily = pd.read_parquet(path, columns=["event_timestamp", "close"])
+        days = pd.DatetimeIndex(daily["event_timestamp"]).tz_convert(None)
+        return pd.Series(daily["close"].to_numpy(dtype="float64"), index=days, name="close").sort_index()
+
     def prepare(self, ticker: str, features: pd.DataFrame, *, source: str) -> PreparedWrite:
         """Both files' contents for one ticker, validated; nothing touches disk here."""
         ticker = validate_ticker(ticker)

@@ -69,11 +69,10 @@ def forecast_from_returns(
 def recent_closes(store: FeatureStore, ticker: str, as_of: date | None = None) -> list[dict[str, Any]]:
     """The last RECENT_CLOSES stored closes up to `as_of` (None: the latest), oldest first: what a chart
     draws before the forecast, stored with it so nobody asks the store again to draw it."""
-    daily = store.stored_daily(ticker)
-    if daily is None or daily.empty:
+    closes = store.stored_closes(ticker)
+    if closes is None or closes.empty:
         return []
-    days = pd.DatetimeIndex(daily["event_timestamp"]).tz_convert(None).normalize()
-    closes = pd.Series(daily["close"].to_numpy(dtype=np.float64), index=days).sort_index()
+    closes.index = closes.index.normalize()
     if as_of is not None:
         closes = closes[closes.index <= pd.Timestamp(as_of)]
     tail = closes.dropna().iloc[-RECENT_CLOSES:]
