@@ -3,10 +3,10 @@ zero+EWMA (the reference declared in advance) and the strong baselines, with its
 
 The bundled panel is skfolio's 20 large caps and ^GSPC, 1990-2022. Every recipe runs the same walk-forward
 (ml.evaluation.walk_forward): a refit origin every January from --first-year, each refit warm-started from
-the previous one, a decision every trading day, purged by the horizon; the baselines (EWMA+FHS,
-GARCH(1,1)-t+FHS, pooled HAR+FHS) forecast the same decisions. Intervals are 90 % block-bootstrap
-intervals with Politis-White block lengths (per ticker; pooled: the same date blocks for every ticker);
-DM p-values are one-sided (the recipe is better).
+the previous one (the per-ticker models trained from scratch), a decision every trading day, purged by
+the horizon; the baselines (EWMA+FHS, GARCH(1,1)-t+FHS, pooled HAR+FHS) forecast the same decisions.
+Intervals are 90 % block-bootstrap intervals with Politis-White block lengths (per ticker; pooled: the
+same date blocks for every ticker); DM p-values are one-sided (the recipe is better).
 
 Recipes: `global` (the served parent: the panel, ticker embedding, market inputs), `gspc_parent` (the
 design's parent: ^GSPC alone, other tickers read with its embedding), `child_fine_tune` / `child_freeze`

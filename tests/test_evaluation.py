@@ -80,10 +80,11 @@ def test_a_global_model_finds_the_skill_in_a_factor_garch_panel_and_beats_750_da
     pooled = result.reports["global"]["pooled"]["skill"]["zero_ewma"]
     assert pooled["dm_p_value"] < 0.05 and pooled["lo"] > 0, pooled
     assert result.reports["global"]["verdict"]["measurable"] is True
-    # Per-ticker models on their last 750 days learn less of it (on this strongly mean-reverting process
-    # 750 days are enough for some skill too, but less than the panel gives).
+    # Per-ticker models trained from scratch on their last 750 days learn less of it, but not nothing:
+    # 750 days of this process are enough for some skill (+0.27 % against the panel's +0.60 %, measured
+    # here), so the "they do not beat zero+EWMA" is not what happens (the README says so).
     alone = result.reports["per_ticker_750"]["pooled"]["skill"]["zero_ewma"]
-    assert pooled["skill"] > alone["skill"], (pooled, alone)
+    assert pooled["skill"] > alone["skill"] > 0, (pooled, alone)
     # Every figure recomputes from the per-window losses kept with the evaluation.
     losses = result.losses
     mean = losses.groupby("forecaster", observed=True)[[c for c in losses if c.startswith("loss_q")]].mean()

@@ -1,9 +1,10 @@
-"""The neural recipes a walk-forward refits at every origin, each warm-started from its previous origin.
+"""The neural recipes a walk-forward refits at every origin.
 
 - `GlobalRecipe`: one model over a universe of tickers (the panel, or ^GSPC alone as the design's parent),
-  a ticker embedding for each member; any other ticker is read with the mean embedding.
-- `PerTickerRecipe`: one model per ticker on its own most recent `days` decision days (the design's
-  per-ticker model trained from scratch; no embedding).
+  a ticker embedding for each member; any other ticker is read with the mean embedding. Each refit is
+  warm-started from the previous origin's weights.
+- `PerTickerRecipe`: one model per ticker on its own most recent `days` decision days, trained from
+  scratch at every origin (the design's per-ticker model; no embedding).
 - `ChildRecipe`: per ticker, a copy of a GlobalRecipe's model at the same origin, then `freeze` (the
   ticker's embedding and the head learn, the encoder is fixed) or `fine_tune` (everything, at a tenth of
   the learning rate), on that ticker's history.
@@ -171,15 +172,12 @@ class PerTickerRecipe:
             if len(train) < 100 or len(val) < 20:
                 self.fitted.pop(ticker, None)
                 continue
-            previous = self.fitted.get(ticker)
-            if previous is None:
-                torch.manual_seed(s.seed)
-                model = VolQuantileLSTM(new_spec(s, panel.input_names, (ticker,), 0))
-            else:
-                model = previous.model
-            self.fitted[ticker], summary = _train(
-                model, panel, train, val, s, epochs=s.epochs if previous is None else s.warm_epochs, lr=s.lr
-            )
+            # From scratch at every origin: a warm start carried every earlier year into a model that stands
+            # for "750 days of one ticker" (on the synthetic factor panel of tests/test_evaluation.py it
+            # had +0.41 % skill where the same model trained from scratch has +0.27 %).
+            torch.manual_seed(s.seed)
+            model = VolQuantileLSTM(new_spec(s, panel.input_names, (ticker,), 0))
+            self.fitted[ticker], summary = _train(model, panel, train, val, s, epochs=s.epochs, lr=s.lr)
             summaries.append(summary)
         return _pooled(summaries)
 
