@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick test-amqp bench lint install clean alerts prometheus-tools chromium-tools netns-tools fuzz
+.PHONY: demo test test-quick test-amqp bench bench-tools lint install clean alerts prometheus-tools chromium-tools netns-tools fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,7 +63,13 @@ test-quick: $(STAMP)
 
 BENCHES ?= features skill queue inference agent chaos memory jobs_list metrics_cost submit scale
 
-bench: $(STAMP)
+# wrk drives the submit-throughput figures of bench/submit.py and bench/scale.py (a Debian package).
+bench-tools:
+	@command -v wrk >/dev/null || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends wrk; } || \
+	  { echo "wrk missing and not installable: the submit benchmarks cannot run"; exit 1; }
+
+bench: $(STAMP) bench-tools
 	for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 lint: $(STAMP)

@@ -30,8 +30,9 @@ selection.samples [n_train, n_val], refit.samples n_all):
     seconds(job, best epoch b) = F + S(b) (c n_train + v n_val + delta) + b ((c + v) n_all + delta)
 
 with S(b) = min(b + patience, E) selection epochs: early stopping fires `patience` epochs after the best one
-(or the budget E ends the phase), and the refit runs exactly b. The bounds are b = 1 (the fewest epochs the
-rule allows) and b = E (every epoch run in both phases).
+(or the budget E ends the phase), and the refit runs exactly b. The bounds are b = 0 (the starting weights
+won the selection: `patience` selection epochs and no refit, what most children of the panel parent do)
+and b = E (every epoch run in both phases). A measured job without a refit epoch gives one rate (c = v).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class JobCost:
     select_epochs: int
     refit_epochs: int  # the selection's best epoch
     select_epoch_s: float  # the loop's mean selection epoch
-    refit_epoch_s: float  # the loop's mean refit epoch
+    refit_epoch_s: float | None  # the loop's mean refit epoch; None: the refit ran none
     progress_epoch_s: float | None  # the record's last progress.epoch_seconds (a refit epoch)
 
 
@@ -65,9 +66,9 @@ def _rates(
     select_s: list[float], refit_s: list[float], n_train: int, n_val: int, n_all: int
 ) -> tuple[float, float]:
     """(c, v) from the phases' epochs (see the module's docstring)."""
-    s, r = statistics.fmean(select_s), statistics.fmean(refit_s)
     det = n_all * (n_train - n_val)
-    if det:
+    if refit_s and det:
+        s, r = statistics.fmean(select_s), statistics.fmean(refit_s)
         c, v = (s * n_all - n_val * r) / det, (n_train * r - n_all * s) / det
         if c > 0 and v >= 0:
             return c, v
@@ -92,7 +93,7 @@ def decompose(record: dict[str, Any], card: dict[str, Any]) -> JobCost:
     return JobCost(
         wall=wall, c=c, v=v, delta=delta, fixed=wall - sum(select) - sum(refit) - len(history) * delta,
         n_train=n_train, n_val=n_val, n_all=n_all, select_epochs=len(select), refit_epochs=len(refit),
-        select_epoch_s=statistics.fmean(select), refit_epoch_s=statistics.fmean(refit),
+        select_epoch_s=statistics.fmean(select), refit_epoch_s=statistics.fmean(refit) if refit else None,
         progress_epoch_s=progress,
     )  # fmt: skip
 
@@ -134,7 +135,7 @@ def job_seconds(cost: JobCost, target: Target, best_epoch: int) -> float:
 
 def bounds(cost: JobCost, target: Target) -> dict[str, float]:
     """Seconds per job with the fewest epochs early stopping allows, and with every epoch run."""
-    return {"low_s": job_seconds(cost, target, 1), "high_s": job_seconds(cost, target, target.epochs)}
+    return {"low_s": job_seconds(cost, target, 0), "high_s": job_seconds(cost, target, target.epochs)}
 
 
 def per_hour(seconds: float) -> float:

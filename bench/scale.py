@@ -39,7 +39,7 @@ from typing import Any
 import redis
 import requests
 
-from bench import scale_brokers, scale_model
+from bench import capacity, scale_brokers, scale_model
 from bench.common import OUT_DIR, advertised_since, console, pct, report
 from bench.submit import HIGH_LIMIT, BenchStack, bench_stack
 
@@ -245,12 +245,12 @@ def rows_of(run: dict[str, Any], pred: dict[str, Any], cap: dict[str, Any], brok
     table = [
         ("training", "parent training wall (1 worker)", m["parent"].wall, "", "s", run["parent_load_1m"]),
         ("training", "parent epoch in the loop: selection / refit", m["parent"].select_epoch_s,
-         m["parent"].refit_epoch_s, "s", ""),
+         _refit_epoch(m["parent"]), "s", ""),
         ("training", "first child after the parent (1 worker)", _wall(run["first_child"]), "", "s",
          run["first_child_load_1m"]),
         ("training", "child training wall, mean (1 worker)", m["child"].wall, "", "s", one["load_1m"]),
         ("training", "child epoch in the loop: selection / refit", m["child"].select_epoch_s,
-         m["child"].refit_epoch_s, "s", ""),
+         _refit_epoch(m["child"]), "s", ""),
         ("training", f"1 worker process: {n} children drained", one["wall_s"], "", "s", one["load_1m"]),
         ("training", "1 worker process", one["jobs_per_h"], "", "jobs/h", one["load_1m"]),
         ("training", f"2 worker processes (-c 1 each): {n} children", two["wall_s"], "", "s", two["load_1m"]),
@@ -285,6 +285,10 @@ def rows_of(run: dict[str, Any], pred: dict[str, Any], cap: dict[str, Any], brok
         ]  # fmt: skip
     keys = ("section", "measure", "value", "to", "unit", "load_1m")
     return [dict(zip(keys, r, strict=True)) for r in table]
+
+
+def _refit_epoch(cost: capacity.JobCost) -> float | str:
+    return "no refit" if cost.refit_epoch_s is None else cost.refit_epoch_s
 
 
 def _wall(job: dict[str, Any]) -> float:

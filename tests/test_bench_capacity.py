@@ -73,9 +73,9 @@ def test_bounds_and_workers() -> None:
     b = capacity.bounds(cost, target)
     select = C * 8000 + V * 500 + DELTA  # 81.5 s
     refit = (C + V) * 8600 + DELTA  # 103.7 s
-    # fewest: best at epoch 1, so 3 selection epochs and a 1-epoch refit; most: 20 of each.
-    assert b["low_s"] == pytest.approx(FIXED + 3 * select + refit)
-    assert b["low_s"] == pytest.approx(352.2)
+    # fewest: the starting weights win, so 2 selection epochs and no refit; most: 20 of each.
+    assert b["low_s"] == pytest.approx(FIXED + 2 * select)
+    assert b["low_s"] == pytest.approx(167.0)
     assert b["high_s"] == pytest.approx(FIXED + 20 * (select + refit))
     assert b["high_s"] == pytest.approx(3708.0)
     assert capacity.per_hour(b["high_s"]) == pytest.approx(3600 / 3708)
@@ -90,3 +90,18 @@ def test_mean_cost_rounds_counts() -> None:
     assert mean.fixed == pytest.approx(FIXED + 1.0)
     assert mean.wall == pytest.approx(WALL + 1.0)
     assert mean.n_all == N_ALL and mean.select_epochs == 5
+
+
+def test_a_job_whose_selection_kept_the_starting_weights_has_no_refit() -> None:
+    """Best epoch 0 (the parent's weights won): `patience` selection epochs, no refit epoch; one rate."""
+    history = HISTORY[:2]
+    wall = FIXED + 2 * SELECT_S
+    record = {**RECORD, "finished_at": 1000.0 + wall, "result": {"history": history},
+              "progress": {"epoch_seconds": 99.0}}  # fmt: skip
+    cost = capacity.decompose(record, CARD)
+    assert cost.refit_epochs == 0 and cost.refit_epoch_s is None and cost.delta == 0.0
+    assert cost.c == cost.v == pytest.approx(SELECT_S / (N_TRAIN + N_VAL))
+    assert cost.fixed == pytest.approx(FIXED)
+    own = capacity.Target(epochs=12, patience=2, n_train=N_TRAIN, n_val=N_VAL, n_all=N_ALL)
+    assert capacity.job_seconds(cost, own, best_epoch=0) == pytest.approx(wall)
+    assert capacity.bounds(cost, own)["low_s"] == pytest.approx(wall)
