@@ -5,6 +5,7 @@ after 25 s); every command against the real API and workers: tests/test_cli_live
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -236,14 +237,17 @@ def test_follow_reconnects_at_the_log_cursor_until_the_final_record(fake_api: di
 
 @pytest.mark.slow
 def test_up_says_when_auto_falls_back_to_the_bundled_history(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Yahoo made unreachable for real: curl's requests go to a proxy on a closed port."""
     from stockq.cli.data_note import data_note
     from stockq.settings import Settings
 
     monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{free_port()}")
-    note = data_note(Settings(var_dir=tmp_path, data_source="auto"))
+    with caplog.at_level(logging.WARNING):
+        note = data_note(Settings(var_dir=tmp_path, data_source="auto"))
+    # The probe's failure is said once, in the note: no logged detail printed ahead of it.
+    assert [r.getMessage() for r in caplog.records if r.name == "ml.errors"] == []
     assert note["online"] is False and note["served"] == "bundled" and note["ends"] == "2022-12-28"
     assert note["text"].startswith("data: auto, but Yahoo Finance is unreachable")
     assert "which ends 2022-12-28" in note["text"]

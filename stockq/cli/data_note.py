@@ -32,6 +32,11 @@ def yahoo_reachable(settings: Settings) -> tuple[bool, str]:
 
     # Its own warnings ("Cookie/crumb fetch failed") would only repeat, worse, what the note says.
     logging.getLogger("yfinance").setLevel(logging.ERROR)
+    # So would the failure's detail, which ml.errors logs as it is raised: with no handler configured it
+    # printed bare ("data_unavailable (error_id …): DNSError …") ahead of the note. A filter that passes
+    # no logger's records holds them back while the probe runs.
+    errors_log, hold = logging.getLogger("ml.errors"), logging.Filter("\0")
+    errors_log.addFilter(hold)
     try:
         YFinanceSource(settings.var_path / "yfinance", timeout_s=5).fetch(
             PROBE_TICKER, date.today() - timedelta(days=10), date.today()
@@ -40,6 +45,8 @@ def yahoo_reachable(settings: Settings) -> tuple[bool, str]:
         return False, exc.message
     except Exception as exc:  # a probe: whatever else yfinance raises, the workers' fetch would fail too
         return False, f"{type(exc).__name__}: {exc}"
+    finally:
+        errors_log.removeFilter(hold)
     return True, ""
 
 
