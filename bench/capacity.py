@@ -31,8 +31,9 @@ selection.samples [n_train, n_val], refit.samples n_all):
 
 with S(b) = min(b + patience, E) selection epochs: early stopping fires `patience` epochs after the best one
 (or the budget E ends the phase), and the refit runs exactly b. The bounds are b = 0 (the starting weights
-won the selection: `patience` selection epochs and no refit, what most children of the panel parent do)
-and b = E (every epoch run in both phases). A measured job without a refit epoch gives one rate (c = v).
+won the selection, as they do for some children of the panel parent: `patience` selection epochs and no
+refit) and b = E (every epoch run in both phases). A measured job without a refit epoch gives one rate
+(c = v).
 """
 
 from __future__ import annotations

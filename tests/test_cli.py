@@ -251,6 +251,11 @@ def test_up_says_when_auto_falls_back_to_the_bundled_history(
     assert note["online"] is False and note["served"] == "bundled" and note["ends"] == "2022-12-28"
     assert note["text"].startswith("data: auto, but Yahoo Finance is unreachable")
     assert "which ends 2022-12-28" in note["text"]
+    # With yfinance alone the note gives the reason itself, not an error_id whose log line was held back.
+    strict = data_note(Settings(var_dir=tmp_path, data_source="yfinance"))
+    assert strict["online"] is False and strict["served"] is None
+    assert strict["text"].startswith("data: yfinance, but Yahoo Finance is unreachable (")
+    assert "error_id" not in strict["text"], strict["text"]
 
 
 def test_status_logs_prints_the_jobs_log_lines(fake_api: dict[str, str]) -> None:

@@ -160,17 +160,16 @@ class FeatureStore:
                  for p in offline_dirs(self.offline_root)[0].glob("*.parquet")]  # fmt: skip
         return sorted(str(t) for t in found)
 
-    def stored_daily(self, ticker: str) -> pd.DataFrame | None:
+    def stored_daily(self, ticker: str, columns: list[str] | None = None) -> pd.DataFrame | None:
         path = self._daily_path(ticker)
-        return pd.read_parquet(path) if path.exists() else None
+        return pd.read_parquet(path, columns=columns) if path.exists() else None
 
     def stored_closes(self, ticker: str) -> pd.Series | None:
         """The stored daily closes indexed by their (naive) day, oldest first: the two columns only, since
         every uncached forecast reads them for its chart."""
-        path = self._daily_path(ticker)
-        if not path.exists():
+        daily = self.stored_daily(ticker, columns=["event_timestamp", "close"])
+        if daily is None:
             return None
-        daily = pd.read_parquet(path, columns=["event_timestamp", "close"])
         days = pd.DatetimeIndex(daily["event_timestamp"]).tz_convert(None)
         return pd.Series(daily["close"].to_numpy(dtype="float64"), index=days, name="close").sort_index()
 

@@ -25,6 +25,10 @@ def bundled_range() -> dict[str, str]:
     }
 
 
+def _hold(record: logging.LogRecord) -> bool:
+    return False
+
+
 def yahoo_reachable(settings: Settings) -> tuple[bool, str]:
     """One small real request, as a worker's `auto` source would make it (it fails fast offline)."""
     from ml.data.yfinance_source import YFinanceSource
@@ -33,20 +37,20 @@ def yahoo_reachable(settings: Settings) -> tuple[bool, str]:
     # Its own warnings ("Cookie/crumb fetch failed") would only repeat, worse, what the note says.
     logging.getLogger("yfinance").setLevel(logging.ERROR)
     # So would the failure's detail, which ml.errors logs as it is raised: with no handler configured it
-    # printed bare ("data_unavailable (error_id …): DNSError …") ahead of the note. A filter that passes
-    # no logger's records holds them back while the probe runs.
-    errors_log, hold = logging.getLogger("ml.errors"), logging.Filter("\0")
-    errors_log.addFilter(hold)
+    # printed bare ("data_unavailable (error_id …): DNSError …") ahead of the note. Held back while the
+    # probe runs; the note names the detail itself (an error_id would point at a line never written).
+    errors_log = logging.getLogger("ml.errors")
+    errors_log.addFilter(_hold)
     try:
         YFinanceSource(settings.var_path / "yfinance", timeout_s=5).fetch(
             PROBE_TICKER, date.today() - timedelta(days=10), date.today()
         )
     except StockqError as exc:
-        return False, exc.message
+        return False, exc.detail or exc.message
     except Exception as exc:  # a probe: whatever else yfinance raises, the workers' fetch would fail too
         return False, f"{type(exc).__name__}: {exc}"
     finally:
-        errors_log.removeFilter(hold)
+        errors_log.removeFilter(_hold)
     return True, ""
 
 
