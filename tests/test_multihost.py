@@ -242,14 +242,19 @@ def test_a_child_trained_on_one_host_is_served_by_another(stack: Stack) -> None:
 
 def _cut_broker_connections(stack: Stack, port: int) -> list[int]:
     """SIGKILL the forwarder processes carrying host A's connections to RabbitMQ (socat forks one per
-    connection): A's broker connections drop while A itself lives on and reaches Redis."""
+    connection): A's broker connections drop while A itself lives on and reaches Redis. The pids killed."""
     out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     pids = {int(part.split(",")[0]) for line in out.splitlines() if f"{stack.host_a.address}:" in line
             for part in line.split("pid=")[1:]}  # fmt: skip
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    return sorted(pids)
+    killed = []
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # a short-lived connection (a publish) closed since ss listed it
+            continue
+        killed.append(pid)
+    return killed
 
 
 def test_a_live_host_that_loses_its_broker_connection_keeps_its_training(
