@@ -187,7 +187,7 @@ def test_a_job_that_kills_its_worker_every_time_is_dead_lettered_then_retried(en
     r.set(POISON_FLAG, 1)
     job = jobs.create("ping", {}, "stockq.test.poison", task_kwargs={})
     send(env, job.id, "stockq.test.poison", "inference")
-    failed = wait_until(lambda: (j := jobs.get(job.id)).status == JobStatus.FAILED and j, 120, "dead letter")
+    failed = wait_until(lambda: (j := jobs.get(job.id)).status == JobStatus.FAILED and j, 300, "dead letter")
     assert failed.error["code"] == "worker_lost" and failed.lost == 3
     assert [a["outcome"] for a in failed.attempts] == ["worker_lost"] * 3
     listed = client.get("/jobs?status=failed").get_json()["jobs"]

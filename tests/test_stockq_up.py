@@ -93,7 +93,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     stack = Up(proc, log, f"http://127.0.0.1:{api_port}", flower_port, exporter_port, mlflow_port, client,
                tmp / "var")  # fmt: skip
     try:
-        wait_until(stack.ready, 180, "stockq up to be ready", every=0.2)
+        # Its start imports torch, Feast, MLflow and the embedding model in every worker at once: 77 s on an
+        # idle 2-core machine, over 180 s while the other test stream trains.
+        wait_until(stack.ready, 420, "stockq up to be ready", every=0.2)
         yield stack
     finally:
         if proc.poll() is None:
