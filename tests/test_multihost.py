@@ -84,7 +84,8 @@ def services(lan: netns.Lan, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         argv = [str(BIN / "mlflow"), "server", "--host", gw, "--port", str(mlflow_port), "--workers", "1",
                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                 "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"]  # fmt: skip
-        mlflow = Proc(argv, {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, root / "mlflow.log")
+        mlflow_env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        mlflow = Proc(argv, {**os.environ, **mlflow_env}, root / "mlflow.log")
         procs.append(mlflow)
         redis_port = netns.free_port(gw)
         procs.append(start_redis(redis_port, root / "redis", bind=gw, password=REDIS_PASSWORD))

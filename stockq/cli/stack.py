@@ -118,10 +118,12 @@ class Stack:
         spawn("exporter", [str(bin_dir / "stockq"), "exporter", "--port", str(self.settings.exporter_port)])
         if self.mlflow_ui:
             store, port = self.settings.tracking_uri, str(self.settings.mlflow_ui_port)
-            # One server process: a person's browser is its only client, and mlflow's default of four
-            # would start four copies of its server (each seconds of imports) beside the workers.
+            # One server process and no job runner: a person's browser is its only client, and mlflow's
+            # defaults (four server copies, a job runner and two huey consumers for its GenAI jobs, which
+            # stockq never submits) would start six more processes beside the workers.
             spawn("mlflow-ui", [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", store,
-                                "--host", "127.0.0.1", "--port", port, "--workers", "1"])  # fmt: skip
+                                "--host", "127.0.0.1", "--port", port, "--workers", "1"],
+                  env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
         if self.beat:
             # Redis-locked: a beat of another host's stack on the same Redis only waits for the lock.
             spawn("beat", beat_argv())
