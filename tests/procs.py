@@ -163,7 +163,7 @@ def start_gunicorn(settings: Settings, port: int, **env: str) -> Proc:
         except requests.RequestException:
             return False
 
-    wait_until(up, 30, "gunicorn", every=0.2)
+    wait_until(up, 120, "gunicorn", every=0.2)  # started beside cold workers: see start_worker
     return proc
 
 
