@@ -18,6 +18,7 @@ import redis
 
 from stockq.cli.stack import gunicorn_argv, worker_argv
 from stockq.settings import Settings
+from workers.clock import server_time
 
 BIN = Path(sys.executable).parent
 # Worker settings that keep an end-to-end training to seconds: two epochs per phase (select, then the
@@ -119,14 +120,18 @@ def start_worker(
     argv = [*worker_argv(queues, concurrency, name), "--without-mingle", "--without-gossip"]
     argv[argv.index("-A") + 1] = app
     argv = [*wrap, *argv]
-    proc = Proc(argv, settings_env(settings, **env), settings.var_path / f"worker-{name}.log")
     client = redis.Redis.from_url(settings.redis_url)
     first = queues.split(",")[0]
+    # Only a stamp of this process counts: a killed worker of the same name leaves its last one behind
+    # (it never ran its shutdown), and a test that went on at once met a worker whose pool was starting.
+    since = server_time(client)
+    proc = Proc(argv, settings_env(settings, **env), settings.var_path / f"worker-{name}.log")
 
     def up() -> bool:
         if proc.p.poll() is not None:
             raise AssertionError(f"worker {name} exited:\n{proc.tail()}")
-        return any(m.decode().startswith(name + "@") for m in client.zrange(f"stockq:workers:{first}", 0, -1))
+        stamps = client.zrange(f"stockq:workers:{first}", 0, -1, withscores=True)
+        return any(m.decode().startswith(name + "@") and at >= since for m, at in stamps)
 
     try:
         wait_until(up, 300, f"worker {name}", every=0.2)  # a cold start on a loaded 2-core machine is slow
